@@ -1,0 +1,1 @@
+//! Configuration: flags, env vars, TOML file, presets (see docs/configuration.md).
