@@ -1,6 +1,19 @@
 //! anycable-rs: a drop-in replacement for the AnyCable-Go real-time server.
 //!
-//! Data flows socket -> `transport` -> `protocol` -> `session` -> `node` -> `hub` -> socket;
-//! publications enter through `broadcast` and reach the same `hub`. See `docs/architecture.md`.
+//! Data flows socket -> [`transport`] -> [`protocol`] -> [`session`] -> [`node`] -> [`hub`] ->
+//! each session's outbox -> socket; publications enter through [`broadcast`] and reach the same
+//! hub. See `docs/architecture.md`.
 
+pub mod app;
+pub mod broadcast;
 pub mod config;
+pub mod hub;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod response;
+pub mod server;
+pub mod session;
+pub mod streams;
+pub mod transport;

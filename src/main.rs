@@ -1,1 +1,136 @@
-fn main() {}
+//! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anycable_rs::app;
+use anycable_rs::config::{self, Config, Loaded, LogFormat, LogLevel};
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let config = match config::load(&args, &env, &cwd) {
+        Ok(Loaded::Run(config)) => config,
+        Ok(Loaded::PrintConfig(text) | Loaded::Help(text) | Loaded::Version(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("Error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &config.warnings {
+        println!("{warning}");
+    }
+    let unsupported = config.unsupported_settings();
+    if !unsupported.is_empty() {
+        for message in unsupported {
+            eprintln!("Error: {message}");
+        }
+        eprintln!("Error: refusing to start with settings this version does not implement");
+        return ExitCode::FAILURE;
+    }
+    init_logging(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(*config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    tracing::info!(
+        "Starting AnyCable-rs {} (pid: {}, open file limit: {}, threads: {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        open_file_limit(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    if let Some(path) = &config.config_file {
+        tracing::info!("Using configuration from file: {}", path.display());
+    }
+    let running = match app::start(&config).await {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let stop = async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    // The second signal is watched by fresh handlers: tokio delivers each signal to every
+    // registered stream, so these see the next one.
+    let force = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async {
+            let (Ok(mut terminate), Ok(mut interrupt)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        })
+    };
+    let timeout = Duration::from_secs(config.app.shutdown_timeout_secs);
+    let delay = Duration::from_secs(config.app.shutdown_delay_secs);
+    running.run_until(stop, force, timeout, delay).await;
+    ExitCode::SUCCESS
+}
+
+fn init_logging(config: &Config) {
+    let level = match config.logging.level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stdout);
+    match config.logging.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    if level == tracing::Level::DEBUG {
+        tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
+    }
+}
+
+/// The soft open-files limit from /proc, for the startup line.
+fn open_file_limit() -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,220 @@
+//! Wiring: builds the node and its endpoints from the config, binds the listeners, and runs
+//! the graceful shutdown sequence.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broadcast::http::HttpBroadcaster;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::identity::Authenticator;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
+use crate::streams::StreamsRouter;
+use crate::transport::ws::WsEndpoint;
+use crate::transport::AllowedOrigins;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("--ssl_cert and --ssl_key must be given together")]
+    HalfTls,
+}
+
+/// A started server.
+pub struct Running {
+    pub node: Arc<Node>,
+    pub main_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Builds everything and starts listening. Fails (and nothing keeps running) when a listener
+/// cannot be bound or TLS files are unusable.
+pub async fn start(config: &Config) -> Result<Running, AppError> {
+    let metrics = Arc::new(Metrics::default());
+    let router = StreamsRouter::new(&config.streams);
+    let auth = Authenticator::new(
+        config.jwt.secret.as_deref(),
+        config.jwt.enforce,
+        config.noauth,
+    );
+    let jwt_enabled = auth.jwt_enabled();
+    log_auth_and_channels(config, jwt_enabled, &router);
+    let node = Arc::new(Node::new(
+        Hub::new(config.app.hub_gopool_size),
+        router,
+        auth,
+        metrics,
+    ));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let tls = match (&config.server.ssl_cert, &config.server.ssl_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err(AppError::HalfTls),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let host = &config.server.host;
+
+    let ws = Arc::new(WsEndpoint::new(
+        config,
+        node.clone(),
+        jwt_enabled,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    let broadcaster = config
+        .broadcast_adapters
+        .iter()
+        .any(|a| a == "http")
+        .then(|| {
+            let hb = &config.http_broadcast;
+            let cors = hb
+                .cors
+                .then(|| AllowedOrigins::new(&config.server.allowed_origins));
+            Arc::new(HttpBroadcaster::new(node.clone(), hb.key.clone(), cors))
+        });
+
+    let main_port = config.server.port;
+    let broadcast_port = config.http_broadcast.port;
+    let mut main_routes = Routes {
+        health_path: Some(config.server.health_path.clone()),
+        ws_paths: config
+            .ws
+            .paths
+            .iter()
+            .map(|p| PathPattern::new(p))
+            .collect(),
+        ws: Some(ws),
+        broadcast: None,
+    };
+    let mut listeners = Vec::new();
+    let main = Listener::bind(host, main_port, tls.clone(), config.server.max_conn).await?;
+    let main_addr = main.local_addr();
+    if let Some(broadcaster) = broadcaster {
+        let path = config.http_broadcast.path.clone();
+        let auth_note = if config.http_broadcast.key.is_some() {
+            "authorization required"
+        } else {
+            "no authorization"
+        };
+        let cors_note = if config.http_broadcast.cors {
+            ", CORS enabled"
+        } else {
+            ""
+        };
+        tracing::info!(context = "broadcast", provider = "http", "Accept broadcast requests at {scheme}://{host}:{broadcast_port}{path} ({auth_note}{cors_note})");
+        if config.http_broadcast.key_derived {
+            tracing::info!(
+                context = "broadcast",
+                provider = "http",
+                "auto-generated authorization secret from the application secret"
+            );
+        }
+        if broadcast_port == main_port {
+            main_routes.broadcast = Some((path, broadcaster));
+        } else {
+            let routes = Routes {
+                broadcast: Some((path, broadcaster)),
+                ..Routes::default()
+            };
+            let listener =
+                Listener::bind(host, broadcast_port, tls.clone(), config.server.max_conn).await?;
+            listeners.push((listener, routes));
+        }
+    }
+    tracing::info!(context = "rpc", "no RPC configured");
+    for path in &config.ws.paths {
+        tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
+    }
+    tracing::info!(
+        "Handle health requests at {scheme}://{host}:{main_port}{}",
+        config.server.health_path
+    );
+
+    listeners.push((main, main_routes));
+    for (listener, routes) in listeners {
+        tracker.spawn(listener.serve(Arc::new(routes), shutdown.clone(), tracker.clone()));
+    }
+    Ok(Running {
+        node,
+        main_addr,
+        shutdown,
+        tracker,
+    })
+}
+
+fn log_auth_and_channels(config: &Config, jwt_enabled: bool, router: &StreamsRouter) {
+    if config.public {
+        tracing::warn!("Server is running in the public mode");
+    }
+    if jwt_enabled {
+        tracing::info!(
+            "JWT authentication is enabled (param: {}, enforced: {})",
+            config.jwt.param,
+            config.jwt.enforce
+        );
+    }
+    if config.noauth {
+        tracing::info!("connection authentication is disabled");
+    }
+    if !jwt_enabled && !config.noauth {
+        tracing::warn!("no authentication method is available (no JWT secret, no --noauth, no RPC): every connection will be rejected");
+    }
+    tracing::info!(
+        "Using channels router: {}",
+        router.channel_names().join(", ")
+    );
+    let adapters = config.broadcast_adapters.join(", ");
+    tracing::info!(context = "broadcast", "Broadcasting adapters: {adapters}");
+}
+
+impl Running {
+    /// Waits for `stop`, then shuts down: optional delay, every client gets a `server_restart`
+    /// disconnect, listeners close, and tasks get until the deadline to finish. A second
+    /// `stop` ends the wait at once.
+    pub async fn run_until<F, G>(self, stop: F, mut force: G, timeout: Duration, delay: Duration)
+    where
+        F: Future<Output = ()>,
+        G: FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    {
+        stop.await;
+        tracing::info!("Shutting down... (hit Ctrl-C to stop immediately or wait for up to {}s for graceful shutdown)", timeout.as_secs());
+        let deadline = Instant::now() + timeout;
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.min(Instant::now() + delay)) => {}
+                _ = force() => {
+                    tracing::warn!("Immediate termination requested. Stopped");
+                    return;
+                }
+            }
+        }
+        let sessions = self.node.sessions_count();
+        tracing::info!(
+            context = "node",
+            "closing active connections num={sessions}"
+        );
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::select! {
+            _ = self.tracker.wait() => tracing::info!(context = "node", "all active connections closed"),
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(context = "node", "terminated while disconnecting active sessions num={}", self.node.sessions_count());
+            }
+            _ = force() => tracing::warn!("Immediate termination requested. Stopped"),
+        }
+    }
+}

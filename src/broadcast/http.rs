@@ -1,0 +1,127 @@
+//! The HTTP broadcaster: `POST /_broadcast` with a publication, a batch or a remote command.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::parse;
+use crate::metrics::Counter;
+use crate::node::Node;
+use crate::response::{plain, Body};
+use crate::transport::AllowedOrigins;
+
+/// Publications larger than this are refused with 413 (the reference has no limit).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+const CORS_HEADERS: &str =
+    "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
+
+/// The broadcast endpoint.
+pub struct HttpBroadcaster {
+    node: Arc<Node>,
+    /// Expected bearer token; `None` accepts every request.
+    key: Option<String>,
+    /// `Some` when CORS headers are enabled.
+    cors: Option<AllowedOrigins>,
+}
+
+impl HttpBroadcaster {
+    pub fn new(
+        node: Arc<Node>,
+        key: Option<String>,
+        cors: Option<AllowedOrigins>,
+    ) -> HttpBroadcaster {
+        HttpBroadcaster { node, key, cors }
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut response = self.respond(request).await;
+        if let Some(origins) = &self.cors {
+            add_cors_headers(&mut response, origins, origin.as_deref());
+        }
+        response
+    }
+
+    async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        if self.cors.is_some() && request.method() == Method::OPTIONS {
+            return plain(StatusCode::OK, "");
+        }
+        if request.method() != Method::POST {
+            return plain(StatusCode::UNPROCESSABLE_ENTITY, "use POST\n");
+        }
+        if !self.authorized(&request) {
+            return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        }
+        let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n");
+            }
+            Err(_) => return plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n"),
+        };
+        self.node.metrics().inc(Counter::Publications);
+        match parse(&body) {
+            Ok(inbound) => {
+                self.node.publish(inbound);
+                plain(StatusCode::CREATED, "")
+            }
+            Err(error) => {
+                self.node.metrics().inc(Counter::FailedBroadcastMsg);
+                tracing::warn!("failed to parse broadcast request: {error}");
+                plain(StatusCode::UNPROCESSABLE_ENTITY, "invalid broadcast: expected {\"stream\":\"...\",\"data\":\"...\"}, an array of them, or a remote command\n")
+            }
+        }
+    }
+
+    /// Bearer token check in constant time.
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(key) = &self.key else {
+            return true;
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+    }
+}
+
+fn add_cors_headers(response: &mut Response<Body>, origins: &AllowedOrigins, origin: Option<&str>) {
+    let headers = response.headers_mut();
+    let allow_origin = if !origins.is_restricted() {
+        Some("*".to_string())
+    } else {
+        origin
+            .filter(|o| origins.allows(Some(o)))
+            .map(str::to_lowercase)
+    };
+    if let Some(value) = allow_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(CORS_HEADERS),
+    );
+}

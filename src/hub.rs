@@ -1,0 +1,230 @@
+//! The index of streams to subscribed connections, and broadcast fan-out.
+//!
+//! Streams are spread over shards (`--hub_gopool_size`) so that subscribes and broadcasts on
+//! different streams rarely contend. Within a stream, subscribers are grouped by channel
+//! identifier: a broadcast frame is encoded once per identifier and the same bytes are queued
+//! to every subscriber of that group.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::{broadcast_frame, Payload};
+use crate::session::{Outbox, Pushed};
+
+/// A connection as the hub sees it.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub session_id: u64,
+    pub sid: Arc<str>,
+    pub outbox: Arc<Outbox>,
+}
+
+/// What to send to a stream's subscribers.
+pub struct Delivery<'a> {
+    pub payload: &'a Payload,
+    /// `meta.broadcast_type`: adds a `type` field to the frame.
+    pub broadcast_type: Option<&'a str>,
+    /// `meta.exclude_socket`: the `sid` that must not receive it.
+    pub exclude_sid: Option<&'a str>,
+    /// Whispers skip every subscription of the sending connection.
+    pub exclude_session: Option<u64>,
+}
+
+/// Outcome of one fan-out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Frames queued.
+    pub delivered: usize,
+    /// Connections whose queue overflowed and that are now being disconnected as too slow.
+    pub overflowed: usize,
+}
+
+struct Group {
+    identifier: Arc<str>,
+    members: HashMap<u64, Subscriber>,
+}
+
+#[derive(Default)]
+struct Shard {
+    streams: HashMap<Arc<str>, Vec<Group>>,
+}
+
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Hub {
+    pub fn new(shards: usize) -> Hub {
+        Hub {
+            shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// Attaches a connection's subscription (`identifier`) to `stream`. Idempotent.
+    pub fn subscribe(&self, stream: &Arc<str>, identifier: &Arc<str>, subscriber: Subscriber) {
+        let mut shard = self.shard(stream);
+        let groups = shard.streams.entry(stream.clone()).or_default();
+        let group = match groups.iter_mut().position(|g| g.identifier == *identifier) {
+            Some(index) => &mut groups[index],
+            None => {
+                groups.push(Group {
+                    identifier: identifier.clone(),
+                    members: HashMap::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.members.insert(subscriber.session_id, subscriber);
+    }
+
+    /// Detaches a connection's subscription from `stream`, dropping empty entries.
+    pub fn unsubscribe(&self, stream: &str, identifier: &str, session_id: u64) {
+        let mut shard = self.shard(stream);
+        let Some(groups) = shard.streams.get_mut(stream) else {
+            return;
+        };
+        if let Some(index) = groups.iter().position(|g| &*g.identifier == identifier) {
+            groups[index].members.remove(&session_id);
+            if groups[index].members.is_empty() {
+                groups.swap_remove(index);
+            }
+        }
+        if groups.is_empty() {
+            shard.streams.remove(stream);
+        }
+    }
+
+    /// Queues a broadcast to every subscriber of `stream`. Never waits on a client.
+    pub fn broadcast(&self, stream: &str, delivery: &Delivery) -> FanOut {
+        let shard = self.shard(stream);
+        let mut result = FanOut::default();
+        let Some(groups) = shard.streams.get(stream) else {
+            return result;
+        };
+        for group in groups {
+            let frame: Utf8Bytes =
+                broadcast_frame(&group.identifier, delivery.payload, delivery.broadcast_type)
+                    .into();
+            for member in group.members.values() {
+                if delivery.exclude_session == Some(member.session_id)
+                    || delivery.exclude_sid == Some(&*member.sid)
+                {
+                    continue;
+                }
+                match member.outbox.push(frame.clone()) {
+                    Pushed::Queued => result.delivered += 1,
+                    Pushed::Overflowed => result.overflowed += 1,
+                    Pushed::Closed => {}
+                }
+            }
+        }
+        result
+    }
+
+    /// Number of streams with at least one local subscriber.
+    pub fn streams_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).streams.len()).sum()
+    }
+
+    fn shard(&self, stream: &str) -> MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        stream.hash(&mut hasher);
+        lock(&self.shards[hasher.finish() as usize % self.shards.len()])
+    }
+}
+
+/// Shard updates are single map operations, so a poisoned lock holds consistent data.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Outgoing;
+    use std::collections::VecDeque;
+
+    fn subscriber(id: u64, sid: &str, cap: usize) -> Subscriber {
+        Subscriber {
+            session_id: id,
+            sid: sid.into(),
+            outbox: Arc::new(Outbox::new(cap)),
+        }
+    }
+
+    async fn frames(s: &Subscriber) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        s.outbox.take_batch(&mut batch).await;
+        batch
+            .into_iter()
+            .map(|o| match o {
+                Outgoing::Text(t) => t.to_string(),
+                Outgoing::Close { .. } => "<close>".into(),
+            })
+            .collect()
+    }
+
+    fn delivery(payload: &Payload) -> Delivery<'_> {
+        Delivery {
+            payload,
+            broadcast_type: None,
+            exclude_sid: None,
+            exclude_session: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_once_per_identifier_and_respects_exclusions() {
+        let hub = Hub::new(4);
+        let stream: Arc<str> = "s".into();
+        let (a, b) = (subscriber(1, "a", 0), subscriber(2, "b", 0));
+        hub.subscribe(&stream, &"id1".into(), a.clone());
+        hub.subscribe(&stream, &"id2".into(), a.clone());
+        hub.subscribe(&stream, &"id1".into(), b.clone());
+        let payload = Payload::from_data("1");
+        assert_eq!(hub.broadcast("s", &delivery(&payload)).delivered, 3);
+        assert_eq!(
+            hub.broadcast(
+                "s",
+                &Delivery {
+                    exclude_sid: Some("a"),
+                    ..delivery(&payload)
+                }
+            )
+            .delivered,
+            1
+        );
+        assert_eq!(frames(&a).await.len(), 2);
+        assert_eq!(frames(&b).await.len(), 2);
+        assert_eq!(
+            hub.broadcast("other", &delivery(&payload)),
+            FanOut::default()
+        );
+    }
+
+    #[test]
+    fn unsubscribe_cleans_up_empty_streams() {
+        let hub = Hub::new(2);
+        let stream: Arc<str> = "s".into();
+        hub.subscribe(&stream, &"id".into(), subscriber(1, "a", 0));
+        assert_eq!(hub.streams_count(), 1);
+        hub.unsubscribe("s", "id", 1);
+        assert_eq!(hub.streams_count(), 0);
+    }
+
+    #[test]
+    fn counts_overflowing_subscribers() {
+        let hub = Hub::new(1);
+        let stream: Arc<str> = "s".into();
+        hub.subscribe(&stream, &"id".into(), subscriber(1, "slow", 8));
+        let payload = Payload::from_data("\"0123456789\"");
+        assert_eq!(hub.broadcast("s", &delivery(&payload)).delivered, 1);
+        assert_eq!(hub.broadcast("s", &delivery(&payload)).overflowed, 1);
+    }
+}

@@ -1,0 +1,158 @@
+//! Decoding of client commands.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A decoded client command. Identifiers are kept as the exact strings the client sent, because
+/// clients look their subscriptions up by byte-for-byte equality.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Subscribe {
+        identifier: String,
+    },
+    Unsubscribe {
+        identifier: String,
+    },
+    /// `perform`: `data` is a JSON-encoded string. `None` when the client sent a non-string,
+    /// which the reference ignores.
+    Message {
+        identifier: String,
+        data: Option<String>,
+    },
+    /// Client-to-client transient message; `data` is the raw JSON text of any value, forwarded
+    /// as is.
+    Whisper {
+        identifier: String,
+        data: String,
+    },
+    /// Extended-protocol history request for an existing subscription.
+    History {
+        identifier: String,
+    },
+    /// Extended-protocol pong; it only proves liveness.
+    Pong,
+    /// `{"command":"ping"}`, answered with `{"type":"pong"}`.
+    Ping,
+    /// A well-formed command this server does not know (or does not implement yet).
+    Unknown(String),
+}
+
+/// Why a frame could not be decoded into a command.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not a valid command object: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("command {0:?} requires an identifier")]
+    MissingIdentifier(String),
+    #[error("whisper requires data")]
+    MissingData,
+}
+
+/// The union of every command's fields; which ones matter depends on `command`.
+#[derive(Deserialize)]
+struct RawCommand<'a> {
+    #[serde(borrow)]
+    command: std::borrow::Cow<'a, str>,
+    identifier: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Decodes one client frame (text or binary, parsed as JSON either way).
+pub fn decode(frame: &[u8]) -> Result<Command, DecodeError> {
+    let raw: RawCommand = serde_json::from_slice(frame).map_err(DecodeError::Json)?;
+    let identifier = |raw_identifier: Option<String>| {
+        raw_identifier.ok_or_else(|| DecodeError::MissingIdentifier(raw.command.to_string()))
+    };
+    Ok(match raw.command.as_ref() {
+        "subscribe" => Command::Subscribe {
+            identifier: identifier(raw.identifier)?,
+        },
+        "unsubscribe" => Command::Unsubscribe {
+            identifier: identifier(raw.identifier)?,
+        },
+        "message" => Command::Message {
+            identifier: identifier(raw.identifier)?,
+            data: raw
+                .data
+                .and_then(|d| serde_json::from_str::<String>(d.get()).ok()),
+        },
+        "whisper" => Command::Whisper {
+            identifier: identifier(raw.identifier)?,
+            data: raw.data.ok_or(DecodeError::MissingData)?.get().to_string(),
+        },
+        "history" => Command::History {
+            identifier: identifier(raw.identifier)?,
+        },
+        "pong" => Command::Pong,
+        "ping" => Command::Ping,
+        other => Command::Unknown(other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_subscribe_keeping_identifier_bytes() {
+        let id = r#"{"channel":"$pubsub","stream_name":"a","z":1}"#;
+        let frame = serde_json::json!({"command": "subscribe", "identifier": id}).to_string();
+        assert_eq!(
+            decode(frame.as_bytes()).unwrap(),
+            Command::Subscribe {
+                identifier: id.into()
+            }
+        );
+    }
+
+    #[test]
+    fn message_data_must_be_a_string() {
+        let ok = decode(br#"{"command":"message","identifier":"x","data":"{\"action\":\"a\"}"}"#);
+        assert_eq!(
+            ok.unwrap(),
+            Command::Message {
+                identifier: "x".into(),
+                data: Some(r#"{"action":"a"}"#.into())
+            }
+        );
+        let not_string = decode(br#"{"command":"message","identifier":"x","data":{"a":1}}"#);
+        assert_eq!(
+            not_string.unwrap(),
+            Command::Message {
+                identifier: "x".into(),
+                data: None
+            }
+        );
+    }
+
+    #[test]
+    fn whisper_keeps_raw_data() {
+        match decode(br#"{"command":"whisper","identifier":"x","data":{"event":"typing"}}"#) {
+            Ok(Command::Whisper { data, .. }) => assert_eq!(data, r#"{"event":"typing"}"#),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_frames() {
+        assert!(decode(b"not json").is_err());
+        assert!(decode(br#"{"identifier":"x"}"#).is_err());
+        assert!(decode(br#"{"command":"subscribe","identifier":42}"#).is_err());
+        assert!(matches!(
+            decode(br#"{"command":"subscribe"}"#),
+            Err(DecodeError::MissingIdentifier(_))
+        ));
+        assert!(decode(br#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn unknown_and_simple_commands() {
+        assert_eq!(
+            decode(br#"{"command":"boom"}"#).unwrap(),
+            Command::Unknown("boom".into())
+        );
+        assert_eq!(decode(br#"{"command":"pong"}"#).unwrap(), Command::Pong);
+        assert_eq!(decode(br#"{"command":"ping"}"#).unwrap(), Command::Ping);
+    }
+}

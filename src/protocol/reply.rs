@@ -1,0 +1,181 @@
+//! Encoding of server messages.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Why the server closes a connection; the wire names are AnyCable's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    Unauthorized,
+    TokenExpired,
+    ServerRestart,
+    Remote,
+    NoPong,
+    TooSlow,
+    /// The client kept sending frames that are not commands (our addition; see
+    /// docs/compatibility.md).
+    InvalidRequest,
+}
+
+/// A protocol message addressed to one connection.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply<'a> {
+    Welcome {
+        sid: &'a str,
+    },
+    Disconnect {
+        reason: DisconnectReason,
+        reconnect: bool,
+    },
+    Ping {
+        message: i64,
+    },
+    Pong,
+    ConfirmSubscription {
+        identifier: &'a str,
+    },
+    RejectSubscription {
+        identifier: &'a str,
+    },
+    RejectHistory {
+        identifier: &'a str,
+    },
+}
+
+impl Reply<'_> {
+    /// Encodes the reply as one JSON text frame.
+    pub fn encode(&self) -> String {
+        // Serializing these plain structs cannot fail: no maps with non-string keys, no
+        // failing Serialize impls.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The `message` of a broadcast, prepared once per publication and shared by every frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    json: Box<str>,
+}
+
+impl Payload {
+    /// Applies AnyCable's rule: `data` that parses as a non-null JSON value is sent as that
+    /// value; anything else is sent as a JSON string. The JSON text is passed through unchanged
+    /// rather than re-serialized, so there is no parse-and-print cost on the hot path.
+    pub fn from_data(data: &str) -> Payload {
+        let is_json_value = matches!(
+            serde_json::from_str::<&RawValue>(data),
+            Ok(raw) if raw.get().trim() != "null"
+        );
+        let json = if is_json_value {
+            data.trim().into()
+        } else {
+            serde_json::to_string(data).unwrap_or_default().into()
+        };
+        Payload { json }
+    }
+
+    /// Wraps JSON text that is already known to be valid (a whisper's `data`).
+    pub fn from_json(json: &str) -> Payload {
+        Payload { json: json.into() }
+    }
+
+    /// The JSON text of the payload.
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// Frames a payload for one channel identifier:
+/// `{"identifier":"<id>","message":<payload>}`, with `"type"` first when the publication asks
+/// for one (presence events).
+pub fn broadcast_frame(
+    identifier: &str,
+    payload: &Payload,
+    broadcast_type: Option<&str>,
+) -> String {
+    let identifier = serde_json::to_string(identifier).unwrap_or_default();
+    let mut frame = String::with_capacity(identifier.len() + payload.json.len() + 40);
+    frame.push('{');
+    if let Some(kind) = broadcast_type {
+        frame.push_str("\"type\":");
+        frame.push_str(&serde_json::to_string(kind).unwrap_or_default());
+        frame.push(',');
+    }
+    frame.push_str("\"identifier\":");
+    frame.push_str(&identifier);
+    frame.push_str(",\"message\":");
+    frame.push_str(&payload.json);
+    frame.push('}');
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn encodes_protocol_messages_exactly() {
+        assert_eq!(
+            Reply::Welcome { sid: "abc" }.encode(),
+            r#"{"type":"welcome","sid":"abc"}"#
+        );
+        assert_eq!(
+            Reply::Disconnect {
+                reason: DisconnectReason::TokenExpired,
+                reconnect: false
+            }
+            .encode(),
+            r#"{"type":"disconnect","reason":"token_expired","reconnect":false}"#
+        );
+        assert_eq!(
+            Reply::ConfirmSubscription {
+                identifier: "{\"channel\":\"A\"}"
+            }
+            .encode(),
+            r#"{"type":"confirm_subscription","identifier":"{\"channel\":\"A\"}"}"#
+        );
+        assert_eq!(
+            Reply::Ping { message: 17 }.encode(),
+            r#"{"type":"ping","message":17}"#
+        );
+        assert_eq!(Reply::Pong.encode(), r#"{"type":"pong"}"#);
+    }
+
+    fn frame_value(data: &str) -> Value {
+        serde_json::from_str(&broadcast_frame("id", &Payload::from_data(data), None)).unwrap()
+    }
+
+    #[test]
+    fn broadcast_payload_rules() {
+        assert_eq!(
+            frame_value(r#"{"data":"X"}"#),
+            json!({"identifier":"id","message":{"data":"X"}})
+        );
+        assert_eq!(
+            frame_value(r#""<script>""#),
+            json!({"identifier":"id","message":"<script>"})
+        );
+        assert_eq!(
+            frame_value("Alice: Hey!"),
+            json!({"identifier":"id","message":"Alice: Hey!"})
+        );
+        assert_eq!(
+            frame_value("null"),
+            json!({"identifier":"id","message":"null"})
+        );
+        assert_eq!(frame_value("42"), json!({"identifier":"id","message":42}));
+        assert_eq!(frame_value(""), json!({"identifier":"id","message":""}));
+    }
+
+    #[test]
+    fn broadcast_type_is_added() {
+        let frame = broadcast_frame("id", &Payload::from_data("{}"), Some("presence"));
+        assert_eq!(
+            frame,
+            r#"{"type":"presence","identifier":"id","message":{}}"#
+        );
+    }
+}

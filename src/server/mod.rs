@@ -1,0 +1,202 @@
+//! HTTP listeners: the main one (WebSocket paths, health, and the broadcast endpoint when it
+//! shares the main port) and, when configured on its own port, the broadcast listener.
+
+mod paths;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use paths::PathPattern;
+
+use crate::broadcast::http::HttpBroadcaster;
+use crate::response::{plain, Body};
+use crate::transport::ws::WsEndpoint;
+
+/// The health endpoint's body, as AnyCable-Go answers it.
+pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
+
+/// Time allowed for a client to send the request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one listener serves.
+#[derive(Default)]
+pub struct Routes {
+    pub health_path: Option<String>,
+    pub ws_paths: Vec<PathPattern>,
+    pub ws: Option<Arc<WsEndpoint>>,
+    pub broadcast: Option<(String, Arc<HttpBroadcaster>)>,
+}
+
+impl Routes {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path();
+        if self.health_path.as_deref() == Some(path) {
+            return plain(StatusCode::OK, HEALTH_BODY);
+        }
+        if let Some((broadcast_path, broadcaster)) = &self.broadcast {
+            if broadcast_path == path {
+                return broadcaster.handle(request).await;
+            }
+        }
+        if let Some(ws) = &self.ws {
+            if self.ws_paths.iter().any(|p| p.matches(path)) {
+                return ws.upgrade(request);
+            }
+        }
+        plain(StatusCode::NOT_FOUND, "404 page not found\n")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot resolve listen address {0}")]
+    Resolve(String, #[source] std::io::Error),
+    #[error("failed to listen on {0}")]
+    Bind(String, #[source] std::io::Error),
+}
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+    max_conn: Option<Arc<Semaphore>>,
+}
+
+impl Listener {
+    /// Binds `host:port`. A host name is resolved and its first IPv4 address preferred, like
+    /// Go's listener does for `localhost`; an empty host binds every interface.
+    pub async fn bind(
+        host: &str,
+        port: u16,
+        tls: Option<TlsAcceptor>,
+        max_conn: usize,
+    ) -> Result<Listener, ServerError> {
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        let target = format!("{host}:{port}");
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|e| ServerError::Resolve(target.clone(), e))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| {
+                ServerError::Resolve(target.clone(), std::io::Error::other("no addresses"))
+            })?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Bind(target, e))?;
+        let max_conn = (max_conn > 0).then(|| Arc::new(Semaphore::new(max_conn)));
+        Ok(Listener { tcp, tls, max_conn })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.local_addr().ok()
+    }
+
+    /// Accepts connections until `shutdown`; each HTTP connection finishes its current request
+    /// and closes once shutdown starts. Upgraded WebSockets are handled by their own tasks.
+    pub async fn serve(
+        self,
+        routes: Arc<Routes>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            // With --max-conn, extra connections wait in the accept queue instead of being
+            // refused, as in the reference.
+            let permit = match &self.max_conn {
+                Some(limit) => tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit.ok(),
+                    _ = shutdown.cancelled() => return,
+                },
+                None => None,
+            };
+            let (stream, _) = tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Typically EMFILE: back off briefly instead of spinning.
+                        tracing::warn!("accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let routes = routes.clone();
+            let shutdown = shutdown.clone();
+            let tls = self.tls.clone();
+            tracker.spawn(async move {
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => serve_connection(stream, routes, shutdown, permit).await,
+                        Err(error) => tracing::debug!("TLS handshake failed: {error}"),
+                    },
+                    None => serve_connection::<TcpStream>(stream, routes, shutdown, permit).await,
+                }
+            });
+        }
+    }
+}
+
+/// Serves one HTTP/1.1 connection. The `--max-conn` permit lives as long as the connection,
+/// including after a WebSocket upgrade (the upgraded task keeps a clone).
+async fn serve_connection<S>(
+    stream: S,
+    routes: Arc<Routes>,
+    shutdown: CancellationToken,
+    permit: Option<OwnedSemaphorePermit>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let permit = permit.map(Arc::new);
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let routes = routes.clone();
+        if let Some(permit) = &permit {
+            request
+                .extensions_mut()
+                .insert(ConnectionPermit(permit.clone()));
+        }
+        async move { Ok::<_, Infallible>(routes.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!("HTTP connection error: {error}");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Keeps a `--max-conn` slot taken while a request (or the WebSocket it became) is alive.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);

@@ -1,0 +1,50 @@
+//! Per-connection state: who the client is, what it is subscribed to, and its outbound queue.
+
+mod outbox;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use outbox::{Outbox, Outgoing, Pushed};
+
+/// One subscription (one channel identifier) of a connection.
+#[derive(Debug, Default)]
+pub struct Subscription {
+    /// Streams this subscription receives broadcasts from.
+    pub streams: Vec<Arc<str>>,
+    /// The stream whispers go to, when whispering is allowed.
+    pub whisper_stream: Option<Arc<str>>,
+}
+
+/// The state of one authenticated connection. Owned by its connection task: only that task
+/// mutates it, so it needs no lock; other tasks reach the client through the shared [`Outbox`].
+pub struct Session {
+    /// Process-unique number, used as the key in the hub and registry.
+    pub id: u64,
+    /// The public connection id (`sid` in the welcome message, `exclude_socket` in broadcasts).
+    pub sid: Arc<str>,
+    /// Connection identifiers (JSON text): the JWT `ext` claim or `{"sid":"..."}`.
+    pub identifiers: Arc<str>,
+    pub outbox: Arc<Outbox>,
+    pub subscriptions: HashMap<Arc<str>, Subscription>,
+    /// Frames that were not valid commands; too many of them end the connection.
+    pub malformed_frames: u32,
+}
+
+impl Session {
+    pub fn new(id: u64, sid: Arc<str>, identifiers: Arc<str>, outbox: Arc<Outbox>) -> Session {
+        Session {
+            id,
+            sid,
+            identifiers,
+            outbox,
+            subscriptions: HashMap::new(),
+            malformed_frames: 0,
+        }
+    }
+
+    /// Queues a protocol message for this client.
+    pub fn send(&self, frame: String) -> Pushed {
+        self.outbox.push(frame.into())
+    }
+}

@@ -1,0 +1,156 @@
+//! Client transports. Each one turns an HTTP request into a session and moves frames between
+//! the socket and the session's outbox.
+
+pub mod ws;
+
+use hyper::HeaderMap;
+use rand::Rng;
+
+/// Query parameters of a request URI (first value wins, as in Go's `url.Values.Get`).
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The connection id: the `X-Request-ID` header when a proxy set one, else a random id.
+pub fn connection_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map_or_else(random_id, str::to_string)
+}
+
+/// A 21-character URL-safe random id (nanoid's default alphabet and length).
+pub fn random_id() -> String {
+    const ALPHABET: &[u8] = b"_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..21)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Finds the JWT of a request: `X-<param>` header, then the `anycable-token.<jwt>` entry of
+/// the WebSocket sub-protocols, then the `?<param>=` query parameter.
+pub fn find_token(headers: &HeaderMap, query: Option<&str>, param: &str) -> Option<String> {
+    let header_name = format!("x-{param}");
+    if let Some(value) = headers
+        .get(header_name.as_str())
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(value.to_string());
+    }
+    let from_protocols = offered_protocols(headers)
+        .find_map(|p| p.strip_prefix("anycable-token.").map(str::to_string));
+    from_protocols.or_else(|| query_param(query, param))
+}
+
+/// Entries of `Sec-WebSocket-Protocol`, trimmed, in the client's order.
+pub fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// `--allowed_origins`: a list of hosts (with port), `*suffix` entries matching by suffix.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedOrigins {
+    entries: Vec<String>,
+}
+
+impl AllowedOrigins {
+    pub fn new(entries: &[String]) -> AllowedOrigins {
+        let entries = entries
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        AllowedOrigins { entries }
+    }
+
+    /// An empty list allows everything.
+    pub fn is_restricted(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// Checks an `Origin` header value.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        if !self.is_restricted() {
+            return true;
+        }
+        let Some(host) = origin.and_then(origin_host) else {
+            return false;
+        };
+        self.entries
+            .iter()
+            .any(|entry| match entry.strip_prefix('*') {
+                Some(suffix) => host.ends_with(suffix),
+                None => *entry == host,
+            })
+    }
+}
+
+/// The `host[:port]` of an origin URL, lower-cased.
+fn origin_host(origin: &str) -> Option<String> {
+    let url = url::Url::parse(&origin.to_lowercase()).ok()?;
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_matching() {
+        let origins = AllowedOrigins::new(&["*.example.com".into(), "localhost:3000".into()]);
+        assert!(origins.allows(Some("https://a.example.com")));
+        assert!(origins.allows(Some("http://LOCALHOST:3000")));
+        assert!(!origins.allows(Some("http://localhost:3001")));
+        assert!(!origins.allows(Some("https://example.com")));
+        assert!(!origins.allows(Some("https://evil.com")));
+        assert!(!origins.allows(None));
+        assert!(AllowedOrigins::new(&[]).allows(None));
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            find_token(&headers, Some("jid=q"), "jid").as_deref(),
+            Some("q")
+        );
+        headers.insert(
+            "sec-websocket-protocol",
+            "actioncable-v1-json, anycable-token.p".parse().unwrap(),
+        );
+        assert_eq!(
+            find_token(&headers, Some("jid=q"), "jid").as_deref(),
+            Some("p")
+        );
+        headers.insert("x-jid", "h".parse().unwrap());
+        assert_eq!(
+            find_token(&headers, Some("jid=q"), "jid").as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            find_token(&HeaderMap::new(), Some("token=t"), "token").as_deref(),
+            Some("t")
+        );
+    }
+
+    #[test]
+    fn random_ids_are_nanoid_shaped() {
+        let id = random_id();
+        assert_eq!(id.len(), 21);
+        assert_ne!(id, random_id());
+    }
+}

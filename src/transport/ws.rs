@@ -1,0 +1,376 @@
+//! The WebSocket transport: the upgrade handshake, then one task per connection that reads
+//! client frames, writes the session's outbox, and sends pings.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{connection_id, find_token, offered_protocols, query_param, AllowedOrigins};
+use crate::config::Config;
+use crate::node::Node;
+use crate::protocol::{DisconnectReason, Reply, SUPPORTED_SUBPROTOCOLS};
+use crate::response::{plain, Body};
+use crate::server::ConnectionPermit;
+use crate::session::{Outbox, Outgoing};
+
+/// How long to wait for the client's close frame after sending ours.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Unit of the ping timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Seconds,
+    Millis,
+    Nanos,
+}
+
+impl Precision {
+    /// `s`, `ms` or `ns`; anything else means seconds, as the reference does for `?ptp=`.
+    pub fn parse(value: &str) -> Precision {
+        match value {
+            "ms" => Precision::Millis,
+            "ns" => Precision::Nanos,
+            _ => Precision::Seconds,
+        }
+    }
+
+    fn timestamp(self) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        match self {
+            Precision::Seconds => now.as_secs() as i64,
+            Precision::Millis => now.as_millis() as i64,
+            Precision::Nanos => now.as_nanos() as i64,
+        }
+    }
+}
+
+/// Everything the WebSocket endpoint needs, built once from the config.
+pub struct WsEndpoint {
+    pub node: Arc<Node>,
+    pub origins: AllowedOrigins,
+    pub jwt_param: Option<String>,
+    pub socket_config: WebSocketConfig,
+    pub max_pending_bytes: usize,
+    pub write_timeout: Duration,
+    pub ping_interval: Duration,
+    pub ping_precision: Precision,
+    pub pong_timeout: Option<Duration>,
+    pub native_pings: bool,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl WsEndpoint {
+    pub fn new(
+        config: &Config,
+        node: Arc<Node>,
+        jwt_enabled: bool,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> WsEndpoint {
+        let ws = &config.ws;
+        let socket_config = WebSocketConfig::default()
+            .read_buffer_size(ws.read_buffer_size.max(256))
+            .write_buffer_size(ws.write_buffer_size)
+            .max_message_size(Some(ws.max_message_size))
+            .max_frame_size(Some(ws.max_message_size));
+        WsEndpoint {
+            node,
+            origins: AllowedOrigins::new(&config.server.allowed_origins),
+            jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
+            socket_config,
+            max_pending_bytes: ws.max_pending_size,
+            write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
+            ping_interval: Duration::from_secs(config.app.ping_interval_secs),
+            ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
+            // Pong deadlines apply to extended-protocol sessions (not negotiated yet) and to
+            // native pings.
+            pong_timeout: (config.app.pong_timeout_secs > 0 && config.app.enable_native_pings)
+                .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
+            native_pings: config.app.enable_native_pings,
+            shutdown,
+            tracker,
+        }
+    }
+
+    /// Answers an upgrade request and spawns the connection task.
+    pub fn upgrade(self: &Arc<Self>, mut request: Request<Incoming>) -> Response<Body> {
+        let headers = request.headers();
+        let is_upgrade = request.method() == hyper::Method::GET
+            && header_has_token(headers, header::CONNECTION, "upgrade")
+            && header_has_token(headers, header::UPGRADE, "websocket")
+            && headers
+                .get(header::SEC_WEBSOCKET_VERSION)
+                .is_some_and(|v| v == "13");
+        let Some(key) = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .filter(|_| is_upgrade)
+        else {
+            return plain(StatusCode::BAD_REQUEST, "Bad Request");
+        };
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if !self.origins.allows(origin) {
+            tracing::debug!(origin, "WebSocket origin rejected");
+            let mut response = plain(StatusCode::FORBIDDEN, "Forbidden");
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            return response;
+        }
+
+        let accept = derive_accept_key(key.as_bytes());
+        let protocol = offered_protocols(headers)
+            .find(|p| SUPPORTED_SUBPROTOCOLS.contains(p))
+            .map(str::to_string);
+        let query = request.uri().query();
+        let token = self
+            .jwt_param
+            .as_deref()
+            .and_then(|param| find_token(headers, query, param));
+        let sid: Arc<str> = connection_id(headers).into();
+        let ping_interval = match query_param(query, "pi") {
+            Some(value) => match value.parse::<i64>() {
+                Ok(seconds) if seconds > 0 => Some(Duration::from_secs(seconds as u64)),
+                Ok(_) => None,
+                Err(_) => {
+                    tracing::warn!(sid = &*sid, value, "invalid ping interval in ?pi=, ignored");
+                    self.default_ping_interval()
+                }
+            },
+            None => self.default_ping_interval(),
+        };
+        let precision =
+            query_param(query, "ptp").map_or(self.ping_precision, |p| Precision::parse(&p));
+
+        let mut response = Response::new(Body::default());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let response_headers = response.headers_mut();
+        response_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        response_headers.insert(
+            "x-anycable-version",
+            HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+        );
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Some(protocol) = protocol
+            .as_deref()
+            .and_then(|p| HeaderValue::from_str(p).ok())
+        {
+            response_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
+
+        let endpoint = self.clone();
+        let permit = request.extensions_mut().remove::<ConnectionPermit>();
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        self.tracker.spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(endpoint.socket_config),
+                    )
+                    .await;
+                    let options = ConnectionOptions {
+                        token,
+                        sid,
+                        ping_interval,
+                        precision,
+                    };
+                    endpoint.run(socket, options).await;
+                    drop(permit);
+                }
+                Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
+            }
+        });
+        response
+    }
+
+    fn default_ping_interval(&self) -> Option<Duration> {
+        (!self.ping_interval.is_zero()).then_some(self.ping_interval)
+    }
+
+    /// The life of one connection: authenticate, then serve until either side closes.
+    async fn run<S>(&self, mut socket: WebSocketStream<S>, options: ConnectionOptions)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+        let mut session = self
+            .node
+            .connect(options.token.as_deref(), options.sid, outbox.clone());
+        let mut batch = VecDeque::new();
+        let mut next_ping = options
+            .ping_interval
+            .map(|interval| Instant::now() + first_ping_delay(interval));
+        let mut pong_deadline: Option<Instant> = None;
+        let mut shutting_down = false;
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
+                }
+                _ = outbox.take_batch(&mut batch) => {
+                    match timeout(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
+                        Ok(Ok(Written::Open)) => {}
+                        Ok(Ok(Written::Closed)) => {
+                            wait_for_close(&mut socket).await;
+                            break;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!("write failed: {error}");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::debug!("write timed out");
+                            break;
+                        }
+                    }
+                }
+                frame = socket.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        pong_deadline = None;
+                        if let Some(session) = session.as_mut() {
+                            self.node.handle_frame(session, text.as_bytes());
+                        }
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        pong_deadline = None;
+                        if let Some(session) = session.as_mut() {
+                            self.node.handle_frame(session, &data);
+                        }
+                    }
+                    Some(Ok(Message::Pong(_))) => {
+                        if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), self.pong_timeout) {
+                            *deadline += pong_timeout;
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                        tracing::debug!(size, max_size, "message too big, closing");
+                        let _ = timeout(CLOSE_GRACE, socket.close(Some(close_frame(1009, "Message Too Big")))).await;
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!("read failed: {error}");
+                        break;
+                    }
+                },
+                _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() && session.is_some() => {
+                    let interval = options.ping_interval.unwrap_or_default();
+                    next_ping = Some(Instant::now() + interval);
+                    self.node.send(session.as_ref().expect("guarded"), Reply::Ping { message: options.precision.timestamp() }.encode());
+                    if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
+                        break;
+                    }
+                    if let (None, Some(pong_timeout)) = (pong_deadline, self.pong_timeout) {
+                        pong_deadline = Some(Instant::now() + pong_timeout);
+                    }
+                }
+                _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
+                    pong_deadline = None;
+                    outbox.disconnect(DisconnectReason::NoPong, true, 1000, "No Pong");
+                }
+            }
+        }
+        if let Some(mut session) = session {
+            self.node.disconnect(&mut session);
+        }
+    }
+}
+
+/// Per-connection settings taken from the upgrade request.
+struct ConnectionOptions {
+    token: Option<String>,
+    sid: Arc<str>,
+    ping_interval: Option<Duration>,
+    precision: Precision,
+}
+
+enum Written {
+    Open,
+    Closed,
+}
+
+/// Writes everything taken from the outbox with one flush, so pending frames leave in as few
+/// socket writes as possible.
+async fn write_batch<S>(
+    socket: &mut WebSocketStream<S>,
+    batch: &mut VecDeque<Outgoing>,
+) -> Result<Written, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(item) = batch.pop_front() {
+        match item {
+            Outgoing::Text(text) => socket.feed(Message::Text(text)).await?,
+            Outgoing::Close { code, reason } => {
+                batch.clear();
+                socket.close(Some(close_frame(code, reason))).await?;
+                return Ok(Written::Closed);
+            }
+        }
+    }
+    socket.flush().await?;
+    Ok(Written::Open)
+}
+
+/// After our close frame, give the client a moment to answer so the close is clean.
+async fn wait_for_close<S>(socket: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+}
+
+fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The first ping comes at a random point in [0.5, 1.5) × interval so that clients connected
+/// at the same moment do not all get pinged together.
+fn first_ping_delay(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
