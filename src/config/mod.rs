@@ -1,117 +1,74 @@
-//! TEMPORARY: replaced by the config branch on merge.
-use std::path::PathBuf;
+//! Configuration: flags, env vars, TOML file, presets (config.md).
+//!
+//! [`load`] merges defaults → TOML file → env → CLI (`layers.rs`) using the flag table
+//! (`flags.rs`), builds the typed [`Config`] and post-processes it (`postprocess.rs`), then either
+//! renders it for `--print-config` (`print.rs`) or applies presets (`presets.rs`).
+//! The module never reads the process environment: callers pass args, env and cwd.
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub node_id: String,
-    pub secret: Option<String>,
-    pub noauth: bool,
-    pub public: bool,
-    pub norpc: bool,
-    pub server: ServerConfig,
-    pub ws: WsConfig,
-    pub app: AppConfig,
-    pub jwt: JwtConfig,
-    pub streams: StreamsConfig,
-    pub http_broadcast: HttpBroadcastConfig,
-    pub broadcast_adapters: Vec<String>,
-    pub logging: LogConfig,
-    pub presets: Vec<String>,
-    pub config_file: Option<PathBuf>,
-    pub warnings: Vec<String>,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    pub host: String,
-    pub port: u16,
-    pub max_conn: usize,
-    pub health_path: String,
-    pub allowed_origins: Vec<String>,
-    pub ssl_cert: Option<PathBuf>,
-    pub ssl_key: Option<PathBuf>,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct WsConfig {
-    pub paths: Vec<String>,
-    pub read_buffer_size: usize,
-    pub write_buffer_size: usize,
-    pub max_message_size: usize,
-    pub write_timeout_secs: u64,
-    pub max_pending_size: usize,
-    pub enable_compression: bool,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppConfig {
-    pub ping_interval_secs: u64,
-    pub ping_timestamp_precision: String,
-    pub pong_timeout_secs: u64,
-    pub enable_native_pings: bool,
-    pub shutdown_timeout_secs: u64,
-    pub shutdown_delay_secs: u64,
-    pub shutdown_pool_size: usize,
-    pub hub_gopool_size: usize,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct JwtConfig {
-    pub secret: Option<String>,
-    pub param: String,
-    pub enforce: bool,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamsConfig {
-    pub secret: Option<String>,
-    pub public: bool,
-    pub whisper: bool,
-    pub presence: bool,
-    pub turbo: bool,
-    pub turbo_secret: Option<String>,
-    pub cable_ready: bool,
-    pub cable_ready_secret: Option<String>,
-    pub pubsub_channel: String,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpBroadcastConfig {
-    pub port: u16,
-    pub path: String,
-    pub key: Option<String>,
-    pub key_derived: bool,
-    pub cors: bool,
-}
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    pub level: LogLevel,
-    pub format: LogFormat,
-}
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+mod bindings;
+mod error;
+pub mod flags;
+mod help;
+mod layers;
+mod postprocess;
+mod presets;
+mod print;
+mod secrets;
+mod types;
+mod unsupported;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use error::ConfigError;
+pub use secrets::derive_key;
+pub use types::*;
+
+/// Version reported by `--version` and `--help`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the binary should do.
+#[derive(Debug)]
 pub enum Loaded {
     Run(Box<Config>),
+    /// `--print-config`: print the text and exit 0.
     PrintConfig(String),
+    /// `--help`: print the text and exit 0.
     Help(String),
+    /// `--version`: print the text and exit 0.
     Version(String),
 }
+
+/// Loads the configuration. `args` excludes argv[0]; `env` is the process environment; relative
+/// paths (`--config-path`, `./anycable.toml`) are resolved against `cwd`.
 pub fn load(
-    _args: &[String],
-    _env: &std::collections::HashMap<String, String>,
-    _cwd: &std::path::Path,
+    args: &[String],
+    env: &HashMap<String, String>,
+    cwd: &Path,
 ) -> Result<Loaded, ConfigError> {
-    todo!()
-}
-impl Config {
-    pub fn unsupported_settings(&self) -> Vec<String> {
-        vec![]
+    let cli = layers::parse_cli(args)?;
+    if cli.help {
+        return Ok(Loaded::Help(help::render()));
     }
+    if cli.version {
+        return Ok(Loaded::Version(VERSION.to_string()));
+    }
+    let mut raw = layers::Raw::defaults();
+    let config_file = layers::config_file(&cli, cwd);
+    if let Some(path) = &config_file {
+        layers::apply_file(&mut raw, path)?;
+    }
+    layers::apply_env(&mut raw, env)?;
+    layers::apply_cli(&mut raw, &cli);
+    let mut cfg = postprocess::build(&raw)?;
+    cfg.config_file = config_file;
+    if cli.flag_bool("print-config") {
+        return Ok(Loaded::PrintConfig(print::render(&cfg)));
+    }
+    presets::apply(&mut cfg, env)?;
+    Ok(Loaded::Run(Box::new(cfg)))
 }

@@ -1,0 +1,152 @@
+//! A fleet of subscribed clients that record what they receive.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{connect, now_nanos, parse_stamp, subscribe};
+use crate::target::Target;
+
+/// What one client saw, indexed by message sequence number.
+struct Log {
+    /// Delivery latency in microseconds, `u32::MAX` when not received.
+    latency_us: Vec<u32>,
+    duplicates: u64,
+}
+
+struct Member {
+    log: Arc<Mutex<Log>>,
+    reader: JoinHandle<()>,
+}
+
+pub struct Fleet {
+    members: Vec<Member>,
+    delivered: Arc<AtomicU64>,
+}
+
+/// Delivery figures over a range of sequence numbers.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub deliveries: u64,
+    pub losses: u64,
+    pub duplicates: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Fleet {
+    /// Connects `count` clients (at most `concurrency` handshakes at a time) and subscribes
+    /// each to `identifier`. `capacity` bounds the sequence numbers that will be published.
+    pub async fn start(
+        target: &Target,
+        count: usize,
+        path: &str,
+        identifier: &str,
+        capacity: usize,
+        concurrency: usize,
+    ) -> Result<Fleet, String> {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut pending = Vec::with_capacity(count);
+        for _ in 0..count {
+            let gate = gate.clone();
+            let (addr, path, identifier) = (target.addr, path.to_string(), identifier.to_string());
+            let delivered = delivered.clone();
+            pending.push(tokio::spawn(async move {
+                let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+                let mut ws = connect(addr, &path).await?;
+                subscribe(&mut ws, &identifier).await?;
+                drop(permit);
+                let log = Arc::new(Mutex::new(Log {
+                    latency_us: vec![u32::MAX; capacity],
+                    duplicates: 0,
+                }));
+                let reader_log = log.clone();
+                let reader = tokio::spawn(async move {
+                    while let Some(Ok(message)) = ws.next().await {
+                        let Message::Text(text) = message else {
+                            continue;
+                        };
+                        let Some(stamp) = parse_stamp(&text) else {
+                            continue;
+                        };
+                        let latency = now_nanos().saturating_sub(stamp.sent_nanos) / 1000;
+                        let mut log = reader_log.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(slot) = log.latency_us.get_mut(stamp.seq as usize) {
+                            if *slot == u32::MAX {
+                                *slot = latency.min(u32::MAX as u64 - 1) as u32;
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                log.duplicates += 1;
+                            }
+                        }
+                    }
+                });
+                Ok::<Member, String>(Member { log, reader })
+            }));
+        }
+        let mut members = Vec::with_capacity(count);
+        for handle in pending {
+            members.push(handle.await.map_err(|e| e.to_string())??);
+        }
+        Ok(Fleet { members, delivered })
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Waits until `total` deliveries have been recorded since the fleet started, or `limit`.
+    pub async fn wait_for(&self, total: u64, limit: Duration) -> bool {
+        let started = Instant::now();
+        while self.delivered.load(Ordering::Relaxed) < total {
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    pub fn stats(&self, seqs: std::ops::Range<usize>) -> DeliveryStats {
+        let mut latencies = Vec::with_capacity(self.members.len() * seqs.len());
+        let mut stats = DeliveryStats::default();
+        for member in &self.members {
+            let log = member.log.lock().unwrap_or_else(|p| p.into_inner());
+            stats.duplicates += log.duplicates;
+            for &latency in &log.latency_us[seqs.clone()] {
+                if latency == u32::MAX {
+                    stats.losses += 1;
+                } else {
+                    latencies.push(latency);
+                }
+            }
+        }
+        latencies.sort_unstable();
+        stats.deliveries = latencies.len() as u64;
+        let at = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let index =
+                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[index] as f64 / 1000.0
+        };
+        stats.p50_ms = at(0.50);
+        stats.p99_ms = at(0.99);
+        stats.max_ms = latencies.last().map_or(0.0, |&l| l as f64 / 1000.0);
+        stats
+    }
+
+    pub fn close(self) {
+        for member in self.members {
+            member.reader.abort();
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `anycable-bench`: the project's load benchmark. It starts the server (or uses a running one),
+//! drives it over loopback with Action Cable WebSocket clients and HTTP publications, and prints
+//! figures as a table and, with `--json`, as JSON. Every scenario stops by itself.
+
+mod client;
+mod fleet;
+mod procfs;
+mod publisher;
+mod report;
+mod scenarios;
+mod target;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use report::Report;
+use target::Target;
+
+const USAGE: &str =
+    "usage: anycable-bench <idle|fanout|throughput|connect|all> [options] [-- server args]
+
+  --quick                small sizes, for CI (checks that every scenario works)
+  --connections N        clients (defaults: idle 10000, fanout 5000, throughput 1000, connect 10000)
+  --messages M           fanout: messages to publish (200)
+  --rate R               fanout: messages per second (20)
+  --rates A,B,...        throughput: publish rates to step through (msg/s)
+  --step SECS            throughput: seconds per rate step (2)
+  --hold SECS            idle: seconds to hold the connections before measuring (5)
+  --concurrency C        connection handshakes in flight (100)
+  --json                 also print the figures as one JSON document
+  --server-bin PATH      server binary to start (default: anycable-rs next to this binary)
+  --server ADDR          use a running server instead (with --server-pid and --broadcast-key)
+  --server-pid PID       its process id, for RSS and CPU figures
+  --broadcast-key KEY    its broadcast key";
+
+/// Benchmark parameters after defaults.
+pub struct Options {
+    pub connections: usize,
+    pub messages: usize,
+    pub rate: f64,
+    pub throughput_rates: Vec<f64>,
+    pub step: Duration,
+    pub hold: Duration,
+    pub concurrency: usize,
+}
+
+struct Cli {
+    scenario: String,
+    quick: bool,
+    json: bool,
+    connections: Option<usize>,
+    messages: Option<usize>,
+    rate: Option<f64>,
+    rates: Option<Vec<f64>>,
+    step: Option<f64>,
+    hold: Option<f64>,
+    concurrency: usize,
+    server_bin: Option<PathBuf>,
+    server: Option<SocketAddr>,
+    server_pid: Option<u32>,
+    broadcast_key: Option<String>,
+    server_args: Vec<String>,
+}
+
+fn parse_cli(args: &[String]) -> Result<Cli, String> {
+    let mut cli = Cli {
+        scenario: args.first().cloned().ok_or(USAGE)?,
+        quick: false,
+        json: false,
+        connections: None,
+        messages: None,
+        rate: None,
+        rates: None,
+        step: None,
+        hold: None,
+        concurrency: 100,
+        server_bin: None,
+        server: None,
+        server_pid: None,
+        broadcast_key: None,
+        server_args: Vec::new(),
+    };
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| rest.next().cloned())
+                .ok_or(format!("{name} needs a value"))
+        };
+        let number = |v: String| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{name}: not a number: {v}"))
+        };
+        match name {
+            "--" => {
+                cli.server_args = rest.cloned().collect();
+                break;
+            }
+            "--quick" => cli.quick = true,
+            "--json" => cli.json = true,
+            "--connections" => cli.connections = Some(number(value()?)? as usize),
+            "--messages" => cli.messages = Some(number(value()?)? as usize),
+            "--rate" => cli.rate = Some(number(value()?)?),
+            "--rates" => {
+                let list = value()?;
+                cli.rates = Some(
+                    list.split(',')
+                        .map(|r| number(r.to_string()))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "--step" => cli.step = Some(number(value()?)?),
+            "--hold" => cli.hold = Some(number(value()?)?),
+            "--concurrency" => cli.concurrency = number(value()?)? as usize,
+            "--server-bin" => cli.server_bin = Some(value()?.into()),
+            "--server" => {
+                cli.server = Some(value()?.parse().map_err(|e| format!("--server: {e}"))?)
+            }
+            "--server-pid" => cli.server_pid = Some(number(value()?)? as u32),
+            "--broadcast-key" => cli.broadcast_key = Some(value()?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    Ok(cli)
+}
+
+impl Cli {
+    fn options(&self, scenario: &str) -> Options {
+        let default_connections = match (scenario, self.quick) {
+            (_, true) => 200,
+            ("idle" | "connect", false) => 10_000,
+            ("fanout", false) => 5_000,
+            _ => 1_000,
+        };
+        let default_rates = if self.quick {
+            vec![100.0, 400.0]
+        } else {
+            vec![
+                100.0, 200.0, 400.0, 800.0, 1200.0, 1600.0, 2400.0, 3200.0, 4800.0,
+            ]
+        };
+        Options {
+            connections: self.connections.unwrap_or(default_connections),
+            messages: self.messages.unwrap_or(if self.quick { 20 } else { 200 }),
+            rate: self.rate.unwrap_or(if self.quick { 50.0 } else { 20.0 }),
+            throughput_rates: self.rates.clone().unwrap_or(default_rates),
+            step: Duration::from_secs_f64(self.step.unwrap_or(if self.quick { 0.5 } else { 2.0 })),
+            hold: Duration::from_secs_f64(self.hold.unwrap_or(if self.quick { 1.0 } else { 5.0 })),
+            concurrency: self.concurrency,
+        }
+    }
+
+    /// One fresh server per scenario, so figures do not depend on what ran before.
+    fn target(&self) -> Result<Target, String> {
+        if let Some(addr) = self.server {
+            let pid = self.server_pid.ok_or("--server needs --server-pid")?;
+            return Ok(Target::existing(addr, pid, self.broadcast_key.clone()));
+        }
+        let bin = match &self.server_bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("anycable-rs"),
+        };
+        Target::spawn(&bin, &self.server_args)
+    }
+}
+
+/// The sandbox caps open files per process; use all of the hard limit.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match parse_cli(&args) {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_open_files_limit();
+    let scenarios: Vec<&str> = match cli.scenario.as_str() {
+        "all" => vec!["idle", "fanout", "throughput", "connect"],
+        one @ ("idle" | "fanout" | "throughput" | "connect") => vec![one],
+        other => {
+            eprintln!("unknown scenario {other}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reports: Vec<Report> = Vec::new();
+    for scenario in scenarios {
+        let options = cli.options(scenario);
+        let result = runtime.block_on(async {
+            let target = cli.target()?;
+            let run = async {
+                match scenario {
+                    "idle" => scenarios::idle(&target, &options).await,
+                    "fanout" => scenarios::fanout(&target, &options).await,
+                    "throughput" => scenarios::throughput(&target, &options).await,
+                    _ => scenarios::connect_rate(&target, &options).await,
+                }
+            };
+            // Every scenario stops by itself, even when the server stops answering.
+            tokio::time::timeout(Duration::from_secs(600), run)
+                .await
+                .map_err(|_| format!("{scenario}: gave up after 10 minutes"))?
+        });
+        match result {
+            Ok(report) => {
+                report.print_table();
+                reports.push(report);
+            }
+            Err(error) => {
+                eprintln!("{scenario} failed: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if cli.json {
+        let all: Vec<_> = reports.iter().map(Report::to_json).collect();
+        println!("{}", serde_json::Value::Array(all));
+    }
+    ExitCode::SUCCESS
+}

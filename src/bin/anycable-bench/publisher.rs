@@ -1,0 +1,64 @@
+//! Publishes through the HTTP broadcaster over one keep-alive connection.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub struct Publisher {
+    sender: SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    key: Option<String>,
+}
+
+impl Publisher {
+    pub async fn connect(addr: SocketAddr, key: Option<String>) -> Result<Publisher, String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("publisher connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("publisher handshake: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Publisher { sender, addr, key })
+    }
+
+    /// Sends one broadcast body and checks for `201 Created`.
+    pub async fn publish(&mut self, body: String) -> Result<(), String> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/_broadcast")
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json");
+        if let Some(key) = &self.key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        if status == StatusCode::CREATED {
+            Ok(())
+        } else {
+            Err(format!("broadcast answered {status}"))
+        }
+    }
+}
+
+/// A publication whose data carries a sequence number and the publish time.
+pub fn stamped_publication(stream: &str, seq: u64, sent_nanos: u64) -> String {
+    let data = format!("{{\"i\":{seq},\"t\":{sent_nanos}}}");
+    serde_json::json!({"stream": stream, "data": data}).to_string()
+}

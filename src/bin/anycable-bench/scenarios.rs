@@ -1,0 +1,214 @@
+//! The benchmark scenarios.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anycable_rs::identity::issue_token;
+use anycable_rs::streams::StreamVerifier;
+use tokio::sync::Semaphore;
+use tokio::time::MissedTickBehavior;
+
+use crate::client::{connect, now_nanos, subscribe};
+use crate::fleet::Fleet;
+use crate::procfs::{rss_kib, CpuTime};
+use crate::publisher::{stamped_publication, Publisher};
+use crate::report::Report;
+use crate::target::{Target, SECRET};
+use crate::Options;
+
+const STREAM: &str = "bench";
+
+fn public_identifier() -> String {
+    serde_json::json!({"channel": "$pubsub", "stream_name": STREAM}).to_string()
+}
+
+/// N idle subscribed connections: server memory per connection.
+pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> {
+    let before = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    let fleet = Fleet::start(
+        target,
+        options.connections,
+        "/cable",
+        &public_identifier(),
+        0,
+        options.concurrency,
+    )
+    .await?;
+    // Let every connection go through a few ping rounds before measuring.
+    tokio::time::sleep(options.hold).await;
+    let after = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    let mut report = Report::new("idle");
+    report.add("connections", fleet.len());
+    report.add("rss_before_kib", before);
+    report.add("rss_after_kib", after);
+    report.add(
+        "kib_per_connection",
+        after.saturating_sub(before) as f64 / fleet.len().max(1) as f64,
+    );
+    fleet.close();
+    Ok(report)
+}
+
+/// N subscribers on one stream, M messages at rate R.
+pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String> {
+    let messages = options.messages;
+    let fleet = Fleet::start(
+        target,
+        options.connections,
+        "/cable",
+        &public_identifier(),
+        messages,
+        options.concurrency,
+    )
+    .await?;
+    let mut publisher = Publisher::connect(target.addr, target.broadcast_key.clone()).await?;
+    let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
+    let started = Instant::now();
+    publish_at_rate(&mut publisher, 0..messages, options.rate).await?;
+    let expected = (fleet.len() * messages) as u64;
+    fleet.wait_for(expected, Duration::from_secs(10)).await;
+    let elapsed = started.elapsed();
+    let cpu = CpuTime::read(target.pid)
+        .ok_or("cannot read server CPU time")?
+        .since(cpu_before);
+    let stats = fleet.stats(0..messages);
+    let mut report = Report::new("fanout");
+    report.add("subscribers", fleet.len());
+    report.add("messages", messages);
+    report.add("rate_per_s", options.rate);
+    report.add("deliveries", stats.deliveries);
+    report.add("losses", stats.losses);
+    report.add("duplicates", stats.duplicates);
+    report.add("latency_p50_ms", stats.p50_ms);
+    report.add("latency_p99_ms", stats.p99_ms);
+    report.add("latency_max_ms", stats.max_ms);
+    report.add("elapsed_s", elapsed.as_secs_f64());
+    let per_delivery = |seconds: f64| seconds * 1e6 / stats.deliveries.max(1) as f64;
+    report.add("server_cpu_us_per_delivery", per_delivery(cpu.total()));
+    report.add("server_user_cpu_us_per_delivery", per_delivery(cpu.user));
+    fleet.close();
+    Ok(report)
+}
+
+/// Steps the publish rate up until p99 exceeds 500 ms or a message is lost.
+pub async fn throughput(target: &Target, options: &Options) -> Result<Report, String> {
+    let rates: Vec<f64> = options.throughput_rates.clone();
+    let step = options.step;
+    let per_step: Vec<usize> = rates
+        .iter()
+        .map(|r| (r * step.as_secs_f64()).ceil() as usize)
+        .collect();
+    let capacity = per_step.iter().sum();
+    let fleet = Fleet::start(
+        target,
+        options.connections,
+        "/cable",
+        &public_identifier(),
+        capacity,
+        options.concurrency,
+    )
+    .await?;
+    let mut publisher = Publisher::connect(target.addr, target.broadcast_key.clone()).await?;
+    let mut report = Report::new("throughput");
+    report.add("subscribers", fleet.len());
+    let mut best = 0.0_f64;
+    let mut first_seq = 0;
+    let mut delivered_before = 0u64;
+    for (rate, count) in rates.iter().zip(per_step) {
+        let seqs = first_seq..first_seq + count;
+        let started = Instant::now();
+        publish_at_rate(&mut publisher, seqs.clone(), *rate).await?;
+        let publish_time = started.elapsed().as_secs_f64();
+        let expected = delivered_before + (fleet.len() * count) as u64;
+        fleet.wait_for(expected, Duration::from_secs(5)).await;
+        let stats = fleet.stats(seqs.clone());
+        delivered_before += stats.deliveries;
+        let achieved = stats.deliveries as f64 / publish_time.max(step.as_secs_f64());
+        let clean = stats.losses == 0 && stats.p99_ms <= 500.0;
+        println!(
+            "  rate {rate:>8.0} msg/s: {achieved:>12.0} deliveries/s, p99 {:.1} ms, losses {}{}",
+            stats.p99_ms,
+            stats.losses,
+            if clean { "" } else { "  <- limit" }
+        );
+        if !clean {
+            break;
+        }
+        best = best.max(achieved);
+        first_seq = seqs.end;
+    }
+    report.add("best_clean_deliveries_per_s", best);
+    fleet.close();
+    Ok(report)
+}
+
+/// Connections per second to a confirmed subscription, with a JWT and a signed stream.
+pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, String> {
+    let token = issue_token(SECRET, r#"{"user":"bench"}"#, None);
+    let signed = StreamVerifier::new(Some(SECRET))
+        .ok_or("empty secret")?
+        .sign(STREAM);
+    let identifier =
+        serde_json::json!({"channel": "$pubsub", "signed_stream_name": signed}).to_string();
+    let path = format!("/cable?jid={token}");
+    let gate = Arc::new(Semaphore::new(options.concurrency));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(options.connections);
+    for _ in 0..options.connections {
+        let gate = gate.clone();
+        let (addr, path, identifier) = (target.addr, path.clone(), identifier.clone());
+        handles.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            let begun = Instant::now();
+            let mut ws = connect(addr, &path).await?;
+            subscribe(&mut ws, &identifier).await?;
+            Ok::<_, String>((begun.elapsed(), ws))
+        }));
+    }
+    let mut times = Vec::with_capacity(handles.len());
+    let mut sockets = Vec::with_capacity(handles.len());
+    let mut failures = 0;
+    for handle in handles {
+        match handle.await.map_err(|e| e.to_string())? {
+            Ok((time, ws)) => {
+                times.push(time);
+                sockets.push(ws);
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == 1 {
+                    eprintln!("connect failed: {error}");
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    times.sort_unstable();
+    let p99 = times
+        .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    let mut report = Report::new("connect");
+    report.add("connections", times.len());
+    report.add("failures", failures);
+    report.add("connections_per_s", times.len() as f64 / elapsed);
+    report.add("p99_ms_to_confirmed", p99.as_secs_f64() * 1000.0);
+    drop(sockets);
+    Ok(report)
+}
+
+async fn publish_at_rate(
+    publisher: &mut Publisher,
+    seqs: std::ops::Range<usize>,
+    rate: f64,
+) -> Result<(), String> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    for seq in seqs {
+        ticker.tick().await;
+        publisher
+            .publish(stamped_publication(STREAM, seq as u64, now_nanos()))
+            .await?;
+    }
+    Ok(())
+}

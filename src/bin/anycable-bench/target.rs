@@ -1,0 +1,92 @@
+//! The server under test: either spawned by the benchmark or already running.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anycable_rs::streams::hex_hmac_sha256;
+
+/// The application secret the spawned server runs with.
+pub const SECRET: &str = "bench-secret";
+
+pub struct Target {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// Bearer key for `/_broadcast` (derived from [`SECRET`] for a spawned server).
+    pub broadcast_key: Option<String>,
+    child: Option<Child>,
+}
+
+impl Target {
+    /// Starts `bin` on a free loopback port, in standalone mode with a secret (JWT, signed
+    /// streams, authenticated broadcasts on the main port) and public streams.
+    pub fn spawn(bin: &PathBuf, extra_args: &[String]) -> Result<Target, String> {
+        let port = free_port()?;
+        let mut command = Command::new(bin);
+        command
+            .arg("--ignore-config-path")
+            .arg("--host=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--secret={SECRET}"))
+            .arg("--public_streams")
+            .arg("--turbo_streams")
+            .arg("--log_level=warn")
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let target = Target {
+            addr,
+            pid: child.id(),
+            broadcast_key: Some(hex_hmac_sha256(SECRET.as_bytes(), b"broadcast-cable")),
+            child: Some(child),
+        };
+        target.wait_ready(Duration::from_secs(10))?;
+        Ok(target)
+    }
+
+    /// A server started by someone else.
+    pub fn existing(addr: SocketAddr, pid: u32, broadcast_key: Option<String>) -> Target {
+        Target {
+            addr,
+            pid,
+            broadcast_key,
+            child: None,
+        }
+    }
+
+    fn wait_ready(&self, limit: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "server did not listen on {} within {limit:?}",
+            self.addr
+        ))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,45 @@
+//! `--help` text: visible flags grouped as in the reference's help output.
+
+use std::fmt::Write;
+
+use super::flags::{FlagDef, Kind, FLAGS};
+use super::VERSION;
+
+pub(crate) fn render() -> String {
+    let mut out = format!(
+        "NAME:\n   anycable-go - AnyCable, the real-time server (anycable-rs)\n\nUSAGE:\n   anycable-go [global options]\n\n\
+         VERSION:\n   {VERSION}\n\nGLOBAL OPTIONS:\n"
+    );
+    let mut group = "";
+    for flag in FLAGS.iter().filter(|f| !f.hidden) {
+        if flag.group != group {
+            group = flag.group;
+            if group != "(ungrouped)" {
+                let _ = write!(out, "\n   {group}\n\n");
+            }
+        }
+        let _ = writeln!(out, "   {}", line(flag));
+    }
+    out.push_str("   --help, -h     show help\n   --version, -v  print the version\n");
+    out
+}
+
+fn line(flag: &FlagDef) -> String {
+    let mut text = match flag.kind {
+        Kind::Bool => format!("--{}  {}", flag.name, flag.usage),
+        _ => format!("--{} value  {}", flag.name, flag.usage),
+    };
+    let has_default = match flag.kind {
+        Kind::Bool => flag.default == "true",
+        Kind::Int => flag.default != "0",
+        _ => !flag.default.is_empty(),
+    };
+    if has_default {
+        let _ = write!(text, " (default: {:?})", flag.default);
+    }
+    if !flag.env.is_empty() {
+        let vars: Vec<String> = flag.env.iter().map(|v| format!("${v}")).collect();
+        let _ = write!(text, " [{}]", vars.join(", "));
+    }
+    text
+}

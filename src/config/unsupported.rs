@@ -1,0 +1,99 @@
+//! Settings of features the server does not implement yet (see `flags::BUILT`).
+
+use super::flags::{find_flag, Feature, FlagDef, FLAGS};
+use super::print::setting_value;
+use super::Config;
+
+/// Flags whose "differs from default" test is value-specific, checked in `special_cases`.
+const SPECIAL: &[&str] = &[
+    "broadcast_adapter",
+    "pubsub",
+    "broker",
+    "presets",
+    "rpc_impl",
+];
+
+impl Config {
+    /// One message per not-built setting whose effective value differs from its default, naming the
+    /// flag, e.g. `--broker=memory: the memory broker is not implemented yet`.
+    pub fn unsupported_settings(&self) -> Vec<String> {
+        let defaults = Config::default();
+        let mut messages = self.special_cases();
+        for flag in FLAGS
+            .iter()
+            .filter(|f| !f.feature.is_built() && !SPECIAL.contains(&f.name))
+        {
+            // Without RPC (--norpc) the RPC settings are simply unused.
+            if flag.feature == Feature::Rpc && self.norpc {
+                continue;
+            }
+            let value = setting_value(self, flag);
+            if value != setting_value(&defaults, flag) {
+                let shown = match (&value, flag.secret) {
+                    (Some(v), false) => format!("={}", v.to_text(flag.kind)),
+                    _ => String::new(),
+                };
+                messages.push(format!(
+                    "{}{shown}: {} is not implemented yet",
+                    display_name(flag),
+                    flag.feature.description()
+                ));
+            }
+        }
+        messages
+    }
+
+    fn special_cases(&self) -> Vec<String> {
+        let mut messages = Vec::new();
+        let built = |feature: Feature| feature.is_built();
+        for adapter in self.broadcast_adapters.iter().filter(|a| *a != "http") {
+            let feature = if adapter == "nats" {
+                Feature::Nats
+            } else {
+                Feature::Redis
+            };
+            if !built(feature) {
+                messages.push(format!(
+                    "--broadcast_adapter={}: the {adapter} broadcaster is not implemented yet",
+                    self.broadcast_adapters.join(",")
+                ));
+            }
+        }
+        if !matches!(self.pubsub_adapter.as_str(), "" | "none") && !built(Feature::PubSub) {
+            messages.push(format!(
+                "--pubsub={0}: the {0} pub/sub is not implemented yet",
+                self.pubsub_adapter
+            ));
+        }
+        if !matches!(self.broker.adapter.as_str(), "" | "none") && !built(Feature::Broker) {
+            messages.push(format!(
+                "--broker={0}: the {0} broker is not implemented yet",
+                self.broker.adapter
+            ));
+        }
+        if self.presets_setting.iter().any(|p| p == "broker") && !built(Feature::Broker) {
+            messages.push(format!(
+                "--presets={}: the broker preset is not implemented yet",
+                self.presets_setting.join(",")
+            ));
+        }
+        if matches!(self.rpc.implementation.as_str(), "grpc" | "http") && !built(Feature::Rpc) {
+            messages.push(format!(
+                "--rpc_impl={}: the RPC client is not implemented yet",
+                self.rpc.implementation
+            ));
+        }
+        messages
+    }
+}
+
+/// `--flag` for real flags, `[section] key` for file-only settings.
+fn display_name(flag: &FlagDef) -> String {
+    if find_flag(flag.name).is_some() {
+        return format!("--{}", flag.name);
+    }
+    match flag.toml.and_then(|k| k.split_once('.')) {
+        Some((section, key)) => format!("[{section}] {key}"),
+        None => flag.name.to_string(),
+    }
+}
