@@ -121,13 +121,20 @@ async function startOnce({ args, env, broadcastPort, readyTimeoutMs, label }) {
   }
 
   const log = [];
+  const partial = { out: '', err: '' };
+  const addLine = (stream, line) => {
+    if (!line) return;
+    log.push(`[${stream}] ${line}`);
+    if (log.length > LOG_LIMIT) log.shift();
+    if (process.env.E2E_VERBOSE) process.stderr.write(`[${label}:${port} ${stream}] ${line}\n`);
+  };
   const push = (stream) => (chunk) => {
-    for (const line of chunk.toString('utf8').split('\n')) {
-      if (!line) continue;
-      log.push(`[${stream}] ${line}`);
-      if (log.length > LOG_LIMIT) log.shift();
-      if (process.env.E2E_VERBOSE) process.stderr.write(`[${label}:${port} ${stream}] ${line}\n`);
-    }
+    const lines = (partial[stream] + chunk.toString('utf8')).split('\n');
+    partial[stream] = lines.pop();
+    for (const line of lines) addLine(stream, line);
+  };
+  const flushPartial = () => {
+    for (const s of ['out', 'err']) { addLine(s, partial[s]); partial[s] = ''; }
   };
 
   const child = spawn(ANYCABLE_BIN, finalArgs, {
@@ -140,7 +147,8 @@ async function startOnce({ args, env, broadcastPort, readyTimeoutMs, label }) {
 
   let exitInfo = null;
   const exited = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
+      flushPartial();
       exitInfo = { code, signal };
       running.delete(child);
       resolve(exitInfo);
@@ -153,7 +161,7 @@ async function startOnce({ args, env, broadcastPort, readyTimeoutMs, label }) {
   });
 
   const cmdline = `${ANYCABLE_BIN} ${finalArgs.join(' ')}`;
-  const logTail = (n = 60) => log.slice(-n).join('\n');
+  const logTail = (n = 60) => [...log, ...['out', 'err'].filter((k) => partial[k]).map((k) => `[${k}] ${partial[k]}`)].slice(-n).join('\n');
 
   const deadline = Date.now() + readyTimeoutMs;
   let status = 0;
@@ -172,7 +180,8 @@ async function startOnce({ args, env, broadcastPort, readyTimeoutMs, label }) {
     const err = new Error(
       `${label} did not become healthy (GET /health on port ${port} -> ${status || 'no answer'}) ` +
       `within ${readyTimeoutMs} ms; ${early ? `process exited ${JSON.stringify(exitInfo)}` : 'killed'}\n` +
-      `command: ${cmdline}\n--- server output ---\n${logTail()}`,
+      `command: ${cmdline}\n--- server output ---\n` +
+      (log.length > 60 ? `${log.slice(0, 20).join('\n')}\n[... ${log.length - 60} lines ...]\n${logTail(40)}` : logTail()),
     );
     err.exitedEarly = early;
     throw err;
