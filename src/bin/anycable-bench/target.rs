@@ -30,6 +30,7 @@ impl Target {
             .arg(format!("--port={port}"))
             .arg(format!("--secret={SECRET}"))
             .arg("--public_streams")
+            .arg("--noauth")
             .arg("--turbo_streams")
             .arg("--log_level=warn")
             .args(extra_args)
