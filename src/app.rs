@@ -157,6 +157,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
 }
 
 fn log_auth_and_channels(config: &Config, jwt_enabled: bool, router: &StreamsRouter) {
+    if config.app.shutdown_pool_size != crate::config::AppConfig::default().shutdown_pool_size {
+        tracing::warn!("--shutdown_pool_size has no effect: every connection closes itself concurrently on shutdown");
+    }
     if config.public {
         tracing::warn!("Server is running in the public mode");
     }

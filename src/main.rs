@@ -51,11 +51,12 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     tracing::info!(
-        "Starting AnyCable-rs {} (pid: {}, open file limit: {}, threads: {})",
+        "Starting AnyCable-rs {} (pid: {}, open file limit: {}, threads: {}, nodeid: {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         open_file_limit(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
+        config.node_id,
     );
     if let Some(path) = &config.config_file {
         tracing::info!("Using configuration from file: {}", path.display());

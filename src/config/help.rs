@@ -35,7 +35,14 @@ fn line(flag: &FlagDef) -> String {
         _ => !flag.default.is_empty(),
     };
     if has_default {
-        let _ = write!(text, " (default: {:?})", flag.default);
+        match flag.kind {
+            Kind::Str | Kind::List { .. } => write!(text, " (default: {:?})", flag.default),
+            _ => write!(text, " (default: {})", flag.default),
+        }
+        .unwrap_or_default();
+    }
+    if !flag.feature.is_built() {
+        text.push_str(" (not implemented yet)");
     }
     if !flag.env.is_empty() {
         let vars: Vec<String> = flag.env.iter().map(|v| format!("${v}")).collect();

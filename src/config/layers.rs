@@ -191,8 +191,11 @@ pub(crate) fn config_file(cli: &Cli, cwd: &Path) -> Option<PathBuf> {
     if cli.flag_bool("ignore-config-path") {
         return None;
     }
-    if let Some(path) = cli.flag_str("config-path") {
-        return Some(cwd.join(path));
+    match cli.flag_str("config-path") {
+        // An empty path means "no file", as in the reference.
+        Some("") => return None,
+        Some(path) => return Some(cwd.join(path)),
+        None => {}
     }
     [
         cwd.join("anycable.toml"),

@@ -4,6 +4,7 @@
 //! (`flags.rs`), builds the typed [`Config`] and post-processes it (`postprocess.rs`), then either
 //! renders it for `--print-config` (`print.rs`) or applies presets (`presets.rs`).
 //! The module never reads the process environment: callers pass args, env and cwd.
+//! Deliberate differences from the reference are listed in `docs/compatibility.md`.
 
 mod bindings;
 mod error;

@@ -61,7 +61,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             streams: StreamsConfig::default(),
             http_broadcast: HttpBroadcastConfig::default(),
-            // Deliberately not the reference's `http,redis` (see DIFFERENCES.md).
+            // Deliberately not the reference's `http,redis` (see docs/compatibility.md).
             broadcast_adapters: vec!["http".to_string()],
             pubsub_adapter: String::new(),
             logging: LogConfig::default(),

@@ -7,7 +7,7 @@ use hyper::HeaderMap;
 use rand::Rng;
 
 /// Query parameters of a request URI (first value wins, as in Go's `url.Values.Get`).
-pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<String> {
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())

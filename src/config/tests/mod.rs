@@ -2,12 +2,12 @@
 
 mod support;
 
-mod smoke {
-    use super::support::*;
-
-    #[test]
-    fn defaults_load() {
-        let cfg = run(&["--ignore-config-path"], &[]);
-        assert_eq!(cfg.server.port, 8080);
-    }
-}
+mod cli;
+mod env;
+mod legacy;
+mod precedence;
+mod presets;
+mod print;
+mod secrets;
+mod table;
+mod unsupported;

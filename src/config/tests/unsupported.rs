@@ -1,0 +1,121 @@
+//! Settings of features that are not built yet.
+
+use super::support::*;
+use crate::config::Config;
+
+#[test]
+fn defaults_and_built_features_are_fine() {
+    assert!(Config::default().unsupported_settings().is_empty());
+    let cfg = run(
+        &[
+            "--secret=x",
+            "--public",
+            "--norpc",
+            "--turbo_streams",
+            "--cable_ready",
+            "--port=3000",
+            "--enforce_jwt",
+            "--broadcast_key=k",
+            "--pubsub=none",
+            "--broker=none",
+            "--presets=none",
+        ],
+        &[],
+    );
+    assert_eq!(cfg.unsupported_settings(), Vec::<String>::new());
+}
+
+#[test]
+fn messages_name_the_flag() {
+    let messages = run(&["--broker=memory"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--broker=memory: the memory broker is not implemented yet"]
+    );
+    let messages = run(&["--sse", "--history_limit=10"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec![
+            "--history_limit=10: the broker (history, sessions, presence) is not implemented yet",
+            "--sse=true: the SSE transport is not implemented yet",
+        ]
+    );
+}
+
+#[test]
+fn secrets_are_not_echoed() {
+    let messages = run(&["--pusher_secret=topsecret"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--pusher_secret: Pusher compatibility is not implemented yet"]
+    );
+}
+
+#[test]
+fn inherited_secrets_are_not_reported() {
+    // --secret feeds Pusher, HTTP RPC and the API, but only as a fallback.
+    assert!(run(&["--secret=x"], &[]).unsupported_settings().is_empty());
+}
+
+#[test]
+fn rpc_settings() {
+    let messages = run(&["--rpc_host=rpc:50051"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--rpc_host=rpc:50051: the RPC client (gRPC/HTTP) is not implemented yet"]
+    );
+    assert!(run(&["--rpc_host=rpc:50051", "--norpc"], &[])
+        .unsupported_settings()
+        .is_empty());
+    let messages = run(&["--rpc_impl=http"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--rpc_impl=http: the RPC client is not implemented yet"]
+    );
+}
+
+#[test]
+fn broadcast_adapters_and_redis() {
+    let messages = run(&["--broadcast_adapter=http,nats"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--broadcast_adapter=http,nats: the nats broadcaster is not implemented yet"]
+    );
+    let messages = run(&[], &[("REDIS_URL", "redis://r:6379")]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec![
+            "--broadcast_adapter=http,redis: the redis broadcaster is not implemented yet",
+            "--pubsub=redis: the redis pub/sub is not implemented yet",
+            "--redis_url=redis://r:6379: Redis support is not implemented yet",
+        ]
+    );
+}
+
+#[test]
+fn broker_preset() {
+    let messages = run(&["--presets=broker"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--presets=broker: the broker preset is not implemented yet"]
+    );
+}
+
+#[test]
+fn file_only_settings_are_named_by_key() {
+    let dir = TempDir::new();
+    dir.write("anycable.toml", "[api]\nhost = \"127.0.0.1\"\n");
+    let cfg = match crate::config::load(&[], &env(&[]), &dir.0) {
+        Ok(crate::config::Loaded::Run(cfg)) => *cfg,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        cfg.unsupported_settings(),
+        vec!["[api] host=127.0.0.1: the REST API is not implemented yet"]
+    );
+}
+
+#[test]
+fn metrics_port_follows_main_port_without_report() {
+    assert!(run(&["--port=3000"], &[]).unsupported_settings().is_empty());
+}
