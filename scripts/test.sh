@@ -167,7 +167,7 @@ fi
 echo "    files: ${FILES[*]}"
 # Each test file starts its own server(s) on free ports; two files at a time fit 2 cores.
 timeout --kill-after=30s 1500 \
-  node --test --test-concurrency="${E2E_CONCURRENCY:-2}" --test-timeout=180000 "${FILES[@]}"
+  node --test --test-concurrency="${E2E_CONCURRENCY:-2}" --test-timeout=180000 --test-force-exit "${FILES[@]}"
 cd "$ROOT"
 done_step
 
