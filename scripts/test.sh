@@ -34,6 +34,26 @@ step() {
 }
 done_step() { echo "    ok ($(( $(date +%s) - STEP_START ))s)"; }
 die() { echo "ERROR: $*" >&2; exit 1; }
+# Checks that should not hide the results of later ones (lint, tests): record the failure,
+# go on, and fail at the end. A failing build still stops everything.
+FAILED=()
+LOG_DIR=$(mktemp -d)
+trap 'rm -rf "$LOG_DIR"' EXIT
+logged() { # file command... : run, copying the output to file (exit status of the command)
+  local file=$1; shift
+  "$@" 2>&1 | tee "$file"
+}
+check() { # name command...
+  local name=$1; shift
+  step "$name"
+  if "$@"; then
+    done_step
+  else
+    local rc=$?
+    echo "    FAILED: $name (exit $rc, $(( $(date +%s) - STEP_START ))s)"
+    FAILED+=("$name")
+  fi
+}
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"
@@ -129,13 +149,8 @@ done_step
 # ---------------------------------------------------------------------------
 # 3. Rust: format, lint, build, tests
 if [[ $E2E_ONLY == 0 ]]; then
-  step "cargo fmt --all -- --check"
-  cargo fmt --all -- --check
-  done_step
-
-  step "cargo clippy --all-targets -- -D warnings"
-  cargo clippy --all-targets -- -D warnings
-  done_step
+  check "cargo fmt --all -- --check" cargo fmt --all -- --check
+  check "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 fi
 
 step "cargo build --release"
@@ -143,9 +158,8 @@ cargo build --release
 done_step
 
 if [[ $E2E_ONLY == 0 ]]; then
-  step "cargo test --release"
-  cargo test --release
-  done_step
+  # --no-fail-fast: one failing test binary must not hide the others' results
+  check "cargo test --release" logged "$LOG_DIR/cargo-test.log" cargo test --release --no-fail-fast
 fi
 
 # ---------------------------------------------------------------------------
@@ -153,7 +167,6 @@ fi
 export ANYCABLE_BIN="${ANYCABLE_BIN:-$ROOT/target/release/anycable-rs}"
 [[ -x "$ANYCABLE_BIN" ]] || die "server binary not found: $ANYCABLE_BIN"
 
-step "e2e: node --test (ANYCABLE_BIN=$ANYCABLE_BIN)"
 cd e2e
 if [[ ${#E2E_FILES[@]} -gt 0 ]]; then
   FILES=()
@@ -164,12 +177,31 @@ else
   shopt -u nullglob
 fi
 [[ ${#FILES[@]} -gt 0 ]] || die "no e2e/*.test.mjs files found"
-echo "    files: ${FILES[*]}"
 # Each test file starts its own server(s) on free ports; two files at a time fit 2 cores.
-timeout --kill-after=30s 1500 \
+check "e2e: node --test ${FILES[*]} (ANYCABLE_BIN=$ANYCABLE_BIN)" \
+  logged "$LOG_DIR/e2e.log" timeout --kill-after=30s 1500 \
   node --test --test-concurrency="${E2E_CONCURRENCY:-2}" --test-timeout=180000 --test-force-exit "${FILES[@]}"
 cd "$ROOT"
-done_step
+
+# One plain closing line over both runners: cargo's "test result:" lines and node's "# pass/# fail/# cancelled".
+PASSED_N=0
+FAILED_N=0
+if [[ -f "$LOG_DIR/cargo-test.log" ]]; then
+  read -r p f < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$LOG_DIR/cargo-test.log" |
+    awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+  PASSED_N=$((PASSED_N + p)); FAILED_N=$((FAILED_N + f))
+fi
+if [[ -f "$LOG_DIR/e2e.log" ]]; then
+  read -r p f < <(awk '/^# pass [0-9]+$/ {p += $3} /^# (fail|cancelled) [0-9]+$/ {f += $3} END {print p + 0, f + 0}' "$LOG_DIR/e2e.log")
+  PASSED_N=$((PASSED_N + p)); FAILED_N=$((FAILED_N + f))
+fi
 
 echo
-echo "==> all done in $(( $(date +%s) - START_ALL ))s"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  echo "==> FAILED after $(( $(date +%s) - START_ALL ))s:"
+  for f in "${FAILED[@]}"; do echo "    - $f"; done
+  echo "summary: $PASSED_N passed, $FAILED_N failed"
+  exit 1
+fi
+echo "==> all passed in $(( $(date +%s) - START_ALL ))s"
+echo "summary: $PASSED_N passed, $FAILED_N failed"
