@@ -204,6 +204,23 @@ describe('@rails/actioncable against anycable-rs', () => {
     assert.equal(raw.protocol, 'actioncable-v1-json');
   }));
 
+  it('token carried as an anycable-token.<JWT> sub-protocol (consumer.addSubProtocol) or X-JID header', withServerLog(logs, async () => {
+    // @rails/actioncable >= 7.1: extra sub-protocols are appended to its own list
+    const c = consumerFor(enforced, {});
+    c.consumer.addSubProtocol(`anycable-token.${token({ user_id: 3 })}`);
+    const sub = c.subscribe(pubsub(signStreamName('subproto', SECRET)));
+    await sub.waitFor('connected');
+    assert.equal(c.sockets[0].protocol, 'actioncable-v1-json', 'the token entry is never selected');
+    await broadcastOk(enforced, { stream: 'subproto', data: '{"ok":1}' });
+    assert.deepEqual((await sub.waitFor('received')).data, { ok: 1 });
+
+    const raw = await rawFor(enforced, {}, { headers: { 'X-JID': token({ user_id: 4 }) } });
+    assert.equal((await raw.welcome()).type, 'welcome', 'X-JID header accepted');
+    // header wins over the query parameter
+    const raw2 = await rawFor(enforced, { jid: 'garbage' }, { headers: { 'X-JID': token({ user_id: 4 }) } });
+    assert.equal((await raw2.welcome()).type, 'welcome', 'X-JID header takes precedence over ?jid=');
+  }));
+
   it('(g) a batch broadcast delivers to two streams', withServerLog(logs, async () => {
     const c = consumerFor(server, { jid: token() });
     const a = c.subscribe(pubsub(signStreamName('batch/a', SECRET)));
