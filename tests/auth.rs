@@ -39,6 +39,17 @@ async fn default_secure_mode_rejects_every_connection() {
 }
 
 #[tokio::test]
+async fn tokens_are_not_read_when_jwt_is_disabled() {
+    let server = start(&["--noauth"]).await;
+    let mut ws = connect(&server, "/cable?jid=garbage").await;
+    ws.expect_welcome().await;
+    let mut ws = server
+        .ws_with(WsRequest::new("/cable").header("X-JID", "garbage"))
+        .await;
+    ws.expect_welcome().await;
+}
+
+#[tokio::test]
 async fn noauth_welcomes_everyone() {
     let server = start(&["--noauth"]).await;
     let (_ws, sid) = server.ws_welcomed().await;
@@ -62,6 +73,15 @@ async fn spec_token_in_query_is_accepted_and_ext_becomes_the_identifiers() {
     assert_eq!(resp.status, 201, "{resp:?}");
     ws.expect_disconnect("remote", false, 1000, Some("Closed remotely"))
         .await;
+}
+
+#[tokio::test]
+async fn first_query_token_wins() {
+    let server = start(&["--jwt_secret=qwerty"]).await;
+    let mut ws = connect(&server, &format!("/cable?jid={SPEC_TOKEN}&jid=garbage")).await;
+    ws.expect_welcome().await;
+    let mut ws = connect(&server, &format!("/cable?jid=garbage&jid={SPEC_TOKEN}")).await;
+    expect_unauthorized(&mut ws).await;
 }
 
 #[tokio::test]
@@ -351,6 +371,7 @@ async fn allowed_origins_are_checked_before_the_upgrade() {
             Err(resp) => {
                 assert_eq!(resp.status, 403, "origin {origin:?}: {resp:?}");
                 assert!(resp.body.contains("Forbidden"), "{resp:?}");
+                assert_eq!(resp.header("sec-websocket-version"), Some("13"), "{resp:?}");
             }
         }
     }

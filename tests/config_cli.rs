@@ -20,7 +20,12 @@ fn assert_failed(out: &Exited, what: &str) {
         "{what}: the process kept running (it should refuse to start)\n{}",
         out.describe()
     );
-    assert_ne!(out.code(), Some(0), "{what}: exit status 0\n{}", out.describe());
+    assert_ne!(
+        out.code(),
+        Some(0),
+        "{what}: exit status 0\n{}",
+        out.describe()
+    );
 }
 
 // --- Flags -------------------------------------------------------------------------------------
@@ -40,7 +45,11 @@ fn unknown_flag_fails_and_names_the_flag() {
 fn commercial_only_flag_is_unknown() {
     let out = run(&["--ignore-config-path", "--shutdown_slowdrain"], &[]);
     assert_failed(&out, "--shutdown_slowdrain");
-    assert!(out.stderr.contains("shutdown_slowdrain"), "{}", out.describe());
+    assert!(
+        out.stderr.contains("shutdown_slowdrain"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -133,23 +142,23 @@ async fn plain_port_env_sets_the_port() {
 async fn anycable_port_wins_over_port_and_flag_wins_over_both() {
     let builder = ServerBuilder::new().arg("--noauth").no_port_flag();
     let port = builder.port;
-    let decoy = free_port();
+    // Held by the test: a server that tried this port could not start.
+    let (_held, decoy) = hold_port();
     let server = builder
         .env("ANYCABLE_PORT", port.to_string())
         .env("PORT", decoy.to_string())
         .start()
         .await;
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", decoy)).await.is_err());
     drop(server);
 
     let builder = ServerBuilder::new().arg("--noauth");
-    let decoy = free_port();
+    // Held by the test: a server that tried this port could not start.
+    let (_held, decoy) = hold_port();
     let server = builder
         .env("ANYCABLE_PORT", decoy.to_string())
         .env("PORT", decoy.to_string())
         .start()
         .await; // started (and healthy) on the --port value
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", decoy)).await.is_err());
     drop(server);
 }
 
@@ -198,7 +207,7 @@ async fn anycable_toml_in_the_working_dir_is_loaded() {
     // noauth came from the file too.
     server.ws_welcomed().await;
     assert!(
-        server.output.all().contains("anycable.toml"),
+        server.wait_output("anycable.toml", RECV_TIMEOUT).await,
         "the loaded file should be logged:\n{}",
         server.output.all()
     );
@@ -243,30 +252,38 @@ async fn file_then_env_then_flag_precedence() {
         .with_config_lookup()
         .arg("--host=127.0.0.1");
     let port = builder.port;
-    let file_port = free_port();
+    let (_held, file_port) = hold_port();
     builder.dir.write(
         "anycable.toml",
         format!("noauth = true\n[server]\nport = {file_port}\n"),
     );
     let server = builder.env("ANYCABLE_PORT", port.to_string()).start().await;
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", file_port)).await.is_err());
     drop(server);
 
     // env < flag
     let builder = ServerBuilder::new().with_config_lookup();
-    let env_port = free_port();
+    let (_held_env, env_port) = hold_port();
+    let (_held_file, file_port) = hold_port();
     builder.dir.write(
         "anycable.toml",
-        format!("noauth = true\n[server]\nport = {}\n", free_port()),
+        format!("noauth = true\n[server]\nport = {file_port}\n"),
     );
-    let server = builder.env("ANYCABLE_PORT", env_port.to_string()).start().await;
+    let server = builder
+        .env("ANYCABLE_PORT", env_port.to_string())
+        .start()
+        .await;
     server.ws_welcomed().await; // noauth from the file still applies
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", env_port)).await.is_err());
 }
 
 #[test]
 fn missing_explicit_config_file_fails() {
-    let out = run(&["--config-path=/nonexistent/anycable-rs-test.toml", "--noauth"], &[]);
+    let out = run(
+        &[
+            "--config-path=/nonexistent/anycable-rs-test.toml",
+            "--noauth",
+        ],
+        &[],
+    );
     assert_failed(&out, "missing --config-path file");
 }
 
@@ -304,12 +321,18 @@ fn print_config_round_trip(flags: &[&str]) -> (String, String) {
     args.extend_from_slice(flags);
     let first = run_to_exit(&args, &[], dir.path(), EXIT_LIMIT);
     assert_eq!(first.code(), Some(0), "{}", first.describe());
-    assert!(!first.stdout.trim().is_empty(), "--print-config printed nothing");
+    assert!(
+        !first.stdout.trim().is_empty(),
+        "--print-config printed nothing"
+    );
     toml::from_str::<toml::Table>(&first.stdout)
         .unwrap_or_else(|e| panic!("--print-config output is not TOML: {e}\n{}", first.stdout));
     let path = dir.write("printed.toml", &first.stdout);
     let second = run_to_exit(
-        &[&format!("--config-path={}", path.display()), "--print-config"],
+        &[
+            &format!("--config-path={}", path.display()),
+            "--print-config",
+        ],
         &[],
         dir.path(),
         EXIT_LIMIT,
@@ -332,7 +355,10 @@ fn print_config_round_trips_through_config_path() {
         "--max_message_size=2048",
     ]);
     for needle in ["9123", "/hp", "round-trip-secret", "example.com", "2048"] {
-        assert!(first.contains(needle), "--print-config lacks {needle}:\n{first}");
+        assert!(
+            first.contains(needle),
+            "--print-config lacks {needle}:\n{first}"
+        );
     }
     assert_eq!(first, second, "loading the printed config changed it");
 }
@@ -340,7 +366,10 @@ fn print_config_round_trips_through_config_path() {
 #[test]
 fn print_config_of_the_defaults_round_trips() {
     let (first, second) = print_config_round_trip(&[]);
-    assert_eq!(first, second, "loading the printed default config changed it");
+    assert_eq!(
+        first, second,
+        "loading the printed default config changed it"
+    );
 }
 
 #[tokio::test]
@@ -368,4 +397,17 @@ async fn printed_config_starts_a_working_server() {
         .await;
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_ok(&public_id("from-file")).await;
+}
+
+#[tokio::test]
+async fn deprecated_flags_print_a_deprecation_warning_and_still_work() {
+    let server = start(&["--noauth", "--turbo_rails_key=my-turbo-secret"]).await;
+    assert!(
+        server
+            .wait_output("DEPRECATION WARNING", RECV_TIMEOUT)
+            .await
+            && server.output.stdout().contains("DEPRECATION WARNING"),
+        "config.md §8: deprecated flags print a DEPRECATION WARNING on stdout:\n{}",
+        server.output.all()
+    );
 }

@@ -70,7 +70,7 @@ async fn sigterm_disconnects_clients_with_server_restart_and_exits_0() {
         started.elapsed()
     );
     assert!(
-        server.output.all().contains("Shutting down"),
+        server.wait_output("Shutting down", RECV_TIMEOUT).await,
         "no shutdown log line"
     );
 }
@@ -113,7 +113,11 @@ async fn shutdown_timeout_bounds_the_wait_for_unresponsive_clients() {
         .await
         .expect("the server did not exit although the shutdown timeout passed");
     assert_eq!(status.code(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     drop(raw);
 }
 
@@ -147,7 +151,7 @@ async fn tls_serves_wss_health_and_broadcasts() {
         .tls(&cert_pem, &key_pem)
         .start()
         .await; // the harness polls /health over HTTPS
-    // wss:// handshake with a client that trusts only this certificate.
+                // wss:// handshake with a client that trusts only this certificate.
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_ok(&public_id("secure")).await;
     // The separate broadcast listener serves HTTPS too.
@@ -163,7 +167,7 @@ async fn tls_serves_wss_health_and_broadcasts() {
         "plain HTTP answered on the TLS port: {plain:?}"
     );
     assert!(
-        server.output.all().contains("https://"),
+        server.startup_log().await.contains("https://"),
         "URLs in the startup log should use https://"
     );
 }
@@ -173,7 +177,10 @@ async fn tls_with_an_untrusted_client_fails_the_handshake() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let server = ServerBuilder::new()
         .args(["--noauth"])
-        .tls(&certified.cert.pem(), &certified.signing_key.serialize_pem())
+        .tls(
+            &certified.cert.pem(),
+            &certified.signing_key.serialize_pem(),
+        )
         .start()
         .await;
     let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -212,7 +219,7 @@ async fn half_tls_configuration_fails_to_start() {
 #[tokio::test]
 async fn startup_log_names_paths_broadcast_url_and_auth_mode() {
     let server = start(&["--noauth", "--path=/cable,/live"]).await;
-    let log = server.output.all();
+    let log = server.startup_log().await;
     let port = server.port;
     let bport = server.broadcast_port;
     for path in ["/cable", "/live"] {
@@ -223,8 +230,10 @@ async fn startup_log_names_paths_broadcast_url_and_auth_mode() {
         );
     }
     assert!(
-        log.lines().any(|l| l.contains(&format!("http://127.0.0.1:{bport}/_broadcast"))
-            && l.contains("no authorization")),
+        log.lines().any(
+            |l| l.contains(&format!("http://127.0.0.1:{bport}/_broadcast"))
+                && l.contains("no authorization")
+        ),
         "no broadcast URL line:\n{log}"
     );
     assert!(
@@ -241,7 +250,7 @@ async fn startup_log_names_paths_broadcast_url_and_auth_mode() {
 async fn piped_logs_have_no_ansi_colours() {
     // operations.md §3: colours only when stdout is a TTY; the harness pipes it.
     let server = start(&["--noauth"]).await;
-    let log = server.output.all();
+    let log = server.startup_log().await;
     assert!(!log.is_empty());
     assert!(
         !log.contains('\u{1b}'),
@@ -252,14 +261,15 @@ async fn piped_logs_have_no_ansi_colours() {
 #[tokio::test]
 async fn startup_log_for_jwt_and_keyed_broadcasts() {
     let server = start(&["--secret=abc", "--enforce_jwt"]).await;
-    let log = server.output.all();
+    let log = server.startup_log().await;
     assert!(
         log.contains("JWT authentication is enabled"),
         "JWT mode not logged:\n{log}"
     );
     assert!(
-        log.lines().any(|l| l.contains(&format!(":{}/_broadcast", server.port))
-            && l.contains("authorization required")),
+        log.lines()
+            .any(|l| l.contains(&format!(":{}/_broadcast", server.port))
+                && l.contains("authorization required")),
         "broadcast line with authorization not logged:\n{log}"
     );
 }
@@ -267,7 +277,7 @@ async fn startup_log_for_jwt_and_keyed_broadcasts() {
 #[tokio::test]
 async fn startup_log_warns_when_no_auth_method_is_available() {
     let server = start(&[]).await;
-    let log = server.output.all().to_lowercase();
+    let log = server.startup_log().await.to_lowercase();
     assert!(
         log.contains("warn") && log.contains("authentication"),
         "the secure default mode should warn that every connection is rejected:\n{log}"

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn open_server() -> Server {
     start(&["--noauth", "--public_streams"]).await
@@ -364,6 +365,21 @@ async fn pi_zero_disables_pings() {
     quiet.expect_pong_next().await;
 }
 
+#[tokio::test]
+async fn negative_pi_disables_pings_and_non_integer_pi_is_ignored() {
+    let server = start(&["--noauth", "--ping_interval=1"]).await;
+    let mut negative = server.ws_with(WsRequest::new("/cable?pi=-1")).await;
+    negative.expect_welcome().await;
+    let mut garbage = server.ws_with(WsRequest::new("/cable?pi=abc")).await;
+    garbage.expect_welcome().await;
+    // A non-integer value falls back to --ping_interval=1.
+    next_ping(&mut garbage, Duration::from_millis(2500)).await;
+    next_ping(&mut garbage, Duration::from_millis(2500)).await;
+    if let Some(frame) = negative.next_frame(Duration::from_millis(300)).await {
+        panic!("?pi=-1 connection received {frame:?}");
+    }
+}
+
 // --- Limits and malformed input ----------------------------------------------------------------
 
 #[tokio::test]
@@ -460,4 +476,33 @@ async fn custom_single_path_replaces_the_default() {
         Ok(_) => panic!("/cable still served with --path=/live"),
         Err(resp) => assert_eq!(resp.status, 404),
     }
+}
+
+#[tokio::test]
+async fn browser_style_upgrade_header_lists_are_accepted() {
+    // Firefox sends `Connection: keep-alive, Upgrade`; header names and tokens are
+    // case-insensitive.
+    let server = open_server().await;
+    let mut raw = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    raw.write_all(
+        b"GET /cable HTTP/1.1\r\nHost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: WebSocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(RECV_TIMEOUT, raw.read(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(
+        text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "wrong Sec-WebSocket-Accept: {text}"
+    );
 }

@@ -45,10 +45,36 @@ pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
 // Free ports, temp dirs
 // ---------------------------------------------------------------------------------------------
 
-/// A port that was free a moment ago (bind to port 0 and let the OS pick).
+/// A port that was free a moment ago, for a server to bind.
+///
+/// Ports come from below the kernel's ephemeral range (32768+ here), walked by a per-process
+/// counter from a pid-derived start: a port the OS picked for "port 0" could be handed out
+/// again — as another test's free port or as the local port of an outgoing client connection
+/// — before the server binds it, which made parallel tests collide. Each candidate is checked
+/// by binding it on 127.0.0.1 and on all interfaces.
 pub fn free_port() -> u16 {
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000; // 12000..32000
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = (std::process::id() * 7919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = (LOW + (start + offset) % SPAN) as u16;
+        let free = StdTcpListener::bind(("127.0.0.1", port)).is_ok()
+            && StdTcpListener::bind(("0.0.0.0", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// A port bound (and kept) by the test, so that a server configured to use it cannot start:
+/// the way to show that a setting was *not* used, without racing other tests for the port.
+pub fn hold_port() -> (StdTcpListener, u16) {
     let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    let port = listener.local_addr().expect("local addr").port();
+    (listener, port)
 }
 
 /// A temporary directory removed on drop.
@@ -498,6 +524,14 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits (bounded) for the last startup log line, so that the whole startup log has been
+    /// captured (the health endpoint can answer before the pipe reader caught up).
+    pub async fn startup_log(&self) -> String {
+        self.wait_output("Handle health requests", RECV_TIMEOUT)
+            .await;
+        self.output.all()
     }
 
     /// Waits (bounded) until the server's output contains `needle`.
