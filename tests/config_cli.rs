@@ -163,6 +163,18 @@ async fn anycable_port_wins_over_port_and_flag_wins_over_both() {
 }
 
 #[tokio::test]
+async fn single_dash_and_space_separated_flags_are_accepted() {
+    let builder = ServerBuilder::new().no_port_flag();
+    let port = builder.port.to_string();
+    let server = builder
+        .args(["-port", port.as_str(), "-noauth", "--health-path", "/hp"])
+        .health_path("/hp")
+        .start()
+        .await;
+    server.ws_welcomed().await;
+}
+
+#[tokio::test]
 async fn env_vars_set_other_settings() {
     let server = ServerBuilder::new()
         .env("ANYCABLE_NOAUTH", "true")

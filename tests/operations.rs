@@ -122,6 +122,71 @@ async fn shutdown_timeout_bounds_the_wait_for_unresponsive_clients() {
 }
 
 #[tokio::test]
+async fn shutdown_delay_keeps_serving_before_disconnecting() {
+    let mut server = start(&["--noauth", "--shutdown_delay=1", "--shutdown_timeout=5"]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    let started = Instant::now();
+    server.signal("TERM");
+    // During the delay everything keeps working, health included.
+    assert_eq!(server.get("/health").await.status, 200);
+    ws.expect_pong_next().await;
+    ws.expect_disconnect("server_restart", true, 1001, Some("Server restart"))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "disconnected {:?} after SIGTERM despite --shutdown_delay=1",
+        started.elapsed()
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(6))
+        .await
+        .expect("exit after the delay");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn second_signal_stops_immediately() {
+    let mut server = start(&["--noauth", "--shutdown_delay=30", "--shutdown_timeout=60"]).await;
+    server.signal("TERM");
+    assert!(
+        server.wait_output("Shutting down", RECV_TIMEOUT).await,
+        "no shutdown log line after the first signal"
+    );
+    let started = Instant::now();
+    server.signal("TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("a second SIGTERM should stop the server at once");
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn port_in_use_exits_1() {
+    let (_held, port) = hold_port();
+    let dir = TempDir::new();
+    let out = run_to_exit(
+        &[
+            "--ignore-config-path",
+            "--noauth",
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--http_broadcast_port={}", free_port()),
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains(&port.to_string()),
+        "the failure should name the address:\n{}",
+        out.describe()
+    );
+}
+
+#[tokio::test]
 async fn new_connections_are_refused_after_shutdown() {
     let mut server = start(&["--noauth", "--shutdown_timeout=3"]).await;
     let (mut ws, _) = server.ws_welcomed().await;
@@ -256,6 +321,28 @@ async fn piped_logs_have_no_ansi_colours() {
         !log.contains('\u{1b}'),
         "log output to a pipe contains ANSI escape sequences:\n{log:?}"
     );
+}
+
+#[tokio::test]
+async fn json_log_format_has_time_level_and_msg() {
+    // operations.md §3: `--log_format=json` writes one JSON object per line with `time`,
+    // `level` (`INFO`, ...) and `msg`, plus attributes.
+    let server = start(&["--noauth", "--log_format=json"]).await;
+    let log = server.startup_log().await;
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        for key in ["time", "level", "msg"] {
+            assert!(
+                record.get(key).is_some(),
+                "log record without {key:?}: {line}"
+            );
+        }
+        lines += 1;
+    }
+    assert!(lines > 0);
+    assert!(log.contains("\"level\":\"INFO\""), "{log}");
 }
 
 #[tokio::test]
