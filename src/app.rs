@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broadcast::http::HttpBroadcaster;
+use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
@@ -51,14 +52,17 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     );
     let jwt_enabled = auth.jwt_enabled();
     log_auth_and_channels(config, jwt_enabled, &router);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let broker = start_broker(config, &shutdown, &tracker);
     let node = Arc::new(Node::new(
         Hub::new(config.app.hub_gopool_size),
         router,
         auth,
+        broker,
+        config.broker.sessions_ttl_secs > 0,
         metrics,
     ));
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
 
     let tls = match (&config.server.ssl_cert, &config.server.ssl_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -154,6 +158,43 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         shutdown,
         tracker,
     })
+}
+
+/// The broker chosen in the config, with its housekeeping task.
+fn start_broker(
+    config: &Config,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Option<Arc<dyn Broker>> {
+    let settings = &config.broker;
+    if settings.adapter != "memory" {
+        tracing::info!("Using no-op (legacy) broker");
+        return None;
+    }
+    let broker = Arc::new(MemoryBroker::new(
+        settings.history_limit,
+        Duration::from_secs(settings.history_ttl_secs),
+        Duration::from_secs(settings.sessions_ttl_secs),
+    ));
+    tracing::info!(
+        "Using in-memory broker (epoch: {}, history limit: {}, history ttl: {}s, sessions ttl: {}s)",
+        broker.epoch(),
+        settings.history_limit,
+        settings.history_ttl_secs,
+        settings.sessions_ttl_secs
+    );
+    let sweeper = broker.clone();
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sweeper.sweep(),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+    Some(broker)
 }
 
 fn log_auth_and_channels(config: &Config, jwt_enabled: bool, router: &StreamsRouter) {

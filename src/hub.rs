@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::{broadcast_frame, Payload};
+use crate::protocol::{broadcast_frame, FramePosition, Payload};
 use crate::session::{Outbox, Pushed};
 
 /// A connection as the hub sees it.
@@ -32,6 +32,8 @@ pub struct Delivery<'a> {
     pub exclude_sid: Option<&'a str>,
     /// Whispers skip every subscription of the sending connection.
     pub exclude_session: Option<u64>,
+    /// Set when a broker stored the message.
+    pub position: Option<FramePosition<'a>>,
 }
 
 /// Outcome of one fan-out.
@@ -64,21 +66,18 @@ impl Hub {
         }
     }
 
+    /// Locks `stream` for a sequence of operations that must not interleave with other
+    /// broadcasts to it (store-then-fan-out, attach-then-read-history).
+    pub fn lock<'a>(&'a self, stream: &'a str) -> StreamLock<'a> {
+        StreamLock {
+            shard: self.shard(stream),
+            stream,
+        }
+    }
+
     /// Attaches a connection's subscription (`identifier`) to `stream`. Idempotent.
     pub fn subscribe(&self, stream: &Arc<str>, identifier: &Arc<str>, subscriber: Subscriber) {
-        let mut shard = self.shard(stream);
-        let groups = shard.streams.entry(stream.clone()).or_default();
-        let group = match groups.iter_mut().position(|g| g.identifier == *identifier) {
-            Some(index) => &mut groups[index],
-            None => {
-                groups.push(Group {
-                    identifier: identifier.clone(),
-                    members: HashMap::new(),
-                });
-                groups.last_mut().expect("just pushed")
-            }
-        };
-        group.members.insert(subscriber.session_id, subscriber);
+        self.lock(stream).attach(stream, identifier, subscriber);
     }
 
     /// Detaches a connection's subscription from `stream`, dropping empty entries.
@@ -100,15 +99,60 @@ impl Hub {
 
     /// Queues a broadcast to every subscriber of `stream`. Never waits on a client.
     pub fn broadcast(&self, stream: &str, delivery: &Delivery) -> FanOut {
-        let shard = self.shard(stream);
+        self.lock(stream).broadcast(delivery)
+    }
+
+    /// Number of streams with at least one local subscriber.
+    pub fn streams_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).streams.len()).sum()
+    }
+
+    fn shard(&self, stream: &str) -> MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        stream.hash(&mut hasher);
+        lock(&self.shards[hasher.finish() as usize % self.shards.len()])
+    }
+}
+
+/// Exclusive access to one stream's subscribers (and, as a side effect, to every stream of
+/// the same shard: keep the critical section short).
+pub struct StreamLock<'a> {
+    shard: MutexGuard<'a, Shard>,
+    stream: &'a str,
+}
+
+impl StreamLock<'_> {
+    /// Attaches a subscription; `key` is the locked stream's name as a shared string.
+    pub fn attach(&mut self, key: &Arc<str>, identifier: &Arc<str>, subscriber: Subscriber) {
+        debug_assert_eq!(&**key, self.stream);
+        let groups = self.shard.streams.entry(key.clone()).or_default();
+        let group = match groups.iter_mut().position(|g| g.identifier == *identifier) {
+            Some(index) => &mut groups[index],
+            None => {
+                groups.push(Group {
+                    identifier: identifier.clone(),
+                    members: HashMap::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.members.insert(subscriber.session_id, subscriber);
+    }
+
+    /// Queues a broadcast to every subscriber of the locked stream.
+    pub fn broadcast(&self, delivery: &Delivery) -> FanOut {
         let mut result = FanOut::default();
-        let Some(groups) = shard.streams.get(stream) else {
+        let Some(groups) = self.shard.streams.get(self.stream) else {
             return result;
         };
         for group in groups {
-            let frame: Utf8Bytes =
-                broadcast_frame(&group.identifier, delivery.payload, delivery.broadcast_type)
-                    .into();
+            let frame: Utf8Bytes = broadcast_frame(
+                &group.identifier,
+                delivery.payload,
+                delivery.broadcast_type,
+                delivery.position,
+            )
+            .into();
             for member in group.members.values() {
                 if delivery.exclude_session == Some(member.session_id)
                     || delivery.exclude_sid == Some(&*member.sid)
@@ -123,17 +167,6 @@ impl Hub {
             }
         }
         result
-    }
-
-    /// Number of streams with at least one local subscriber.
-    pub fn streams_count(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).streams.len()).sum()
-    }
-
-    fn shard(&self, stream: &str) -> MutexGuard<'_, Shard> {
-        let mut hasher = DefaultHasher::new();
-        stream.hash(&mut hasher);
-        lock(&self.shards[hasher.finish() as usize % self.shards.len()])
     }
 }
 
@@ -176,6 +209,7 @@ mod tests {
             broadcast_type: None,
             exclude_sid: None,
             exclude_session: None,
+            position: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod broadcast;
+pub mod broker;
 pub mod config;
 pub mod hub;
 pub mod identity;

@@ -1,6 +1,7 @@
 //! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -113,6 +114,7 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_writer(std::io::stdout);
     match config.logging.format {
         LogFormat::Json => builder.json().init(),

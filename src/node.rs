@@ -1,16 +1,19 @@
 //! The node executes what clients and publishers ask for: it authenticates connections, runs
-//! their commands against the local channels and the hub, and applies publications and remote
-//! commands.
+//! their commands against the local channels, the hub and the broker, and applies publications
+//! and remote commands.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::broadcast::{Inbound, Publication, RemoteCommand};
+use crate::broker::{Broker, HistoryError, SessionSnapshot, StoredMessage, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
 use crate::metrics::{Counter, Metrics};
-use crate::protocol::{self, Command, DisconnectReason, Payload, Reply};
+use crate::protocol::{
+    self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply, StreamPosition,
+};
 use crate::session::{Outbox, Pushed, Session, Subscription};
 use crate::streams::{Route, StreamsRouter};
 
@@ -24,11 +27,24 @@ struct Registry {
     by_identifiers: HashMap<Arc<str>, HashMap<u64, Arc<Outbox>>>,
 }
 
+/// How a new connection asks to be let in.
+pub struct ConnectRequest<'a> {
+    pub token: Option<&'a str>,
+    pub sid: Arc<str>,
+    /// The connection negotiated the extended protocol.
+    pub extended: bool,
+    /// `sid` of a previous session to resume (extended protocol only).
+    pub restore_sid: Option<&'a str>,
+}
+
 pub struct Node {
     hub: Hub,
     registry: Mutex<Registry>,
     router: StreamsRouter,
     auth: Authenticator,
+    broker: Option<Arc<dyn Broker>>,
+    /// Sessions are cached (and can be restored) only when this is set.
+    sessions_cache: bool,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
 }
@@ -38,6 +54,8 @@ impl Node {
         hub: Hub,
         router: StreamsRouter,
         auth: Authenticator,
+        broker: Option<Arc<dyn Broker>>,
+        sessions_cache: bool,
         metrics: Arc<Metrics>,
     ) -> Node {
         Node {
@@ -45,6 +63,8 @@ impl Node {
             registry: Mutex::default(),
             router,
             auth,
+            sessions_cache: sessions_cache && broker.is_some(),
+            broker,
             metrics,
             next_session_id: AtomicU64::new(1),
         }
@@ -54,26 +74,25 @@ impl Node {
         &self.metrics
     }
 
-    /// Authenticates a new connection and, when accepted, registers its session and queues the
-    /// welcome message. Otherwise the outbox receives the rejection and `None` is returned.
-    pub fn connect(
-        &self,
-        token: Option<&str>,
-        sid: Arc<str>,
-        outbox: Arc<Outbox>,
-    ) -> Option<Session> {
-        match self.auth.authenticate(token, &sid) {
+    /// Restores or authenticates a new connection. Accepted connections are registered and
+    /// get their welcome; otherwise the outbox receives the rejection and `None` is returned.
+    pub fn connect(&self, request: ConnectRequest, outbox: Arc<Outbox>) -> Option<Session> {
+        if let Some(session) = self.try_restore(&request, &outbox) {
+            return Some(session);
+        }
+        match self.auth.authenticate(request.token, &request.sid) {
             AuthOutcome::Accepted { identifiers } => {
-                let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-                let session = Session::new(id, sid, identifiers.into(), outbox);
-                let mut registry = self.registry();
-                registry
-                    .by_identifiers
-                    .entry(session.identifiers.clone())
-                    .or_default()
-                    .insert(id, session.outbox.clone());
-                drop(registry);
-                session.send(Reply::Welcome { sid: &session.sid }.encode());
+                let session =
+                    self.register(request.sid, identifiers.into(), outbox, request.extended);
+                session.send(
+                    Reply::Welcome {
+                        sid: &session.sid,
+                        restored: false,
+                        restored_ids: &[],
+                    }
+                    .encode(),
+                );
+                self.save_snapshot(&session);
                 Some(session)
             }
             AuthOutcome::Rejected(reason) => {
@@ -89,9 +108,110 @@ impl Node {
         }
     }
 
-    /// Detaches a closed connection from every stream and forgets it.
+    fn register(
+        &self,
+        sid: Arc<str>,
+        identifiers: Arc<str>,
+        outbox: Arc<Outbox>,
+        extended: bool,
+    ) -> Session {
+        let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(id, sid, identifiers, outbox, extended);
+        self.registry()
+            .by_identifiers
+            .entry(session.identifiers.clone())
+            .or_default()
+            .insert(id, session.outbox.clone());
+        session
+    }
+
+    /// Resumes a cached session without authenticating again. Its subscriptions come back
+    /// detached, waiting for the client's `history` command (see [`Subscription`]).
+    fn try_restore(&self, request: &ConnectRequest, outbox: &Arc<Outbox>) -> Option<Session> {
+        if !(request.extended && self.sessions_cache) {
+            return None;
+        }
+        let broker = self.broker.as_ref()?;
+        let snapshot = broker.restore_session(request.restore_sid?)?;
+        let mut session = self.register(
+            request.sid.clone(),
+            snapshot.identifiers.clone(),
+            outbox.clone(),
+            true,
+        );
+        for (identifier, saved) in snapshot.subscriptions {
+            let offsets = saved
+                .streams
+                .iter()
+                .map(|s| broker.last_offset(s))
+                .collect();
+            let subscription = Subscription {
+                streams: saved.streams,
+                whisper_stream: saved.whisper_stream,
+                awaiting_history: Some(offsets),
+            };
+            session.subscriptions.insert(identifier, subscription);
+        }
+        let restored_ids: Vec<&str> = session.subscriptions.keys().map(|k| &**k).collect();
+        session.send(
+            Reply::Welcome {
+                sid: &session.sid,
+                restored: true,
+                restored_ids: &restored_ids,
+            }
+            .encode(),
+        );
+        self.save_snapshot(&session);
+        tracing::debug!(sid = &*session.sid, "session restored");
+        Some(session)
+    }
+
+    /// Attaches restored subscriptions whose client did not ask for history in time, replaying
+    /// what was published to their streams since the restore.
+    pub fn finish_restore(&self, session: &mut Session) {
+        let waiting: Vec<Arc<str>> = session
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.awaiting_history.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for identifier in waiting {
+            let Some(subscription) = session.subscriptions.get_mut(&identifier) else {
+                continue;
+            };
+            let offsets = subscription.awaiting_history.take().unwrap_or_default();
+            let streams = subscription.streams.clone();
+            for (stream, offset) in streams.iter().zip(offsets) {
+                let mut lock = self.hub.lock(stream);
+                lock.attach(stream, &identifier, subscriber(session));
+                let since_restore = match (&self.broker, offset) {
+                    (Some(broker), Some(offset)) => broker.history_from(
+                        stream,
+                        &StreamPosition {
+                            epoch: broker.epoch().to_string(),
+                            offset,
+                        },
+                    ),
+                    (Some(broker), None) => Ok(broker.history_since(stream, 0)),
+                    (None, _) => Ok(Vec::new()),
+                };
+                self.send_history(
+                    session,
+                    &identifier,
+                    stream,
+                    &since_restore.unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// Detaches a closed connection from every stream and forgets it. Its cached snapshot
+    /// gets one more full time to live, so the client can resume it.
     pub fn disconnect(&self, session: &mut Session) {
         for (identifier, subscription) in session.subscriptions.drain() {
+            if subscription.awaiting_history.is_some() {
+                continue;
+            }
             for stream in &subscription.streams {
                 self.hub.unsubscribe(stream, &identifier, session.id);
             }
@@ -103,6 +223,40 @@ impl Node {
                 registry.by_identifiers.remove(&session.identifiers);
             }
         }
+        drop(registry);
+        self.touch_snapshot(session);
+    }
+
+    /// Keeps a live session's cached snapshot from expiring.
+    pub fn touch_snapshot(&self, session: &Session) {
+        if let (true, true, Some(broker)) = (session.extended, self.sessions_cache, &self.broker) {
+            broker.touch_session(&session.sid);
+        }
+    }
+
+    fn save_snapshot(&self, session: &Session) {
+        let (true, true, Some(broker)) = (session.extended, self.sessions_cache, &self.broker)
+        else {
+            return;
+        };
+        let subscriptions = session
+            .subscriptions
+            .iter()
+            .map(|(identifier, s)| {
+                let saved = SubscriptionSnapshot {
+                    streams: s.streams.clone(),
+                    whisper_stream: s.whisper_stream.clone(),
+                };
+                (identifier.clone(), saved)
+            })
+            .collect();
+        broker.save_session(
+            &session.sid,
+            SessionSnapshot {
+                identifiers: session.identifiers.clone(),
+                subscriptions,
+            },
+        );
     }
 
     /// Number of connected (authenticated) sessions.
@@ -140,7 +294,10 @@ impl Node {
         };
         self.metrics.inc(Counter::ClientMsg);
         match command {
-            Command::Subscribe { identifier } => self.subscribe(session, identifier),
+            Command::Subscribe {
+                identifier,
+                history,
+            } => self.subscribe(session, identifier, history),
             Command::Unsubscribe { identifier } => self.unsubscribe(session, &identifier),
             Command::Message { identifier, .. } => {
                 // Local channels have no actions; without a backend there is nobody to run them.
@@ -151,19 +308,17 @@ impl Node {
                 );
             }
             Command::Whisper { identifier, data } => self.whisper(session, &identifier, &data),
-            Command::History { identifier } => {
-                // No broker keeps history yet, so every history request fails.
-                if session.subscriptions.contains_key(identifier.as_str()) {
-                    self.send(
-                        session,
-                        Reply::RejectHistory {
-                            identifier: &identifier,
-                        }
-                        .encode(),
-                    );
+            Command::History {
+                identifier,
+                history: Some(request),
+            } => {
+                let identifier: Arc<str> = identifier.into();
+                if let Some(subscription) = session.subscriptions.get_mut(&identifier) {
+                    let attach = subscription.awaiting_history.take().is_some();
+                    self.replay_history(session, &identifier, &request, attach);
                 }
             }
-            Command::Pong => {}
+            Command::History { history: None, .. } | Command::Pong => {}
             Command::Ping => {
                 self.send(session, Reply::Pong.encode());
             }
@@ -174,7 +329,12 @@ impl Node {
         }
     }
 
-    fn subscribe(&self, session: &mut Session, identifier: String) {
+    fn subscribe(
+        &self,
+        session: &mut Session,
+        identifier: String,
+        history: Option<HistoryRequest>,
+    ) {
         if session.subscriptions.contains_key(identifier.as_str()) {
             tracing::debug!(sid = &*session.sid, identifier, "already subscribed");
             return;
@@ -183,12 +343,6 @@ impl Node {
             Route::Stream { stream, whisper } => {
                 let identifier: Arc<str> = identifier.into();
                 let stream: Arc<str> = stream.into();
-                let subscriber = Subscriber {
-                    session_id: session.id,
-                    sid: session.sid.clone(),
-                    outbox: session.outbox.clone(),
-                };
-                self.hub.subscribe(&stream, &identifier, subscriber);
                 self.send(
                     session,
                     Reply::ConfirmSubscription {
@@ -197,13 +351,20 @@ impl Node {
                     .encode(),
                 );
                 let whisper_stream = whisper.then(|| stream.clone());
-                session.subscriptions.insert(
-                    identifier,
-                    Subscription {
-                        streams: vec![stream],
-                        whisper_stream,
-                    },
-                );
+                let subscription = Subscription {
+                    streams: vec![stream],
+                    whisper_stream,
+                    awaiting_history: None,
+                };
+                session
+                    .subscriptions
+                    .insert(identifier.clone(), subscription);
+                match history {
+                    // Attached inside the replay, atomically with reading the history.
+                    Some(request) => self.replay_history(session, &identifier, &request, true),
+                    None => self.attach_all(session, &identifier),
+                }
+                self.save_snapshot(session);
             }
             Route::Reject | Route::Backend => {
                 self.send(
@@ -217,11 +378,100 @@ impl Node {
         }
     }
 
+    fn attach_all(&self, session: &Session, identifier: &Arc<str>) {
+        if let Some(subscription) = session.subscriptions.get(identifier) {
+            for stream in &subscription.streams {
+                self.hub.subscribe(stream, identifier, subscriber(session));
+            }
+        }
+    }
+
+    /// Serves a history request for a subscription: all streams succeed or nothing is
+    /// replayed. With `attach` (a new or restored subscription), each stream is attached in the
+    /// same critical section as its read, so live messages continue exactly after the replayed
+    /// ones.
+    fn replay_history(
+        &self,
+        session: &Session,
+        identifier: &Arc<str>,
+        request: &HistoryRequest,
+        attach: bool,
+    ) {
+        let streams = session
+            .subscriptions
+            .get(identifier)
+            .map(|s| s.streams.clone())
+            .unwrap_or_default();
+        let available = self.broker.is_some()
+            && streams
+                .iter()
+                .all(|stream| self.read_history(stream, request).is_ok());
+        for stream in &streams {
+            let mut lock = self.hub.lock(stream);
+            if attach {
+                lock.attach(stream, identifier, subscriber(session));
+            }
+            if available {
+                // Read again under the lock: it can only have grown since the check.
+                let messages = self.read_history(stream, request).unwrap_or_default();
+                self.send_history(session, identifier, stream, &messages);
+            }
+        }
+        let reply = if available {
+            Reply::ConfirmHistory { identifier }
+        } else {
+            Reply::RejectHistory { identifier }
+        };
+        self.send(session, reply.encode());
+    }
+
+    fn read_history(
+        &self,
+        stream: &str,
+        request: &HistoryRequest,
+    ) -> Result<Vec<StoredMessage>, HistoryError> {
+        let broker = self.broker.as_ref().ok_or(HistoryError::UnknownStream)?;
+        match request
+            .streams
+            .as_ref()
+            .and_then(|streams| streams.get(stream))
+        {
+            Some(position) => broker.history_from(stream, position),
+            None if request.since > 0 => Ok(broker.history_since(stream, request.since)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn send_history(
+        &self,
+        session: &Session,
+        identifier: &str,
+        stream: &str,
+        messages: &[StoredMessage],
+    ) {
+        let Some(broker) = &self.broker else { return };
+        let epoch = broker.epoch();
+        for message in messages {
+            let position = FramePosition {
+                stream,
+                epoch: &epoch,
+                offset: message.offset,
+            };
+            self.send(
+                session,
+                protocol::broadcast_frame(identifier, &message.payload, None, Some(position)),
+            );
+        }
+    }
+
     fn unsubscribe(&self, session: &mut Session, identifier: &str) {
         if let Some(subscription) = session.subscriptions.remove(identifier) {
-            for stream in &subscription.streams {
-                self.hub.unsubscribe(stream, identifier, session.id);
+            if subscription.awaiting_history.is_none() {
+                for stream in &subscription.streams {
+                    self.hub.unsubscribe(stream, identifier, session.id);
+                }
             }
+            self.save_snapshot(session);
         }
     }
 
@@ -240,6 +490,7 @@ impl Node {
             broadcast_type: None,
             exclude_sid: None,
             exclude_session: Some(session.id),
+            position: None,
         };
         let fan_out = self.hub.broadcast(stream, &delivery);
         self.count_fan_out(&fan_out);
@@ -275,16 +526,30 @@ impl Node {
         }
     }
 
+    /// Stores (unless transient) and fans out one publication. Both happen under the stream's
+    /// lock, so a concurrent history read sees the message either in history or live.
     fn deliver(&self, publication: &Publication) {
         self.metrics.inc(Counter::BroadcastMsg);
         let payload = Payload::from_data(&publication.data);
+        let stream = publication.stream.as_str();
+        let lock = self.hub.lock(stream);
+        let stored = match &self.broker {
+            Some(broker) if !publication.meta.transient => Some(broker.store(stream, &payload)),
+            _ => None,
+        };
         let delivery = Delivery {
             payload: &payload,
             broadcast_type: publication.meta.broadcast_type.as_deref(),
             exclude_sid: publication.meta.exclude_socket.as_deref(),
             exclude_session: None,
+            position: stored.as_ref().map(|p| FramePosition {
+                stream,
+                epoch: &p.epoch,
+                offset: p.offset,
+            }),
         };
-        let fan_out = self.hub.broadcast(&publication.stream, &delivery);
+        let fan_out = lock.broadcast(&delivery);
+        drop(lock);
         self.count_fan_out(&fan_out);
     }
 
@@ -306,5 +571,13 @@ impl Node {
         self.registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn subscriber(session: &Session) -> Subscriber {
+    Subscriber {
+        session_id: session.id,
+        sid: session.sid.clone(),
+        outbox: session.outbox.clone(),
     }
 }

@@ -44,6 +44,8 @@ pub enum Feature {
     Api,
     /// permessage-deflate for WebSockets.
     WsCompression,
+    /// Presence tracking (`join`/`leave`/`presence` commands).
+    Presence,
 }
 
 /// Features the server implements today. Flip a feature on by adding it here.
@@ -52,6 +54,7 @@ pub const BUILT: &[Feature] = &[
     Feature::Jwt,
     Feature::Streams,
     Feature::HttpBroadcast,
+    Feature::Broker,
 ];
 
 impl Feature {
@@ -67,7 +70,7 @@ impl Feature {
             Feature::Streams => "signed streams",
             Feature::HttpBroadcast => "the HTTP broadcaster",
             Feature::Rpc => "the RPC client (gRPC/HTTP)",
-            Feature::Broker => "the broker (history, sessions, presence)",
+            Feature::Broker => "the broker (history, sessions)",
             Feature::PubSub => "node-to-node pub/sub",
             Feature::Redis => "Redis support",
             Feature::Nats => "NATS support",
@@ -78,6 +81,7 @@ impl Feature {
             Feature::Ds => "Durable Streams",
             Feature::Api => "the REST API",
             Feature::WsCompression => "WebSocket compression (permessage-deflate)",
+            Feature::Presence => "presence",
         }
     }
 }
@@ -215,7 +219,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("history_limit", &["ANYCABLE_HISTORY_LIMIT"], Kind::Int, "100", Some("broker.history_limit"), Feature::Broker, "BROKER", "Max messages kept per stream"),
     FlagDef::new("history_ttl", &["ANYCABLE_HISTORY_TTL"], Kind::Int, "300", Some("broker.history_ttl"), Feature::Broker, "BROKER", "History retention"),
     FlagDef::new("sessions_ttl", &["ANYCABLE_SESSIONS_TTL"], Kind::Int, "300", Some("broker.sessions_ttl"), Feature::Broker, "BROKER", "Keep disconnected session state for resumption"),
-    FlagDef::new("presence_ttl", &["ANYCABLE_PRESENCE_TTL"], Kind::Int, "15", Some("broker.presence_ttl"), Feature::Broker, "BROKER", "Keep presence after disconnect"),
+    FlagDef::new("presence_ttl", &["ANYCABLE_PRESENCE_TTL"], Kind::Int, "15", Some("broker.presence_ttl"), Feature::Presence, "BROKER", "Keep presence after disconnect"),
     // REDIS
     FlagDef::new("redis_url", &["ANYCABLE_REDIS_URL", "REDIS_URL"], Kind::Str, "redis://localhost:6379", Some("redis.url"), Feature::Redis, "REDIS", "Redis URL, master name (sentinel) or comma list (cluster)"),
     FlagDef::new("redis_sentinels", &["ANYCABLE_REDIS_SENTINELS"], Kind::List { sep: ',', toml_array: false }, "", Some("redis.sentinels"), Feature::Redis, "REDIS", "Sentinel addresses"),

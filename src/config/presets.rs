@@ -14,8 +14,8 @@ pub(crate) fn apply(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(
         match name.as_str() {
             "fly" => fly(cfg, env)?,
             "heroku" => heroku(cfg),
-            // Not built yet: reported by `Config::unsupported_settings`, not applied.
-            "broker" | "none" => continue,
+            "broker" => broker(cfg),
+            "none" => continue,
             other => {
                 cfg.warnings
                     .push(format!("unknown preset {other:?} ignored"));
@@ -71,6 +71,27 @@ fn fly(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigErro
         );
     }
     Ok(())
+}
+
+/// Reliable streams on one node: the memory broker (embedded NATS, which would select the NATS
+/// broker, is not available), and with a Redis URL the Redis Streams broadcaster plus Redis
+/// pub/sub, as in the reference.
+fn broker(cfg: &mut Config) {
+    let defaults = Config::default();
+    if cfg.broker.adapter.is_empty() {
+        cfg.broker.adapter = "memory".into();
+    }
+    let redis_configured = cfg.redis.url != defaults.redis.url;
+    if redis_configured {
+        let untouched = cfg.broadcast_adapters == ["http", "redis"]
+            || cfg.broadcast_adapters == defaults.broadcast_adapters;
+        if untouched {
+            cfg.broadcast_adapters = vec!["http".into(), "redisx".into(), "redis".into()];
+        }
+        if cfg.pubsub_adapter.is_empty() {
+            cfg.pubsub_adapter = "redis".into();
+        }
+    }
 }
 
 /// The reference also sets the HTTP broadcast port to $PORT, which is a no-op once the port is

@@ -5,13 +5,7 @@ use super::print::setting_value;
 use super::Config;
 
 /// Flags whose "differs from default" test is value-specific, checked in `special_cases`.
-const SPECIAL: &[&str] = &[
-    "broadcast_adapter",
-    "pubsub",
-    "broker",
-    "presets",
-    "rpc_impl",
-];
+const SPECIAL: &[&str] = &["broadcast_adapter", "pubsub", "broker", "rpc_impl"];
 
 impl Config {
     /// One message per not-built setting whose effective value differs from its default, naming the
@@ -65,16 +59,15 @@ impl Config {
                 self.pubsub_adapter
             ));
         }
-        if !matches!(self.broker.adapter.as_str(), "" | "none") && !built(Feature::Broker) {
+        let broker_ready = match self.broker.adapter.as_str() {
+            "" | "none" => true,
+            "memory" => built(Feature::Broker),
+            _ => built(Feature::Broker) && built(Feature::Nats),
+        };
+        if !broker_ready {
             messages.push(format!(
                 "--broker={0}: the {0} broker is not implemented yet",
                 self.broker.adapter
-            ));
-        }
-        if self.presets_setting.iter().any(|p| p == "broker") && !built(Feature::Broker) {
-            messages.push(format!(
-                "--presets={}: the broker preset is not implemented yet",
-                self.presets_setting.join(",")
             ));
         }
         if matches!(self.rpc.implementation.as_str(), "grpc" | "http") && !built(Feature::Rpc) {

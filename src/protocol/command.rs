@@ -1,5 +1,7 @@
 //! Decoding of client commands.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -7,8 +9,10 @@ use serde_json::value::RawValue;
 /// clients look their subscriptions up by byte-for-byte equality.
 #[derive(Debug, PartialEq)]
 pub enum Command {
+    /// `history` asks for missed messages right after the confirmation.
     Subscribe {
         identifier: String,
+        history: Option<HistoryRequest>,
     },
     Unsubscribe {
         identifier: String,
@@ -25,9 +29,11 @@ pub enum Command {
         identifier: String,
         data: String,
     },
-    /// Extended-protocol history request for an existing subscription.
+    /// Extended-protocol history request for an existing subscription; `None` when the
+    /// request is empty (neither `since` nor `streams`), which is ignored.
     History {
         identifier: String,
+        history: Option<HistoryRequest>,
     },
     /// Extended-protocol pong; it only proves liveness.
     Pong,
@@ -35,6 +41,31 @@ pub enum Command {
     Ping,
     /// A well-formed command this server does not know (or does not implement yet).
     Unknown(String),
+}
+
+/// What a client missed: per-stream positions, and/or a time for streams without one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct HistoryRequest {
+    /// Unix seconds; 0 means "not given".
+    #[serde(default)]
+    pub since: i64,
+    /// Stream name → last position the client saw.
+    #[serde(default)]
+    pub streams: Option<HashMap<String, StreamPosition>>,
+}
+
+impl HistoryRequest {
+    /// A request exists iff it names a time or has a `streams` key (even an empty one).
+    fn into_option(self) -> Option<HistoryRequest> {
+        (self.since > 0 || self.streams.is_some()).then_some(self)
+    }
+}
+
+/// A position in a stream, as clients remember it from broadcasts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StreamPosition {
+    pub epoch: String,
+    pub offset: u64,
 }
 
 /// Why a frame could not be decoded into a command.
@@ -56,6 +87,7 @@ struct RawCommand<'a> {
     identifier: Option<String>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    history: Option<HistoryRequest>,
 }
 
 /// Decodes one client frame (text or binary, parsed as JSON either way).
@@ -67,6 +99,7 @@ pub fn decode(frame: &[u8]) -> Result<Command, DecodeError> {
     Ok(match raw.command.as_ref() {
         "subscribe" => Command::Subscribe {
             identifier: identifier(raw.identifier)?,
+            history: raw.history.and_then(HistoryRequest::into_option),
         },
         "unsubscribe" => Command::Unsubscribe {
             identifier: identifier(raw.identifier)?,
@@ -83,6 +116,7 @@ pub fn decode(frame: &[u8]) -> Result<Command, DecodeError> {
         },
         "history" => Command::History {
             identifier: identifier(raw.identifier)?,
+            history: raw.history.and_then(HistoryRequest::into_option),
         },
         "pong" => Command::Pong,
         "ping" => Command::Ping,
@@ -101,9 +135,45 @@ mod tests {
         assert_eq!(
             decode(frame.as_bytes()).unwrap(),
             Command::Subscribe {
-                identifier: id.into()
+                identifier: id.into(),
+                history: None
             }
         );
+    }
+
+    #[test]
+    fn decodes_history_requests() {
+        let frame = br#"{"command":"subscribe","identifier":"x","history":{"since":17,"streams":{"a":{"epoch":"e","offset":3}}}}"#;
+        let Command::Subscribe {
+            history: Some(history),
+            ..
+        } = decode(frame).unwrap()
+        else {
+            panic!("no history")
+        };
+        assert_eq!(history.since, 17);
+        assert_eq!(
+            history.streams.unwrap()["a"],
+            StreamPosition {
+                epoch: "e".into(),
+                offset: 3
+            }
+        );
+        let empty_streams = br#"{"command":"history","identifier":"x","history":{"streams":{}}}"#;
+        assert!(matches!(
+            decode(empty_streams).unwrap(),
+            Command::History {
+                history: Some(_),
+                ..
+            }
+        ));
+        let nothing = br#"{"command":"history","identifier":"x","history":{"since":0}}"#;
+        assert!(matches!(
+            decode(nothing).unwrap(),
+            Command::History { history: None, .. }
+        ));
+        let bad = br#"{"command":"subscribe","identifier":"x","history":{"since":"yesterday"}}"#;
+        assert!(decode(bad).is_err());
     }
 
     #[test]

@@ -7,8 +7,12 @@
 mod command;
 mod reply;
 
-pub use command::{decode, Command, DecodeError};
-pub use reply::{broadcast_frame, DisconnectReason, Payload, Reply};
+pub use command::{decode, Command, DecodeError, HistoryRequest, StreamPosition};
+pub use reply::{broadcast_frame, DisconnectReason, FramePosition, Payload, Reply};
 
-/// Sub-protocols this server negotiates, in no particular order.
-pub const SUPPORTED_SUBPROTOCOLS: &[&str] = &["actioncable-v1-json"];
+/// The base Action Cable protocol.
+pub const BASE_PROTOCOL: &str = "actioncable-v1-json";
+/// AnyCable's extended protocol: session restore, history, pongs.
+pub const EXTENDED_PROTOCOL: &str = "actioncable-v1-ext-json";
+/// Sub-protocols this server negotiates.
+pub const SUPPORTED_SUBPROTOCOLS: &[&str] = &[BASE_PROTOCOL, EXTENDED_PROTOCOL];

@@ -24,6 +24,10 @@ pub enum DisconnectReason {
 pub enum Reply<'a> {
     Welcome {
         sid: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        restored: bool,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        restored_ids: &'a [&'a str],
     },
     Disconnect {
         reason: DisconnectReason,
@@ -37,6 +41,9 @@ pub enum Reply<'a> {
         identifier: &'a str,
     },
     RejectSubscription {
+        identifier: &'a str,
+    },
+    ConfirmHistory {
         identifier: &'a str,
     },
     RejectHistory {
@@ -56,7 +63,8 @@ impl Reply<'_> {
 /// The `message` of a broadcast, prepared once per publication and shared by every frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payload {
-    json: Box<str>,
+    /// Shared: history keeps the same text the broadcast was framed from.
+    json: std::sync::Arc<str>,
 }
 
 impl Payload {
@@ -87,13 +95,22 @@ impl Payload {
     }
 }
 
+/// The stream position carried by broadcasts of stored messages.
+#[derive(Debug, Clone, Copy)]
+pub struct FramePosition<'a> {
+    pub stream: &'a str,
+    pub epoch: &'a str,
+    pub offset: u64,
+}
+
 /// Frames a payload for one channel identifier:
 /// `{"identifier":"<id>","message":<payload>}`, with `"type"` first when the publication asks
-/// for one (presence events).
+/// for one (presence events) and `stream_id`/`epoch`/`offset` when a broker stored it.
 pub fn broadcast_frame(
     identifier: &str,
     payload: &Payload,
     broadcast_type: Option<&str>,
+    position: Option<FramePosition>,
 ) -> String {
     let identifier = serde_json::to_string(identifier).unwrap_or_default();
     let mut frame = String::with_capacity(identifier.len() + payload.json.len() + 40);
@@ -107,6 +124,14 @@ pub fn broadcast_frame(
     frame.push_str(&identifier);
     frame.push_str(",\"message\":");
     frame.push_str(&payload.json);
+    if let Some(position) = position {
+        frame.push_str(",\"stream_id\":");
+        frame.push_str(&serde_json::to_string(position.stream).unwrap_or_default());
+        frame.push_str(",\"epoch\":");
+        frame.push_str(&serde_json::to_string(position.epoch).unwrap_or_default());
+        frame.push_str(",\"offset\":");
+        frame.push_str(&position.offset.to_string());
+    }
     frame.push('}');
     frame
 }
@@ -118,9 +143,20 @@ mod tests {
 
     #[test]
     fn encodes_protocol_messages_exactly() {
+        let welcome = Reply::Welcome {
+            sid: "abc",
+            restored: false,
+            restored_ids: &[],
+        };
+        assert_eq!(welcome.encode(), r#"{"type":"welcome","sid":"abc"}"#);
+        let restored = Reply::Welcome {
+            sid: "n",
+            restored: true,
+            restored_ids: &["a"],
+        };
         assert_eq!(
-            Reply::Welcome { sid: "abc" }.encode(),
-            r#"{"type":"welcome","sid":"abc"}"#
+            restored.encode(),
+            r#"{"type":"welcome","sid":"n","restored":true,"restored_ids":["a"]}"#
         );
         assert_eq!(
             Reply::Disconnect {
@@ -145,7 +181,13 @@ mod tests {
     }
 
     fn frame_value(data: &str) -> Value {
-        serde_json::from_str(&broadcast_frame("id", &Payload::from_data(data), None)).unwrap()
+        serde_json::from_str(&broadcast_frame(
+            "id",
+            &Payload::from_data(data),
+            None,
+            None,
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -172,10 +214,24 @@ mod tests {
 
     #[test]
     fn broadcast_type_is_added() {
-        let frame = broadcast_frame("id", &Payload::from_data("{}"), Some("presence"));
+        let frame = broadcast_frame("id", &Payload::from_data("{}"), Some("presence"), None);
         assert_eq!(
             frame,
             r#"{"type":"presence","identifier":"id","message":{}}"#
+        );
+    }
+
+    #[test]
+    fn positions_are_appended() {
+        let position = FramePosition {
+            stream: "s",
+            epoch: "e",
+            offset: 7,
+        };
+        let frame = broadcast_frame("id", &Payload::from_data("1"), None, Some(position));
+        assert_eq!(
+            frame,
+            r#"{"identifier":"id","message":1,"stream_id":"s","epoch":"e","offset":7}"#
         );
     }
 }

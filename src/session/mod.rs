@@ -14,6 +14,10 @@ pub struct Subscription {
     pub streams: Vec<Arc<str>>,
     /// The stream whispers go to, when whispering is allowed.
     pub whisper_stream: Option<Arc<str>>,
+    /// Set on a restored session until the client asks for the history it missed: the streams
+    /// are attached then, atomically with the replay, so that nothing is delivered twice. Holds
+    /// each stream's newest offset at restore time, to replay from if the client never asks.
+    pub awaiting_history: Option<Vec<Option<u64>>>,
 }
 
 /// The state of one authenticated connection. Owned by its connection task: only that task
@@ -29,10 +33,18 @@ pub struct Session {
     pub subscriptions: HashMap<Arc<str>, Subscription>,
     /// Frames that were not valid commands; too many of them end the connection.
     pub malformed_frames: u32,
+    /// Negotiated `actioncable-v1-ext-json`: the session is cached for restore.
+    pub extended: bool,
 }
 
 impl Session {
-    pub fn new(id: u64, sid: Arc<str>, identifiers: Arc<str>, outbox: Arc<Outbox>) -> Session {
+    pub fn new(
+        id: u64,
+        sid: Arc<str>,
+        identifiers: Arc<str>,
+        outbox: Arc<Outbox>,
+        extended: bool,
+    ) -> Session {
         Session {
             id,
             sid,
@@ -40,6 +52,7 @@ impl Session {
             outbox,
             subscriptions: HashMap::new(),
             malformed_frames: 0,
+            extended,
         }
     }
 

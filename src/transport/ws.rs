@@ -25,14 +25,18 @@ use tokio_util::task::TaskTracker;
 
 use super::{connection_id, find_token, offered_protocols, query_param, AllowedOrigins};
 use crate::config::Config;
-use crate::node::Node;
-use crate::protocol::{DisconnectReason, Reply, SUPPORTED_SUBPROTOCOLS};
+use crate::node::{ConnectRequest, Node};
+use crate::protocol::{DisconnectReason, Reply, EXTENDED_PROTOCOL, SUPPORTED_SUBPROTOCOLS};
 use crate::response::{plain, Body};
 use crate::server::ConnectionPermit;
 use crate::session::{Outbox, Outgoing};
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a restored session waits for the client's `history` commands before its
+/// subscriptions are re-attached anyway (replaying what was published since the restore).
+const RESTORE_HISTORY_GRACE: Duration = Duration::from_secs(3);
 
 /// Unit of the ping timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +78,11 @@ pub struct WsEndpoint {
     pub write_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_precision: Precision,
+    /// `--pong_timeout`; armed for extended-protocol sessions and with native pings.
     pub pong_timeout: Option<Duration>,
     pub native_pings: bool,
+    /// How often an extended-protocol session refreshes its cached snapshot.
+    pub sessions_keepalive: Option<Duration>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -103,11 +110,12 @@ impl WsEndpoint {
             write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
             ping_interval: Duration::from_secs(config.app.ping_interval_secs),
             ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
-            // Pong deadlines apply to extended-protocol sessions (not negotiated yet) and to
-            // native pings.
-            pong_timeout: (config.app.pong_timeout_secs > 0 && config.app.enable_native_pings)
+            pong_timeout: (config.app.pong_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
+            sessions_keepalive: (config.broker.adapter == "memory"
+                && config.broker.sessions_ttl_secs > 1)
+                .then(|| Duration::from_secs(config.broker.sessions_ttl_secs / 2)),
             shutdown,
             tracker,
         }
@@ -149,6 +157,13 @@ impl WsEndpoint {
             .as_deref()
             .and_then(|param| find_token(headers, query, param));
         let sid: Arc<str> = connection_id(headers).into();
+        let extended = protocol.as_deref() == Some(EXTENDED_PROTOCOL);
+        let restore_sid = headers
+            .get("x-anycable-restore-sid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| query_param(query, "sid"))
+            .filter(|s| extended && !s.is_empty());
         let ping_interval = match query_param(query, "pi") {
             Some(value) => match value.parse::<i64>() {
                 Ok(seconds) if seconds > 0 => Some(Duration::from_secs(seconds as u64)),
@@ -197,6 +212,8 @@ impl WsEndpoint {
                     let options = ConnectionOptions {
                         token,
                         sid,
+                        extended,
+                        restore_sid,
                         ping_interval,
                         precision,
                     };
@@ -219,14 +236,29 @@ impl WsEndpoint {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
-        let mut session = self
-            .node
-            .connect(options.token.as_deref(), options.sid, outbox.clone());
+        let request = ConnectRequest {
+            token: options.token.as_deref(),
+            sid: options.sid.clone(),
+            extended: options.extended,
+            restore_sid: options.restore_sid.as_deref(),
+        };
+        let mut session = self.node.connect(request, outbox.clone());
         let mut batch = VecDeque::new();
         let mut next_ping = options
             .ping_interval
             .map(|interval| Instant::now() + first_ping_delay(interval));
+        let pong_timeout = self
+            .pong_timeout
+            .filter(|_| options.extended || self.native_pings);
         let mut pong_deadline: Option<Instant> = None;
+        let keepalive = self.sessions_keepalive.filter(|_| options.extended);
+        let mut next_keepalive = keepalive.map(|every| Instant::now() + every);
+        let restored = session.as_ref().is_some_and(|s| {
+            s.subscriptions
+                .values()
+                .any(|sub| sub.awaiting_history.is_some())
+        });
+        let mut restore_deadline = restored.then(|| Instant::now() + RESTORE_HISTORY_GRACE);
         let mut shutting_down = false;
 
         loop {
@@ -267,7 +299,7 @@ impl WsEndpoint {
                         }
                     }
                     Some(Ok(Message::Pong(_))) => {
-                        if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), self.pong_timeout) {
+                        if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), pong_timeout) {
                             *deadline += pong_timeout;
                         }
                     }
@@ -290,9 +322,17 @@ impl WsEndpoint {
                     if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
                         break;
                     }
-                    if let (None, Some(pong_timeout)) = (pong_deadline, self.pong_timeout) {
+                    if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
                         pong_deadline = Some(Instant::now() + pong_timeout);
                     }
+                }
+                _ = sleep_until(next_keepalive.unwrap_or_else(Instant::now)), if next_keepalive.is_some() && session.is_some() => {
+                    next_keepalive = keepalive.map(|every| Instant::now() + every);
+                    self.node.touch_snapshot(session.as_ref().expect("guarded"));
+                }
+                _ = sleep_until(restore_deadline.unwrap_or_else(Instant::now)), if restore_deadline.is_some() && session.is_some() => {
+                    restore_deadline = None;
+                    self.node.finish_restore(session.as_mut().expect("guarded"));
                 }
                 _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
                     pong_deadline = None;
@@ -310,6 +350,8 @@ impl WsEndpoint {
 struct ConnectionOptions {
     token: Option<String>,
     sid: Arc<str>,
+    extended: bool,
+    restore_sid: Option<String>,
     ping_interval: Option<Duration>,
     precision: Precision,
 }

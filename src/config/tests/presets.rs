@@ -67,10 +67,19 @@ fn explicit_presets_replace_detection() {
 }
 
 #[test]
-fn broker_preset_is_not_applied() {
+fn broker_preset_selects_the_memory_broker() {
     let cfg = run(&["--presets=broker"], &[]);
-    assert!(cfg.presets.is_empty());
-    assert_eq!(cfg.broker.adapter, "");
+    assert_eq!(cfg.presets, vec!["broker"]);
+    assert_eq!(cfg.broker.adapter, "memory");
+    assert_eq!(cfg.broadcast_adapters, vec!["http"]);
+    let explicit = run(&["--presets=broker", "--broker=none"], &[]);
+    assert_eq!(explicit.broker.adapter, "none");
+    let with_redis = run(&["--presets=broker"], &[("REDIS_URL", "redis://r:6379")]);
+    assert_eq!(
+        with_redis.broadcast_adapters,
+        vec!["http", "redisx", "redis"]
+    );
+    assert_eq!(with_redis.pubsub_adapter, "redis");
 }
 
 #[test]

@@ -27,16 +27,16 @@ fn defaults_and_built_features_are_fine() {
 
 #[test]
 fn messages_name_the_flag() {
-    let messages = run(&["--broker=memory"], &[]).unsupported_settings();
+    let messages = run(&["--broker=nats"], &[]).unsupported_settings();
     assert_eq!(
         messages,
-        vec!["--broker=memory: the memory broker is not implemented yet"]
+        vec!["--broker=nats: the nats broker is not implemented yet"]
     );
-    let messages = run(&["--sse", "--history_limit=10"], &[]).unsupported_settings();
+    let messages = run(&["--sse", "--presence_ttl=10"], &[]).unsupported_settings();
     assert_eq!(
         messages,
         vec![
-            "--history_limit=10: the broker (history, sessions, presence) is not implemented yet",
+            "--presence_ttl=10: presence is not implemented yet",
             "--sse=true: the SSE transport is not implemented yet",
         ]
     );
@@ -93,12 +93,15 @@ fn broadcast_adapters_and_redis() {
 }
 
 #[test]
-fn broker_preset() {
-    let messages = run(&["--presets=broker"], &[]).unsupported_settings();
-    assert_eq!(
-        messages,
-        vec!["--presets=broker: the broker preset is not implemented yet"]
+fn memory_broker_and_its_preset_are_supported() {
+    assert!(run(&["--presets=broker"], &[])
+        .unsupported_settings()
+        .is_empty());
+    let cfg = run(
+        &["--broker=memory", "--history_limit=10", "--sessions_ttl=5"],
+        &[],
     );
+    assert!(cfg.unsupported_settings().is_empty());
 }
 
 #[test]

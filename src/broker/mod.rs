@@ -1,0 +1,93 @@
+//! Brokers keep what reliable delivery needs: per-stream history with positions (offset and
+//! epoch), and a cache of disconnected sessions so clients can resume them.
+//!
+//! Contract for every implementation:
+//! - `store` assigns strictly increasing offsets per stream within one epoch, and a message
+//!   stored later is never returned by a history read that started earlier. The node calls
+//!   `store` and reads history for a stream while holding that stream's hub lock, which makes
+//!   "attach to the stream" and "read its history" one atomic step (no gap, no duplicate).
+//! - Reads never block on IO: the memory broker is the only implementation for now.
+
+pub mod memory;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::protocol::Payload;
+pub use crate::protocol::StreamPosition;
+
+pub use memory::MemoryBroker;
+
+/// Where a stored message sits in its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// A message kept in a stream's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub offset: u64,
+    pub payload: Payload,
+}
+
+/// Why history could not be served. Any of these makes the whole request fail (`reject_history`):
+/// there is no partial replay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    #[error("the epoch changed (the stream's history was lost)")]
+    EpochMismatch,
+    #[error("no history is known for this stream")]
+    UnknownStream,
+    #[error("messages after the requested offset are no longer retained")]
+    Expired,
+    #[error("the requested offset is ahead of the stream")]
+    OffsetAhead,
+}
+
+/// What a session looked like, kept so that a reconnecting client can resume it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionSnapshot {
+    pub identifiers: Arc<str>,
+    /// Channel identifier → its streams and whisper stream.
+    pub subscriptions: HashMap<Arc<str>, SubscriptionSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SubscriptionSnapshot {
+    pub streams: Vec<Arc<str>>,
+    pub whisper_stream: Option<Arc<str>>,
+}
+
+/// History and session storage.
+pub trait Broker: Send + Sync {
+    /// The current epoch: it changes whenever previously issued offsets become meaningless.
+    fn epoch(&self) -> Arc<str>;
+
+    /// Stores a message and returns its position.
+    fn store(&self, stream: &str, payload: &Payload) -> Position;
+
+    /// The newest offset of a stream, if it has history.
+    fn last_offset(&self, stream: &str) -> Option<u64>;
+
+    /// Messages after `from.offset` (exclusive), oldest first.
+    fn history_from(
+        &self,
+        stream: &str,
+        from: &StreamPosition,
+    ) -> Result<Vec<StoredMessage>, HistoryError>;
+
+    /// Retained messages stored at or after the Unix second `since`, oldest first.
+    fn history_since(&self, stream: &str, since: i64) -> Vec<StoredMessage>;
+
+    /// Saves (or replaces) the snapshot of a session and restarts its time to live.
+    fn save_session(&self, sid: &str, snapshot: SessionSnapshot);
+
+    /// Restarts the time to live of a saved session.
+    fn touch_session(&self, sid: &str);
+
+    /// The snapshot saved under `sid`, if it has not expired. It stays available (it simply
+    /// expires), so a session can be resumed more than once.
+    fn restore_session(&self, sid: &str) -> Option<SessionSnapshot>;
+}
