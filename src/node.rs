@@ -27,6 +27,15 @@ struct Registry {
     by_identifiers: HashMap<Arc<str>, HashMap<u64, Arc<Outbox>>>,
 }
 
+/// Outcome of a subscribe command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    Confirmed,
+    Rejected,
+    /// The identifier was already subscribed on this connection; nothing was sent.
+    Duplicate,
+}
+
 /// How a new connection asks to be let in.
 pub struct ConnectRequest<'a> {
     pub token: Option<&'a str>,
@@ -297,7 +306,9 @@ impl Node {
             Command::Subscribe {
                 identifier,
                 history,
-            } => self.subscribe(session, identifier, history),
+            } => {
+                self.subscribe(session, identifier, history);
+            }
             Command::Unsubscribe { identifier } => self.unsubscribe(session, &identifier),
             Command::Message { identifier, .. } => {
                 // Local channels have no actions; without a backend there is nobody to run them.
@@ -329,15 +340,18 @@ impl Node {
         }
     }
 
-    fn subscribe(
+    /// Subscribes a session to a channel identifier, replying on its outbox (confirmation
+    /// or rejection, then history when requested). Transports without a command channel
+    /// (SSE) use the outcome to choose their HTTP status.
+    pub fn subscribe(
         &self,
         session: &mut Session,
         identifier: String,
         history: Option<HistoryRequest>,
-    ) {
+    ) -> Subscribed {
         if session.subscriptions.contains_key(identifier.as_str()) {
             tracing::debug!(sid = &*session.sid, identifier, "already subscribed");
-            return;
+            return Subscribed::Duplicate;
         }
         match self.router.route(&identifier) {
             Route::Stream { stream, whisper } => {
@@ -365,6 +379,7 @@ impl Node {
                     None => self.attach_all(session, &identifier),
                 }
                 self.save_snapshot(session);
+                Subscribed::Confirmed
             }
             Route::Reject | Route::Backend => {
                 self.send(
@@ -374,6 +389,7 @@ impl Node {
                     }
                     .encode(),
                 );
+                Subscribed::Rejected
             }
         }
     }
