@@ -346,6 +346,22 @@ async fn json_log_format_has_time_level_and_msg() {
 }
 
 #[tokio::test]
+async fn without_redis_configured_the_broadcaster_is_http_only() {
+    // Our deliberate difference: the reference defaults to `http,redis` and dials Redis.
+    let server = start(&["--noauth"]).await;
+    let log = server.startup_log().await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Broadcasting adapters: http") && !l.contains("redis")),
+        "expected `Broadcasting adapters: http` alone:\n{log}"
+    );
+    assert!(
+        !log.to_lowercase().contains("redis"),
+        "nothing about Redis should happen without a Redis configuration:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn startup_log_for_jwt_and_keyed_broadcasts() {
     let server = start(&["--secret=abc", "--enforce_jwt"]).await;
     let log = server.startup_log().await;
