@@ -84,6 +84,23 @@ async fn first_supported_subprotocol_is_selected() {
 }
 
 #[tokio::test]
+async fn ext_json_subprotocol_is_negotiated_when_offered_first() {
+    let server = open_server().await;
+    let mut ws = server
+        .ws_with(
+            WsRequest::new("/cable")
+                .protocol("actioncable-v1-ext-json")
+                .protocol("actioncable-v1-json"),
+        )
+        .await;
+    assert_eq!(
+        ws.response.header("sec-websocket-protocol"),
+        Some("actioncable-v1-ext-json")
+    );
+    ws.expect_welcome().await;
+}
+
+#[tokio::test]
 async fn unknown_subprotocol_is_not_echoed_but_upgrade_succeeds() {
     let server = open_server().await;
     let mut ws = server
