@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
 use crate::streams::StreamsRouter;
+use crate::transport::sse::SseEndpoint;
 use crate::transport::ws::WsEndpoint;
 use crate::transport::AllowedOrigins;
 
@@ -103,6 +104,16 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .collect(),
         ws: Some(ws),
         broadcast: None,
+        sse: config.sse.enabled.then(|| {
+            let sse = SseEndpoint::new(
+                config,
+                node.clone(),
+                jwt_enabled,
+                shutdown.clone(),
+                tracker.clone(),
+            );
+            (config.sse.path.clone(), Arc::new(sse))
+        }),
     };
     let mut listeners = Vec::new();
     let main = Listener::bind(host, main_port, tls.clone(), config.server.max_conn).await?;
@@ -142,6 +153,12 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     tracing::info!(context = "rpc", "no RPC configured");
     for path in &config.ws.paths {
         tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
+    }
+    if config.sse.enabled {
+        tracing::info!(
+            "Handle SSE requests at {scheme}://{host}:{main_port}{}",
+            config.sse.path
+        );
     }
     tracing::info!(
         "Handle health requests at {scheme}://{host}:{main_port}{}",

@@ -55,6 +55,7 @@ pub const BUILT: &[Feature] = &[
     Feature::Streams,
     Feature::HttpBroadcast,
     Feature::Broker,
+    Feature::Sse,
 ];
 
 impl Feature {

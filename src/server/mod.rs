@@ -1,5 +1,5 @@
-//! HTTP listeners: the main one (WebSocket paths, health, and the broadcast endpoint when it
-//! shares the main port) and, when configured on its own port, the broadcast listener.
+//! HTTP listeners: the main one (WebSocket paths, SSE, health, and the broadcast endpoint when
+//! it shares the main port) and, when configured on its own port, the broadcast listener.
 
 mod paths;
 pub mod tls;
@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,6 +26,7 @@ pub use paths::PathPattern;
 
 use crate::broadcast::http::HttpBroadcaster;
 use crate::response::{plain, Body};
+use crate::transport::sse::{SseBody, SseEndpoint};
 use crate::transport::ws::WsEndpoint;
 
 /// The health endpoint's body, as AnyCable-Go answers it.
@@ -33,6 +35,9 @@ pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
 /// Time allowed for a client to send the request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The body of any response: a complete one, or an SSE event stream.
+pub type RouteBody = Either<Body, SseBody>;
+
 /// What one listener serves.
 #[derive(Default)]
 pub struct Routes {
@@ -40,25 +45,32 @@ pub struct Routes {
     pub ws_paths: Vec<PathPattern>,
     pub ws: Option<Arc<WsEndpoint>>,
     pub broadcast: Option<(String, Arc<HttpBroadcaster>)>,
+    /// The SSE path and endpoint (`--sse`).
+    pub sse: Option<(String, Arc<SseEndpoint>)>,
 }
 
 impl Routes {
-    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<RouteBody> {
         let path = request.uri().path();
         if self.health_path.as_deref() == Some(path) {
-            return plain(StatusCode::OK, HEALTH_BODY);
+            return plain(StatusCode::OK, HEALTH_BODY).map(Either::Left);
         }
         if let Some((broadcast_path, broadcaster)) = &self.broadcast {
             if broadcast_path == path {
-                return broadcaster.handle(request).await;
+                return broadcaster.handle(request).await.map(Either::Left);
+            }
+        }
+        if let Some((sse_path, sse)) = &self.sse {
+            if sse_path == path {
+                return sse.handle(request).await.map(Either::Right);
             }
         }
         if let Some(ws) = &self.ws {
             if self.ws_paths.iter().any(|p| p.matches(path)) {
-                return ws.upgrade(request);
+                return ws.upgrade(request).map(Either::Left);
             }
         }
-        plain(StatusCode::NOT_FOUND, "404 page not found\n")
+        plain(StatusCode::NOT_FOUND, "404 page not found\n").map(Either::Left)
     }
 }
 

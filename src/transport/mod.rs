@@ -1,6 +1,7 @@
 //! Client transports. Each one turns an HTTP request into a session and moves frames between
-//! the socket and the session's outbox.
+//! the socket and the session's outbox: `ws` (WebSocket) and `sse` (Server-Sent Events).
 
+pub mod sse;
 pub mod ws;
 
 use hyper::HeaderMap;

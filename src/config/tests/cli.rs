@@ -87,7 +87,10 @@ fn help_and_version() {
         match try_load(&[flag], &[]) {
             Ok(Loaded::Help(text)) => {
                 assert!(text.contains("--port value  Main listener port (default: 8080)"));
-                assert!(text.contains("--sse  Enable SSE endpoint (not implemented yet)"));
+                assert!(text.contains("--sse  Enable SSE endpoint [$ANYCABLE_SSE]"));
+                assert!(text.contains(
+                    "--ds  Enable Durable Streams endpoint (<path>/*) (not implemented yet)"
+                ));
                 assert!(text.contains("[$ANYCABLE_PORT, $PORT]"));
                 assert!(text.contains("ANYCABLE-GO SERVER"));
                 // Hidden flags are not listed.

@@ -32,14 +32,17 @@ fn messages_name_the_flag() {
         messages,
         vec!["--broker=nats: the nats broker is not implemented yet"]
     );
-    let messages = run(&["--sse", "--presence_ttl=10"], &[]).unsupported_settings();
+    let messages = run(&["--ds", "--presence_ttl=10"], &[]).unsupported_settings();
     assert_eq!(
         messages,
         vec![
             "--presence_ttl=10: presence is not implemented yet",
-            "--sse=true: the SSE transport is not implemented yet",
+            "--ds=true: Durable Streams is not implemented yet",
         ]
     );
+    assert!(run(&["--sse", "--sse_path=/sse"], &[])
+        .unsupported_settings()
+        .is_empty());
 }
 
 #[test]

@@ -1,0 +1,459 @@
+//! The Server-Sent Events transport: one HTTP request is one session. The request names its
+//! subscriptions (GET query parameters or a POST body of JSON Lines); the server authenticates,
+//! subscribes, decides the status from the outcome, then streams events until either side ends.
+//!
+//! The response body is fed through a small bounded channel by one task per connection, which
+//! owns the `Session` and selects over the shutdown token, the outbox, the ping timer and the
+//! client going away (the channel's receiver is dropped with the response).
+
+mod encoder;
+mod request;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
+pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
+
+use super::ws::Precision;
+use super::{connection_id, find_token, AllowedOrigins};
+use crate::config::Config;
+use crate::node::{ConnectRequest, Node, Subscribed};
+use crate::protocol::{DisconnectReason, Reply};
+use crate::session::{Outbox, Outgoing, Session};
+
+/// Body chunks (one per outbox batch) that may wait for the socket before the writer task
+/// itself waits; the outbox behind it is the real, byte-bounded queue.
+const CHANNEL_CAPACITY: usize = 8;
+
+const CORS_ALLOW_HEADERS: &str =
+    "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
+
+/// Everything the SSE endpoint needs, built once from the config.
+pub struct SseEndpoint {
+    node: Arc<Node>,
+    /// Used only to build CORS headers: SSE never refuses a request by origin.
+    origins: AllowedOrigins,
+    jwt_param: Option<String>,
+    /// Public streams are allowed: enables the cleartext `turbo_stream_name` parameter.
+    public_streams: bool,
+    max_pending_bytes: usize,
+    write_timeout: Duration,
+    ping_interval: Option<Duration>,
+    ping_precision: Precision,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl SseEndpoint {
+    pub fn new(
+        config: &Config,
+        node: Arc<Node>,
+        jwt_enabled: bool,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> SseEndpoint {
+        SseEndpoint {
+            node,
+            origins: AllowedOrigins::new(&config.server.allowed_origins),
+            jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
+            public_streams: config.streams.public,
+            max_pending_bytes: config.ws.max_pending_size,
+            write_timeout: Duration::from_secs(config.ws.write_timeout_secs.max(1)),
+            ping_interval: (config.app.ping_interval_secs > 0)
+                .then(|| Duration::from_secs(config.app.ping_interval_secs)),
+            ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
+            shutdown,
+            tracker,
+        }
+    }
+
+    /// Answers one request: CORS preflight, an error status, or a stream of events.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<SseBody> {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut response = self.respond(request).await;
+        self.add_cors_headers(response.headers_mut(), origin.as_deref());
+        response
+    }
+
+    async fn respond(&self, request: Request<Incoming>) -> Response<SseBody> {
+        let method = request.method().clone();
+        if method == Method::OPTIONS {
+            return empty(StatusCode::OK);
+        }
+        if method != Method::GET && method != Method::POST {
+            return empty(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let query = request.uri().query().map(str::to_string);
+        let query = query.as_deref();
+        let headers = request.headers().clone();
+        let format = Format {
+            full_messages: method == Method::POST,
+            raw: request::raw_mode(query),
+        };
+        let commands = if method == Method::POST {
+            read_body(request)
+                .await
+                .and_then(|b| request::from_body(&b))
+        } else {
+            let last_event_id = headers
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty());
+            request::from_query(query, last_event_id, self.public_streams).map(|s| vec![s])
+        };
+        let commands = match commands {
+            Ok(commands) => commands,
+            Err(error) => {
+                tracing::debug!("SSE request refused: {error}");
+                return stream_headers(empty(StatusCode::BAD_REQUEST));
+            }
+        };
+        let token = self
+            .jwt_param
+            .as_deref()
+            .and_then(|param| find_token(&headers, query, param));
+        self.open(
+            token.as_deref(),
+            connection_id(&headers).into(),
+            commands,
+            format,
+        )
+    }
+
+    /// Authenticates and subscribes; on success, spawns the connection task and streams.
+    fn open(
+        &self,
+        token: Option<&str>,
+        sid: Arc<str>,
+        commands: Vec<Subscribe>,
+        format: Format,
+    ) -> Response<SseBody> {
+        let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+        let connect = ConnectRequest {
+            token,
+            sid,
+            extended: false,
+            restore_sid: None,
+        };
+        let mut batch = VecDeque::new();
+        let Some(mut session) = self.node.connect(connect, outbox.clone()) else {
+            outbox.take_batch(&mut batch).now_or_never();
+            // A rejection comes with a `disconnect` message; an authentication error closes
+            // without one.
+            let rejected = batch.iter().any(|item| matches!(item, Outgoing::Text(_)));
+            let status = if rejected {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return stream_headers(empty(status));
+        };
+        for command in commands {
+            let outcome = self
+                .node
+                .subscribe(&mut session, command.identifier, command.history);
+            if outcome != Subscribed::Confirmed {
+                tracing::debug!(sid = &*session.sid, ?outcome, "SSE subscription refused");
+                self.node.disconnect(&mut session);
+                return stream_headers(empty(StatusCode::BAD_REQUEST));
+            }
+        }
+
+        // What authentication and the subscriptions produced is written first, in order.
+        outbox.take_batch(&mut batch).now_or_never();
+        let (first, closed) = encode_batch(&mut batch, format);
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        if !first.is_empty() {
+            // The channel is new and empty: this cannot fail for lack of room.
+            let _ = sender.try_send(Bytes::from(first));
+        }
+        if closed {
+            self.node.disconnect(&mut session);
+        } else {
+            let connection = Connection {
+                node: self.node.clone(),
+                session,
+                sender,
+                format,
+                write_timeout: self.write_timeout,
+                ping_interval: self.ping_interval.filter(|_| !format.raw),
+                ping_precision: self.ping_precision,
+                shutdown: self.shutdown.clone(),
+            };
+            self.tracker.spawn(connection.run());
+        }
+        let mut response = Response::new(SseBody::streaming(receiver));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        stream_headers(response)
+    }
+
+    /// CORS headers as for every cross-origin endpoint of the server: any origin when
+    /// `--allowed_origins` is empty, else the request's origin when it is allowed.
+    fn add_cors_headers(&self, headers: &mut HeaderMap, origin: Option<&str>) {
+        let allow_origin = if self.origins.is_restricted() {
+            origin
+                .filter(|o| self.origins.allows(Some(o)))
+                .map(str::to_lowercase)
+        } else {
+            Some("*".to_string())
+        };
+        if let Some(value) = allow_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(CORS_ALLOW_HEADERS),
+        );
+    }
+}
+
+/// Reads a POST body of at most [`MAX_BODY_BYTES`].
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, RequestError> {
+    match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(RequestError::BodyTooLarge)
+        }
+        Err(_) => Err(RequestError::BodyUnreadable),
+    }
+}
+
+/// The life of one accepted SSE session.
+struct Connection {
+    node: Arc<Node>,
+    session: Session,
+    sender: mpsc::Sender<Bytes>,
+    format: Format,
+    write_timeout: Duration,
+    ping_interval: Option<Duration>,
+    ping_precision: Precision,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let outbox = self.session.outbox.clone();
+        let mut batch = VecDeque::new();
+        let mut next_ping = self
+            .ping_interval
+            .map(|interval| Instant::now() + first_ping_delay(interval));
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
+                }
+                _ = self.sender.closed() => {
+                    tracing::debug!(sid = &*self.session.sid, "SSE client went away");
+                    break;
+                }
+                _ = outbox.take_batch(&mut batch) => {
+                    let (chunk, closed) = encode_batch(&mut batch, self.format);
+                    if !chunk.is_empty() {
+                        match timeout(self.write_timeout, self.sender.send(Bytes::from(chunk))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                tracing::debug!(sid = &*self.session.sid, "SSE write timed out");
+                                break;
+                            }
+                        }
+                    }
+                    if closed {
+                        break;
+                    }
+                }
+                _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
+                    next_ping = self.ping_interval.map(|interval| Instant::now() + interval);
+                    let ping = Reply::Ping { message: timestamp(self.ping_precision) };
+                    self.node.send(&self.session, ping.encode());
+                }
+            }
+        }
+        self.node.disconnect(&mut self.session);
+    }
+}
+
+/// Encodes everything taken from the outbox into one chunk; stops at a close item and
+/// reports it.
+fn encode_batch(batch: &mut VecDeque<Outgoing>, format: Format) -> (String, bool) {
+    let mut chunk = String::new();
+    while let Some(item) = batch.pop_front() {
+        match item {
+            Outgoing::Text(text) => encoder::encode(text.as_str(), format, &mut chunk),
+            Outgoing::Close { .. } => {
+                batch.clear();
+                return (chunk, true);
+            }
+        }
+    }
+    (chunk, false)
+}
+
+/// The first ping comes at a random point in [0.5, 1.5) × interval, as over WebSocket.
+fn first_ping_delay(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+fn timestamp(precision: Precision) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    match precision {
+        Precision::Seconds => now.as_secs() as i64,
+        Precision::Millis => now.as_millis() as i64,
+        Precision::Nanos => now.as_nanos() as i64,
+    }
+}
+
+fn empty(status: StatusCode) -> Response<SseBody> {
+    let mut response = Response::new(SseBody::empty());
+    *response.status_mut() = status;
+    response
+}
+
+/// Headers of the event stream. They are set before the status is known, so error answers
+/// carry them too, as in the reference.
+fn stream_headers(mut response: Response<SseBody>) -> Response<SseBody> {
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set("content-type", "text/event-stream; charset=utf-8");
+    set(
+        "cache-control",
+        "private, no-cache, no-store, must-revalidate, max-age=0",
+    );
+    set("pragma", "no-cache");
+    // Sic: the reference sends `Expire`, not `Expires`.
+    set("expire", "0");
+    set("x-content-type-options", "nosniff");
+    set("x-accel-buffering", "no");
+    set("x-anycable-version", env!("CARGO_PKG_VERSION"));
+    response
+}
+
+/// The body of an SSE response: empty (error statuses, preflight) or the event stream fed by
+/// the connection task. The stream ends when the task drops its sender.
+pub struct SseBody {
+    events: Option<mpsc::Receiver<Bytes>>,
+}
+
+impl SseBody {
+    fn empty() -> SseBody {
+        SseBody { events: None }
+    }
+
+    fn streaming(events: mpsc::Receiver<Bytes>) -> SseBody {
+        SseBody {
+            events: Some(events),
+        }
+    }
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.events.as_mut() {
+            None => Poll::Ready(None),
+            Some(events) => events
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.events.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.events {
+            None => SizeHint::with_exact(0),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stop_at_close() {
+        let mut batch = VecDeque::from([
+            Outgoing::Text(r#"{"type":"welcome","sid":"s"}"#.to_string().into()),
+            Outgoing::Text(
+                r#"{"type":"disconnect","reason":"remote","reconnect":false}"#
+                    .to_string()
+                    .into(),
+            ),
+            Outgoing::Close {
+                code: 1000,
+                reason: "",
+            },
+            Outgoing::Text(r#"{"type":"ping","message":1}"#.to_string().into()),
+        ]);
+        let format = Format {
+            full_messages: false,
+            raw: false,
+        };
+        let (chunk, closed) = encode_batch(&mut batch, format);
+        assert!(closed);
+        assert!(batch.is_empty());
+        assert_eq!(
+            chunk,
+            "event: welcome\ndata: {\"type\":\"welcome\",\"sid\":\"s\"}\n\n\
+             event: disconnect\ndata: {\"type\":\"disconnect\",\"reason\":\"remote\",\"reconnect\":false}\nretry: 31536000000\n\n"
+        );
+    }
+
+    #[test]
+    fn first_ping_is_jittered_around_the_interval() {
+        let interval = Duration::from_secs(3);
+        for _ in 0..100 {
+            let delay = first_ping_delay(interval);
+            assert!(delay >= Duration::from_millis(1500) && delay < Duration::from_millis(4500));
+        }
+    }
+}
