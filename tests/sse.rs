@@ -713,7 +713,8 @@ async fn public_streams_need_public_streams_enabled() {
 
 #[tokio::test]
 async fn rejected_authentication_is_401() {
-    let server = sse_server(&["--secret=s3Krit", "--public_streams"]).await;
+    // No RPC backend: without a valid token there is no other way in.
+    let server = sse_server(&["--secret=s3Krit", "--public_streams", "--norpc"]).await;
     let expired = jwt(
         "s3Krit",
         &json!({"ext": "{\"user\":1}", "exp": now_secs() - 60}),
