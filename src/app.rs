@@ -16,12 +16,14 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{Backend, DisconnectMode, Node, Parts};
+use crate::rpc::disconnector::Disconnector;
+use crate::rpc::{Rpc, SetupError};
 use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
 use crate::streams::StreamsRouter;
 use crate::transport::sse::SseEndpoint;
 use crate::transport::ws::WsEndpoint;
-use crate::transport::AllowedOrigins;
+use crate::transport::{AllowedOrigins, EnvBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -31,6 +33,8 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("--ssl_cert and --ssl_key must be given together")]
     HalfTls,
+    #[error(transparent)]
+    Rpc(#[from] SetupError),
 }
 
 /// A started server.
@@ -56,14 +60,16 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let broker = start_broker(config, &shutdown, &tracker);
-    let node = Arc::new(Node::new(
-        Hub::new(config.app.hub_gopool_size),
+    let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
+    let node = Arc::new(Node::new(Parts {
+        hub: Hub::new(config.app.hub_gopool_size),
         router,
         auth,
         broker,
-        config.broker.sessions_ttl_secs > 0,
+        backend,
+        sessions_cache: config.broker.sessions_ttl_secs > 0,
         metrics,
-    ));
+    }));
 
     let tls = match (&config.server.ssl_cert, &config.server.ssl_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -73,9 +79,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let host = &config.server.host;
 
+    let env_builder = EnvBuilder::new(config, jwt_enabled, tls.is_some());
     let ws = Arc::new(WsEndpoint::new(
         config,
         node.clone(),
+        env_builder,
         jwt_enabled,
         shutdown.clone(),
         tracker.clone(),
@@ -108,6 +116,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             let sse = SseEndpoint::new(
                 config,
                 node.clone(),
+                EnvBuilder::new(config, jwt_enabled, tls.is_some()),
                 jwt_enabled,
                 shutdown.clone(),
                 tracker.clone(),
@@ -150,7 +159,6 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             listeners.push((listener, routes));
         }
     }
-    tracing::info!(context = "rpc", "no RPC configured");
     for path in &config.ws.paths {
         tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
     }
@@ -175,6 +183,44 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         shutdown,
         tracker,
     })
+}
+
+/// The RPC client and the disconnect queue, unless RPC is off (`--norpc`).
+fn start_backend(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<Backend>, AppError> {
+    let Some(rpc) = Rpc::from_config(config, metrics.clone())? else {
+        tracing::info!(context = "rpc", "no RPC configured");
+        return Ok(None);
+    };
+    tracing::info!(
+        context = "rpc",
+        "RPC controller initialized: {}",
+        rpc.description
+    );
+    if config.rpc.secret.is_some() && crate::rpc::implementation(config) == "http" {
+        tracing::info!(
+            context = "rpc",
+            "HTTP RPC requests are authorized with a bearer key"
+        );
+    }
+    let rpc = Arc::new(rpc);
+    let settings = &config.disconnector;
+    let disconnector = Disconnector::start(
+        rpc.clone(),
+        settings.rate,
+        settings.backlog_size,
+        shutdown.clone(),
+        tracker,
+    );
+    Ok(Some(Backend {
+        rpc,
+        disconnector,
+        mode: DisconnectMode::parse(&config.disconnector.mode),
+    }))
 }
 
 /// The broker chosen in the config, with its housekeeping task.
@@ -231,8 +277,8 @@ fn log_auth_and_channels(config: &Config, jwt_enabled: bool, router: &StreamsRou
     if config.noauth {
         tracing::info!("connection authentication is disabled");
     }
-    if !jwt_enabled && !config.noauth {
-        tracing::warn!("no authentication method is available (no JWT secret, no --noauth, no RPC): every connection will be rejected");
+    if !jwt_enabled && !config.noauth && crate::rpc::implementation(config) == "none" {
+        tracing::warn!("no authentication method is available (no JWT secret, no --noauth, --norpc): every connection will be rejected");
     }
     tracing::info!(
         "Using channels router: {}",

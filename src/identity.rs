@@ -21,10 +21,12 @@ pub enum AuthOutcome {
     /// The server could not decide (a token without identifiers); the connection is closed
     /// with an error code and no message, as the reference does.
     Failed,
+    /// No local method decided: the application backend (RPC `Connect`) must, if there is one.
+    Undecided,
 }
 
-/// The standalone authentication pipeline: JWT, then `--noauth`, else rejection (there is no
-/// RPC backend to ask yet).
+/// The local authentication pipeline: JWT, then `--noauth`; what it leaves undecided goes to
+/// the backend.
 pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     enforce_jwt: bool,
@@ -76,7 +78,7 @@ impl Authenticator {
             let identifiers = serde_json::json!({ "sid": sid }).to_string();
             return AuthOutcome::Accepted { identifiers };
         }
-        AuthOutcome::Rejected(DisconnectReason::Unauthorized)
+        AuthOutcome::Undecided
     }
 }
 
@@ -219,10 +221,7 @@ mod tests {
                 identifiers: r#"{"user_id":42}"#.into()
             }
         );
-        assert_eq!(
-            jwt_only.authenticate(None, "s"),
-            AuthOutcome::Rejected(DisconnectReason::Unauthorized)
-        );
+        assert_eq!(jwt_only.authenticate(None, "s"), AuthOutcome::Undecided);
         // --noauth does not rescue a bad or expired token.
         let both = Authenticator::new(Some("qwerty"), false, true);
         assert_eq!(
@@ -243,7 +242,7 @@ mod tests {
         let nothing = Authenticator::new(None, false, false);
         assert_eq!(
             nothing.authenticate(Some(VALID), "s"),
-            AuthOutcome::Rejected(DisconnectReason::Unauthorized)
+            AuthOutcome::Undecided
         );
     }
 

@@ -1,12 +1,11 @@
 //! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anycable_rs::app;
-use anycable_rs::config::{self, Config, Loaded, LogFormat, LogLevel};
+use anycable_rs::config::{self, Config, Loaded, LogLevel};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -35,7 +34,10 @@ fn main() -> ExitCode {
         eprintln!("Error: refusing to start with settings this version does not implement");
         return ExitCode::FAILURE;
     }
-    init_logging(&config);
+    anycable_rs::logging::init(&config.logging, &config.node_id);
+    if config.logging.level == LogLevel::Debug {
+        tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,12 +54,11 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     tracing::info!(
-        "Starting AnyCable-rs {} (pid: {}, open file limit: {}, threads: {}, nodeid: {})",
+        "Starting AnyCable-rs {} (pid: {}, open file limit: {}, threads: {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         open_file_limit(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        config.node_id,
     );
     if let Some(path) = &config.config_file {
         tracing::info!("Using configuration from file: {}", path.display());
@@ -102,27 +103,6 @@ async fn run(config: Config) -> ExitCode {
     let delay = Duration::from_secs(config.app.shutdown_delay_secs);
     running.run_until(stop, force, timeout, delay).await;
     ExitCode::SUCCESS
-}
-
-fn init_logging(config: &Config) {
-    let level = match config.logging.level {
-        LogLevel::Debug => tracing::Level::DEBUG,
-        LogLevel::Info => tracing::Level::INFO,
-        LogLevel::Warn => tracing::Level::WARN,
-        LogLevel::Error => tracing::Level::ERROR,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(std::io::stdout);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    if level == tracing::Level::DEBUG {
-        tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
-    }
 }
 
 /// The soft open-files limit from /proc, for the startup line.

@@ -14,10 +14,15 @@ pub enum Counter {
     BroadcastMsg,
     FailedBroadcastMsg,
     RemoteCommands,
+    RpcCall,
+    RpcRetries,
+    RpcError,
+    RpcTimeout,
+    RpcCanceled,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 13] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -26,6 +31,11 @@ impl Counter {
         Counter::BroadcastMsg,
         Counter::FailedBroadcastMsg,
         Counter::RemoteCommands,
+        Counter::RpcCall,
+        Counter::RpcRetries,
+        Counter::RpcError,
+        Counter::RpcTimeout,
+        Counter::RpcCanceled,
     ];
 
     /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
@@ -39,6 +49,11 @@ impl Counter {
             Counter::BroadcastMsg => "broadcast_msg_total",
             Counter::FailedBroadcastMsg => "failed_broadcast_msg_total",
             Counter::RemoteCommands => "remote_commands_total",
+            Counter::RpcCall => "rpc_call_total",
+            Counter::RpcRetries => "rpc_retries_total",
+            Counter::RpcError => "rpc_error_total",
+            Counter::RpcTimeout => "rpc_timeout_total",
+            Counter::RpcCanceled => "rpc_canceled_total",
         }
     }
 }

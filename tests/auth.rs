@@ -30,7 +30,8 @@ fn our_token_helper_reproduces_the_spec_vector() {
 
 #[tokio::test]
 async fn default_secure_mode_rejects_every_connection() {
-    let server = start(&[]).await;
+    // Standalone (no backend): nothing can authenticate the connection.
+    let server = start(&["--norpc"]).await;
     let mut ws = server.ws().await;
     expect_unauthorized(&mut ws).await;
     // Even with a token: JWT is not enabled without a secret.
@@ -286,7 +287,7 @@ async fn missing_token_without_enforcement_falls_through_to_noauth() {
 
 #[tokio::test]
 async fn missing_token_without_enforcement_or_noauth_is_unauthorized() {
-    let server = start(&["--jwt_secret=qwerty"]).await;
+    let server = start(&["--jwt_secret=qwerty", "--norpc"]).await;
     let mut ws = server.ws().await;
     expect_unauthorized(&mut ws).await;
 }
@@ -311,8 +312,21 @@ async fn valid_token_without_string_ext_closes_1011_without_a_message() {
 }
 
 #[tokio::test]
+async fn default_mode_asks_the_backend_and_closes_1011_when_it_is_down() {
+    // Like AnyCable-Go: without --norpc the backend decides; an unreachable one is an auth error.
+    let server = start(&["--rpc_host=127.0.0.1:9", "--rpc_command_timeout=500"]).await;
+    let mut ws = server.ws().await;
+    let (code, reason) = ws.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1011, "Auth Error"));
+    // JWT still authenticates without the backend.
+    let server = start(&["--secret=qwerty", "--rpc_host=127.0.0.1:9"]).await;
+    let mut ws = connect(&server, &format!("/cable?jid={SPEC_TOKEN}")).await;
+    ws.expect_welcome().await;
+}
+
+#[tokio::test]
 async fn secret_alone_enables_jwt() {
-    let server = start(&["--secret=qwerty"]).await;
+    let server = start(&["--secret=qwerty", "--norpc"]).await;
     let mut ws = connect(&server, &format!("/cable?jid={SPEC_TOKEN}")).await;
     ws.expect_welcome().await;
     let mut ws = server.ws().await;

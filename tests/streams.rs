@@ -182,7 +182,7 @@ async fn public_mode_allows_stream_names_without_noauth() {
 
 #[tokio::test]
 async fn unknown_channels_are_rejected_without_a_backend() {
-    let server = start(&["--noauth", "--public_streams"]).await;
+    let server = start(&["--noauth", "--norpc", "--public_streams"]).await;
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_rejected(r#"{"channel":"ChatChannel","id":42}"#)
         .await;
@@ -193,7 +193,7 @@ async fn unknown_channels_are_rejected_without_a_backend() {
 
 #[tokio::test]
 async fn turbo_streams_need_the_flag() {
-    let server = start(&["--noauth", "--streams_secret=my-turbo-secret"]).await;
+    let server = start(&["--noauth", "--norpc", "--streams_secret=my-turbo-secret"]).await;
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_rejected(&turbo_id(EXAMPLE_B)).await;
 }
@@ -273,7 +273,7 @@ async fn turbo_falls_back_to_streams_secret() {
 
 #[tokio::test]
 async fn turbo_without_any_secret_is_rejected() {
-    let server = start(&["--noauth", "--turbo_streams"]).await;
+    let server = start(&["--noauth", "--norpc", "--turbo_streams"]).await;
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_rejected(&turbo_id(&sign_stream("", "room:1")))
         .await;
@@ -290,7 +290,7 @@ async fn legacy_turbo_rails_key_enables_turbo() {
 
 #[tokio::test]
 async fn cable_ready_needs_the_flag() {
-    let server = start(&["--noauth", "--secret=cr"]).await;
+    let server = start(&["--noauth", "--norpc", "--secret=cr"]).await;
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_rejected(&cable_ready_id(&sign_stream("cr", "updates")))
         .await;

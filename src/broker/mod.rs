@@ -50,14 +50,22 @@ pub enum HistoryError {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SessionSnapshot {
     pub identifiers: Arc<str>,
-    /// Channel identifier → its streams and whisper stream.
+    /// Channel identifier → its streams, whisper stream and state.
     pub subscriptions: HashMap<Arc<str>, SubscriptionSnapshot>,
+    /// Connection state (`cstate`) of a backend-authenticated session.
+    pub state: HashMap<String, String>,
+    /// The backend must be told when the session ends.
+    pub disconnectable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SubscriptionSnapshot {
     pub streams: Vec<Arc<str>>,
     pub whisper_stream: Option<Arc<str>>,
+    /// The channel lives in the backend.
+    pub remote: bool,
+    /// Channel state (`istate`).
+    pub state: HashMap<String, String>,
 }
 
 /// History and session storage.

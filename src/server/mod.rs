@@ -28,6 +28,7 @@ use crate::broadcast::http::HttpBroadcaster;
 use crate::response::{plain, Body};
 use crate::transport::sse::{SseBody, SseEndpoint};
 use crate::transport::ws::WsEndpoint;
+use crate::transport::RemoteAddr;
 
 /// The health endpoint's body, as AnyCable-Go answers it.
 pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
@@ -141,7 +142,7 @@ impl Listener {
                 },
                 None => None,
             };
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = self.tcp.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -160,10 +161,14 @@ impl Listener {
             tracker.spawn(async move {
                 match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => serve_connection(stream, routes, shutdown, permit).await,
+                        Ok(stream) => {
+                            serve_connection(stream, peer, routes, shutdown, permit).await
+                        }
                         Err(error) => tracing::debug!("TLS handshake failed: {error}"),
                     },
-                    None => serve_connection::<TcpStream>(stream, routes, shutdown, permit).await,
+                    None => {
+                        serve_connection::<TcpStream>(stream, peer, routes, shutdown, permit).await
+                    }
                 }
             });
         }
@@ -174,6 +179,7 @@ impl Listener {
 /// including after a WebSocket upgrade (the upgraded task keeps a clone).
 async fn serve_connection<S>(
     stream: S,
+    peer: SocketAddr,
     routes: Arc<Routes>,
     shutdown: CancellationToken,
     permit: Option<OwnedSemaphorePermit>,
@@ -183,6 +189,7 @@ async fn serve_connection<S>(
     let permit = permit.map(Arc::new);
     let service = service_fn(move |mut request: Request<Incoming>| {
         let routes = routes.clone();
+        request.extensions_mut().insert(RemoteAddr(peer));
         if let Some(permit) = &permit {
             request
                 .extensions_mut()

@@ -18,6 +18,10 @@ pub struct Subscription {
     /// are attached then, atomically with the replay, so that nothing is delivered twice. Holds
     /// each stream's newest offset at restore time, to replay from if the client never asks.
     pub awaiting_history: Option<Vec<Option<u64>>>,
+    /// The channel lives in the application backend (commands go over RPC).
+    pub remote: bool,
+    /// Channel state (`istate`) kept for the backend and sent back with every command.
+    pub state: HashMap<String, String>,
 }
 
 /// The state of one authenticated connection. Owned by its connection task: only that task
@@ -35,6 +39,32 @@ pub struct Session {
     pub malformed_frames: u32,
     /// Negotiated `actioncable-v1-ext-json`: the session is cached for restore.
     pub extended: bool,
+    /// The request as the backend sees it (URL, proxied headers).
+    pub env: Arc<RequestEnv>,
+    /// Connection state (`cstate`) kept for the backend.
+    pub state: HashMap<String, String>,
+    /// The backend must be told when this session ends (`Disconnect` RPC).
+    pub disconnectable: bool,
+}
+
+/// What the backend learns about the client's HTTP request, captured once at the handshake.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestEnv {
+    /// `http(s)://host/path?query` of the connection request.
+    pub url: String,
+    /// The proxied headers (lower-case names) plus `REMOTE_ADDR`.
+    pub headers: HashMap<String, String>,
+}
+
+/// Applies state changes from the backend: an empty value deletes the key.
+pub fn merge_state(state: &mut HashMap<String, String>, changes: &HashMap<String, String>) {
+    for (key, value) in changes {
+        if value.is_empty() {
+            state.remove(key);
+        } else {
+            state.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 impl Session {
@@ -44,6 +74,7 @@ impl Session {
         identifiers: Arc<str>,
         outbox: Arc<Outbox>,
         extended: bool,
+        env: Arc<RequestEnv>,
     ) -> Session {
         Session {
             id,
@@ -53,6 +84,9 @@ impl Session {
             subscriptions: HashMap::new(),
             malformed_frames: 0,
             extended,
+            env,
+            state: HashMap::new(),
+            disconnectable: false,
         }
     }
 

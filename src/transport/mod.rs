@@ -4,8 +4,105 @@
 pub mod sse;
 pub mod ws;
 
-use hyper::HeaderMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use hyper::{HeaderMap, Request};
 use rand::Rng;
+
+use crate::config::Config;
+use crate::session::RequestEnv;
+
+/// The TCP peer of a request, put in its extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Builds what the backend learns about a connection request (`env.url`, `env.headers`).
+#[derive(Debug, Clone)]
+pub struct EnvBuilder {
+    /// `--headers`, lower-cased.
+    headers: Vec<String>,
+    /// `--proxy-cookies`; empty keeps every cookie.
+    cookies: Vec<String>,
+    /// `x-<jwt_param>` when JWT is enabled: the token is passed on to the backend.
+    jwt_header: Option<String>,
+    scheme: &'static str,
+}
+
+impl EnvBuilder {
+    pub fn new(config: &Config, jwt_enabled: bool, tls: bool) -> EnvBuilder {
+        EnvBuilder {
+            headers: config
+                .rpc
+                .proxy_headers
+                .iter()
+                .map(|h| h.to_lowercase())
+                .collect(),
+            cookies: config.rpc.proxy_cookies.clone(),
+            jwt_header: jwt_enabled.then(|| format!("x-{}", config.jwt.param.to_lowercase())),
+            scheme: if tls { "https" } else { "http" },
+        }
+    }
+
+    pub fn build<B>(&self, request: &Request<B>) -> RequestEnv {
+        let request_headers = request.headers();
+        let mut headers = HashMap::new();
+        for name in &self.headers {
+            let Some(value) = request_headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+            else {
+                continue;
+            };
+            let value = if name == "cookie" && !self.cookies.is_empty() {
+                filter_cookies(value, &self.cookies)
+            } else {
+                value.to_string()
+            };
+            if !value.is_empty() {
+                headers.insert(name.clone(), value);
+            }
+        }
+        if let Some(jwt_header) = &self.jwt_header {
+            let token = request_headers
+                .get(jwt_header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .or_else(|| {
+                    offered_protocols(request_headers)
+                        .find_map(|p| p.strip_prefix("anycable-token.").map(str::to_string))
+                });
+            if let Some(token) = token {
+                headers.insert(jwt_header.clone(), token);
+            }
+        }
+        if let Some(RemoteAddr(peer)) = request.extensions().get::<RemoteAddr>() {
+            headers.insert("REMOTE_ADDR".into(), peer.ip().to_string());
+        }
+        let uri = request.uri();
+        let url = if uri.authority().is_some() {
+            uri.to_string()
+        } else {
+            let host = request_headers
+                .get(hyper::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            format!("{}://{host}{path}", self.scheme)
+        };
+        RequestEnv { url, headers }
+    }
+}
+
+/// Keeps only the named cookies, as `name=value;` pairs.
+fn filter_cookies(header: &str, allowed: &[String]) -> String {
+    header
+        .split(';')
+        .filter_map(|piece| piece.trim().split_once('='))
+        .filter(|(name, _)| allowed.iter().any(|a| a == name))
+        .map(|(name, value)| format!("{name}={value};"))
+        .collect()
+}
 
 /// Query parameters of a request URI (first value wins, as in Go's `url.Values.Get`).
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -146,6 +243,13 @@ mod tests {
             find_token(&HeaderMap::new(), Some("token=t"), "token").as_deref(),
             Some("t")
         );
+    }
+
+    #[test]
+    fn cookie_filter_keeps_named_cookies() {
+        let allowed = vec!["a".to_string(), "c".to_string()];
+        assert_eq!(filter_cookies("a=1; b=2; c=x=y", &allowed), "a=1;c=x=y;");
+        assert_eq!(filter_cookies("b=2", &allowed), "");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! client frames, writes the session's outbox, and sends pings.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,13 +25,16 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{connection_id, find_token, offered_protocols, query_param, AllowedOrigins};
+use super::{
+    connection_id, find_token, offered_protocols, query_param, AllowedOrigins, EnvBuilder,
+};
 use crate::config::Config;
-use crate::node::{ConnectRequest, Node};
+use crate::node::{send_to, ConnectRequest, Node};
 use crate::protocol::{DisconnectReason, Reply, EXTENDED_PROTOCOL, SUPPORTED_SUBPROTOCOLS};
 use crate::response::{plain, Body};
 use crate::server::ConnectionPermit;
 use crate::session::{Outbox, Outgoing};
+use crate::session::{RequestEnv, Session};
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -71,6 +76,8 @@ impl Precision {
 /// Everything the WebSocket endpoint needs, built once from the config.
 pub struct WsEndpoint {
     pub node: Arc<Node>,
+    /// What the backend learns about each connection request.
+    pub env_builder: EnvBuilder,
     pub origins: AllowedOrigins,
     pub jwt_param: Option<String>,
     pub socket_config: WebSocketConfig,
@@ -91,6 +98,7 @@ impl WsEndpoint {
     pub fn new(
         config: &Config,
         node: Arc<Node>,
+        env_builder: EnvBuilder,
         jwt_enabled: bool,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -103,6 +111,7 @@ impl WsEndpoint {
             .max_frame_size(Some(ws.max_message_size));
         WsEndpoint {
             node,
+            env_builder,
             origins: AllowedOrigins::new(&config.server.allowed_origins),
             jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
             socket_config,
@@ -157,6 +166,7 @@ impl WsEndpoint {
             .as_deref()
             .and_then(|param| find_token(headers, query, param));
         let sid: Arc<str> = connection_id(headers).into();
+        let env = Arc::new(self.env_builder.build(&request));
         let extended = protocol.as_deref() == Some(EXTENDED_PROTOCOL);
         let restore_sid = headers
             .get("x-anycable-restore-sid")
@@ -211,6 +221,7 @@ impl WsEndpoint {
                     .await;
                     let options = ConnectionOptions {
                         token,
+                        env,
                         sid,
                         extended,
                         restore_sid,
@@ -231,6 +242,10 @@ impl WsEndpoint {
     }
 
     /// The life of one connection: authenticate, then serve until either side closes.
+    ///
+    /// Commands of a connection run one at a time, in order; while one is in flight (an RPC
+    /// call may take a while) no further frame is read, but queued frames keep being written
+    /// and pings keep going.
     async fn run<S>(&self, mut socket: WebSocketStream<S>, options: ConnectionOptions)
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -241,11 +256,15 @@ impl WsEndpoint {
             sid: options.sid.clone(),
             extended: options.extended,
             restore_sid: options.restore_sid.as_deref(),
+            env: options.env.clone(),
         };
-        let mut session = self.node.connect(request, outbox.clone());
+        let mut session = self.node.connect(request, outbox.clone()).await;
+        let connected = session.is_some();
+        let mut in_flight: Option<Pin<Box<dyn Future<Output = Session> + Send + '_>>> = None;
         let mut batch = VecDeque::new();
         let mut next_ping = options
             .ping_interval
+            .filter(|_| connected)
             .map(|interval| Instant::now() + first_ping_delay(interval));
         let pong_timeout = self
             .pong_timeout
@@ -285,40 +304,46 @@ impl WsEndpoint {
                         }
                     }
                 }
-                frame = socket.next() => match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        pong_deadline = None;
-                        if let Some(session) = session.as_mut() {
-                            self.node.handle_frame(session, text.as_bytes());
+                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    session = Some(done);
+                }
+                frame = socket.next(), if in_flight.is_none() => {
+                    let data: Bytes = match frame {
+                        Some(Ok(Message::Text(text))) => text.into(),
+                        Some(Ok(Message::Binary(data))) => data,
+                        Some(Ok(Message::Pong(_))) => {
+                            if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), pong_timeout) {
+                                *deadline += pong_timeout;
+                            }
+                            continue;
                         }
-                    }
-                    Some(Ok(Message::Binary(data))) => {
-                        pong_deadline = None;
-                        if let Some(session) = session.as_mut() {
-                            self.node.handle_frame(session, &data);
+                        Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                            tracing::debug!(size, max_size, "message too big, closing");
+                            let _ = timeout(CLOSE_GRACE, socket.close(Some(close_frame(1009, "Message Too Big")))).await;
+                            break;
                         }
-                    }
-                    Some(Ok(Message::Pong(_))) => {
-                        if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), pong_timeout) {
-                            *deadline += pong_timeout;
+                        Some(Err(error)) => {
+                            tracing::debug!("read failed: {error}");
+                            break;
                         }
+                    };
+                    pong_deadline = None;
+                    if let Some(mut current) = session.take() {
+                        let node = &self.node;
+                        in_flight = Some(Box::pin(async move {
+                            node.handle_frame(&mut current, &data).await;
+                            current
+                        }));
                     }
-                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                        tracing::debug!(size, max_size, "message too big, closing");
-                        let _ = timeout(CLOSE_GRACE, socket.close(Some(close_frame(1009, "Message Too Big")))).await;
-                        break;
-                    }
-                    Some(Err(error)) => {
-                        tracing::debug!("read failed: {error}");
-                        break;
-                    }
-                },
-                _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() && session.is_some() => {
+                }
+                _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
                     let interval = options.ping_interval.unwrap_or_default();
                     next_ping = Some(Instant::now() + interval);
-                    self.node.send(session.as_ref().expect("guarded"), Reply::Ping { message: options.precision.timestamp() }.encode());
+                    let ping = Reply::Ping { message: options.precision.timestamp() }.encode();
+                    send_to(self.node.metrics(), &outbox, ping);
                     if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
                         break;
                     }
@@ -340,8 +365,11 @@ impl WsEndpoint {
                 }
             }
         }
+        if let Some(in_flight) = in_flight {
+            session = Some(in_flight.await);
+        }
         if let Some(mut session) = session {
-            self.node.disconnect(&mut session);
+            self.node.disconnect(&mut session).await;
         }
     }
 }
@@ -349,6 +377,7 @@ impl WsEndpoint {
 /// Per-connection settings taken from the upgrade request.
 struct ConnectionOptions {
     token: Option<String>,
+    env: Arc<RequestEnv>,
     sid: Arc<str>,
     extended: bool,
     restore_sid: Option<String>,

@@ -62,19 +62,20 @@ fn inherited_secrets_are_not_reported() {
 
 #[test]
 fn rpc_settings() {
-    let messages = run(&["--rpc_host=rpc:50051"], &[]).unsupported_settings();
-    assert_eq!(
-        messages,
-        vec!["--rpc_host=rpc:50051: the RPC client (gRPC/HTTP) is not implemented yet"]
-    );
-    assert!(run(&["--rpc_host=rpc:50051", "--norpc"], &[])
+    assert!(run(&["--rpc_host=rpc:50051", "--rpc_concurrency=5"], &[])
         .unsupported_settings()
         .is_empty());
-    let messages = run(&["--rpc_impl=http"], &[]).unsupported_settings();
+    assert!(run(&["--rpc_impl=http"], &[])
+        .unsupported_settings()
+        .is_empty());
+    let messages = run(&["--rpc_enable_tls"], &[]).unsupported_settings();
     assert_eq!(
         messages,
-        vec!["--rpc_impl=http: the RPC client is not implemented yet"]
+        vec!["--rpc_enable_tls=true: TLS to the RPC backend is not implemented yet"]
     );
+    assert!(run(&["--rpc_enable_tls", "--norpc"], &[])
+        .unsupported_settings()
+        .is_empty());
 }
 
 #[test]

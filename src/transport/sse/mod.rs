@@ -32,11 +32,11 @@ pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
 pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 
 use super::ws::Precision;
-use super::{connection_id, find_token, AllowedOrigins};
+use super::{connection_id, find_token, AllowedOrigins, EnvBuilder};
 use crate::config::Config;
 use crate::node::{ConnectRequest, Node, Subscribed};
 use crate::protocol::{DisconnectReason, Reply};
-use crate::session::{Outbox, Outgoing, Session};
+use crate::session::{Outbox, Outgoing, RequestEnv, Session};
 
 /// Body chunks (one per outbox batch) that may wait for the socket before the writer task
 /// itself waits; the outbox behind it is the real, byte-bounded queue.
@@ -53,6 +53,8 @@ pub struct SseEndpoint {
     jwt_param: Option<String>,
     /// Public streams are allowed: enables the cleartext `turbo_stream_name` parameter.
     public_streams: bool,
+    /// What the backend learns about each request.
+    env_builder: EnvBuilder,
     max_pending_bytes: usize,
     write_timeout: Duration,
     ping_interval: Option<Duration>,
@@ -65,12 +67,14 @@ impl SseEndpoint {
     pub fn new(
         config: &Config,
         node: Arc<Node>,
+        env_builder: EnvBuilder,
         jwt_enabled: bool,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> SseEndpoint {
         SseEndpoint {
             node,
+            env_builder,
             origins: AllowedOrigins::new(&config.server.allowed_origins),
             jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
             public_streams: config.streams.public,
@@ -107,6 +111,7 @@ impl SseEndpoint {
         let query = request.uri().query().map(str::to_string);
         let query = query.as_deref();
         let headers = request.headers().clone();
+        let env = Arc::new(self.env_builder.build(&request));
         let format = Format {
             full_messages: method == Method::POST,
             raw: request::raw_mode(query),
@@ -136,16 +141,19 @@ impl SseEndpoint {
         self.open(
             token.as_deref(),
             connection_id(&headers).into(),
+            env,
             commands,
             format,
         )
+        .await
     }
 
     /// Authenticates and subscribes; on success, spawns the connection task and streams.
-    fn open(
+    async fn open(
         &self,
         token: Option<&str>,
         sid: Arc<str>,
+        env: Arc<RequestEnv>,
         commands: Vec<Subscribe>,
         format: Format,
     ) -> Response<SseBody> {
@@ -155,9 +163,10 @@ impl SseEndpoint {
             sid,
             extended: false,
             restore_sid: None,
+            env,
         };
         let mut batch = VecDeque::new();
-        let Some(mut session) = self.node.connect(connect, outbox.clone()) else {
+        let Some(mut session) = self.node.connect(connect, outbox.clone()).await else {
             outbox.take_batch(&mut batch).now_or_never();
             // A rejection comes with a `disconnect` message; an authentication error closes
             // without one.
@@ -172,10 +181,11 @@ impl SseEndpoint {
         for command in commands {
             let outcome = self
                 .node
-                .subscribe(&mut session, command.identifier, command.history);
+                .subscribe(&mut session, command.identifier, command.history)
+                .await;
             if outcome != Subscribed::Confirmed {
                 tracing::debug!(sid = &*session.sid, ?outcome, "SSE subscription refused");
-                self.node.disconnect(&mut session);
+                self.node.disconnect(&mut session).await;
                 return stream_headers(empty(StatusCode::BAD_REQUEST));
             }
         }
@@ -189,7 +199,7 @@ impl SseEndpoint {
             let _ = sender.try_send(Bytes::from(first));
         }
         if closed {
-            self.node.disconnect(&mut session);
+            self.node.disconnect(&mut session).await;
         } else {
             let connection = Connection {
                 node: self.node.clone(),
@@ -306,7 +316,7 @@ impl Connection {
                 }
             }
         }
-        self.node.disconnect(&mut self.session);
+        self.node.disconnect(&mut self.session).await;
     }
 }
 

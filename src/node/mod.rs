@@ -1,30 +1,60 @@
 //! The node executes what clients and publishers ask for: it authenticates connections, runs
-//! their commands against the local channels, the hub and the broker, and applies publications
-//! and remote commands.
+//! their commands against the local channels, the backend (RPC), the hub and the broker, and
+//! applies publications and remote commands.
+//!
+//! - `mod.rs`: sessions coming and going, command dispatch, publications;
+//! - `history.rs`: history replay and session restore (reliable streams);
+//! - `remote.rs`: channels that live in the application backend.
+
+mod history;
+mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::broadcast::{Inbound, Publication, RemoteCommand};
-use crate::broker::{Broker, HistoryError, SessionSnapshot, StoredMessage, SubscriptionSnapshot};
+use crate::broker::{Broker, SessionSnapshot, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
 use crate::metrics::{Counter, Metrics};
 use crate::protocol::{
-    self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply, StreamPosition,
+    self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
-use crate::session::{Outbox, Pushed, Session, Subscription};
+use crate::rpc::disconnector::Disconnector;
+use crate::rpc::Rpc;
+use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
 use crate::streams::{Route, StreamsRouter};
 
 /// How many frames that are not valid commands a connection may send before it is
 /// disconnected. Each one is dropped and counted; a well-behaved client sends none.
 pub const MAX_MALFORMED_FRAMES: u32 = 16;
 
-/// Live sessions by connection identifiers, for remote disconnects and gauges.
-#[derive(Default)]
-struct Registry {
-    by_identifiers: HashMap<Arc<str>, HashMap<u64, Arc<Outbox>>>,
+/// When the backend is told that a session ended (`--disconnect_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectMode {
+    /// Sessions that had any answer from the backend.
+    Auto,
+    /// Every authenticated session, even those the backend never saw.
+    Always,
+    Never,
+}
+
+impl DisconnectMode {
+    pub fn parse(value: &str) -> DisconnectMode {
+        match value {
+            "always" => DisconnectMode::Always,
+            "never" => DisconnectMode::Never,
+            _ => DisconnectMode::Auto,
+        }
+    }
+}
+
+/// The application backend and how it is told about ended sessions.
+pub struct Backend {
+    pub rpc: Arc<Rpc>,
+    pub disconnector: Disconnector,
+    pub mode: DisconnectMode,
 }
 
 /// Outcome of a subscribe command.
@@ -34,6 +64,8 @@ pub enum Subscribed {
     Rejected,
     /// The identifier was already subscribed on this connection; nothing was sent.
     Duplicate,
+    /// The backend failed; nothing was sent.
+    Failed,
 }
 
 /// How a new connection asks to be let in.
@@ -44,6 +76,14 @@ pub struct ConnectRequest<'a> {
     pub extended: bool,
     /// `sid` of a previous session to resume (extended protocol only).
     pub restore_sid: Option<&'a str>,
+    /// The request as the backend sees it.
+    pub env: Arc<RequestEnv>,
+}
+
+/// Live sessions by connection identifiers, for remote disconnects and gauges.
+#[derive(Default)]
+struct Registry {
+    by_identifiers: HashMap<Arc<str>, HashMap<u64, Arc<Outbox>>>,
 }
 
 pub struct Node {
@@ -52,29 +92,35 @@ pub struct Node {
     router: StreamsRouter,
     auth: Authenticator,
     broker: Option<Arc<dyn Broker>>,
+    backend: Option<Backend>,
     /// Sessions are cached (and can be restored) only when this is set.
     sessions_cache: bool,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
 }
 
+/// What the node is built from.
+pub struct Parts {
+    pub hub: Hub,
+    pub router: StreamsRouter,
+    pub auth: Authenticator,
+    pub broker: Option<Arc<dyn Broker>>,
+    pub backend: Option<Backend>,
+    pub sessions_cache: bool,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Node {
-    pub fn new(
-        hub: Hub,
-        router: StreamsRouter,
-        auth: Authenticator,
-        broker: Option<Arc<dyn Broker>>,
-        sessions_cache: bool,
-        metrics: Arc<Metrics>,
-    ) -> Node {
+    pub fn new(parts: Parts) -> Node {
         Node {
-            hub,
+            hub: parts.hub,
             registry: Mutex::default(),
-            router,
-            auth,
-            sessions_cache: sessions_cache && broker.is_some(),
-            broker,
-            metrics,
+            router: parts.router,
+            auth: parts.auth,
+            sessions_cache: parts.sessions_cache && parts.broker.is_some(),
+            broker: parts.broker,
+            backend: parts.backend,
+            metrics: parts.metrics,
             next_session_id: AtomicU64::new(1),
         }
     }
@@ -85,14 +131,21 @@ impl Node {
 
     /// Restores or authenticates a new connection. Accepted connections are registered and
     /// get their welcome; otherwise the outbox receives the rejection and `None` is returned.
-    pub fn connect(&self, request: ConnectRequest, outbox: Arc<Outbox>) -> Option<Session> {
+    pub async fn connect(
+        &self,
+        request: ConnectRequest<'_>,
+        outbox: Arc<Outbox>,
+    ) -> Option<Session> {
         if let Some(session) = self.try_restore(&request, &outbox) {
             return Some(session);
         }
         match self.auth.authenticate(request.token, &request.sid) {
             AuthOutcome::Accepted { identifiers } => {
-                let session =
-                    self.register(request.sid, identifiers.into(), outbox, request.extended);
+                let mut session = self.register(&request, identifiers.into(), outbox);
+                session.disconnectable = self
+                    .backend
+                    .as_ref()
+                    .is_some_and(|b| b.mode == DisconnectMode::Always);
                 session.send(
                     Reply::Welcome {
                         sid: &session.sid,
@@ -114,18 +167,32 @@ impl Node {
                 outbox.close(1011, "Auth Error");
                 None
             }
+            AuthOutcome::Undecided if self.backend.is_some() => {
+                self.connect_remote(request, outbox).await
+            }
+            AuthOutcome::Undecided => {
+                self.metrics.inc(Counter::FailedAuths);
+                outbox.disconnect(DisconnectReason::Unauthorized, false, 1000, "Auth Failed");
+                None
+            }
         }
     }
 
     fn register(
         &self,
-        sid: Arc<str>,
+        request: &ConnectRequest,
         identifiers: Arc<str>,
         outbox: Arc<Outbox>,
-        extended: bool,
     ) -> Session {
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(id, sid, identifiers, outbox, extended);
+        let session = Session::new(
+            id,
+            request.sid.clone(),
+            identifiers,
+            outbox,
+            request.extended,
+            request.env.clone(),
+        );
         self.registry()
             .by_identifiers
             .entry(session.identifiers.clone())
@@ -134,106 +201,29 @@ impl Node {
         session
     }
 
-    /// Resumes a cached session without authenticating again. Its subscriptions come back
-    /// detached, waiting for the client's `history` command (see [`Subscription`]).
-    fn try_restore(&self, request: &ConnectRequest, outbox: &Arc<Outbox>) -> Option<Session> {
-        if !(request.extended && self.sessions_cache) {
-            return None;
-        }
-        let broker = self.broker.as_ref()?;
-        let snapshot = broker.restore_session(request.restore_sid?)?;
-        let mut session = self.register(
-            request.sid.clone(),
-            snapshot.identifiers.clone(),
-            outbox.clone(),
-            true,
-        );
-        for (identifier, saved) in snapshot.subscriptions {
-            let offsets = saved
-                .streams
-                .iter()
-                .map(|s| broker.last_offset(s))
-                .collect();
-            let subscription = Subscription {
-                streams: saved.streams,
-                whisper_stream: saved.whisper_stream,
-                awaiting_history: Some(offsets),
-            };
-            session.subscriptions.insert(identifier, subscription);
-        }
-        let restored_ids: Vec<&str> = session.subscriptions.keys().map(|k| &**k).collect();
-        session.send(
-            Reply::Welcome {
-                sid: &session.sid,
-                restored: true,
-                restored_ids: &restored_ids,
-            }
-            .encode(),
-        );
-        self.save_snapshot(&session);
-        tracing::debug!(sid = &*session.sid, "session restored");
-        Some(session)
-    }
-
-    /// Attaches restored subscriptions whose client did not ask for history in time, replaying
-    /// what was published to their streams since the restore.
-    pub fn finish_restore(&self, session: &mut Session) {
-        let waiting: Vec<Arc<str>> = session
-            .subscriptions
-            .iter()
-            .filter(|(_, s)| s.awaiting_history.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for identifier in waiting {
-            let Some(subscription) = session.subscriptions.get_mut(&identifier) else {
-                continue;
-            };
-            let offsets = subscription.awaiting_history.take().unwrap_or_default();
-            let streams = subscription.streams.clone();
-            for (stream, offset) in streams.iter().zip(offsets) {
-                let mut lock = self.hub.lock(stream);
-                lock.attach(stream, &identifier, subscriber(session));
-                let since_restore = match (&self.broker, offset) {
-                    (Some(broker), Some(offset)) => broker.history_from(
-                        stream,
-                        &StreamPosition {
-                            epoch: broker.epoch().to_string(),
-                            offset,
-                        },
-                    ),
-                    (Some(broker), None) => Ok(broker.history_since(stream, 0)),
-                    (None, _) => Ok(Vec::new()),
-                };
-                self.send_history(
-                    session,
-                    &identifier,
-                    stream,
-                    &since_restore.unwrap_or_default(),
-                );
+    /// Detaches a closed connection from every stream and forgets it; tells the backend when
+    /// it must know. The cached snapshot gets one more full time to live, so the client can
+    /// resume the session.
+    pub async fn disconnect(&self, session: &mut Session) {
+        for (identifier, subscription) in &session.subscriptions {
+            if subscription.awaiting_history.is_none() {
+                for stream in &subscription.streams {
+                    self.hub.unsubscribe(stream, identifier, session.id);
+                }
             }
         }
-    }
-
-    /// Detaches a closed connection from every stream and forgets it. Its cached snapshot
-    /// gets one more full time to live, so the client can resume it.
-    pub fn disconnect(&self, session: &mut Session) {
-        for (identifier, subscription) in session.subscriptions.drain() {
-            if subscription.awaiting_history.is_some() {
-                continue;
-            }
-            for stream in &subscription.streams {
-                self.hub.unsubscribe(stream, &identifier, session.id);
+        {
+            let mut registry = self.registry();
+            if let Some(sessions) = registry.by_identifiers.get_mut(&session.identifiers) {
+                sessions.remove(&session.id);
+                if sessions.is_empty() {
+                    registry.by_identifiers.remove(&session.identifiers);
+                }
             }
         }
-        let mut registry = self.registry();
-        if let Some(sessions) = registry.by_identifiers.get_mut(&session.identifiers) {
-            sessions.remove(&session.id);
-            if sessions.is_empty() {
-                registry.by_identifiers.remove(&session.identifiers);
-            }
-        }
-        drop(registry);
         self.touch_snapshot(session);
+        self.notify_backend_of_disconnect(session).await;
+        session.subscriptions.clear();
     }
 
     /// Keeps a live session's cached snapshot from expiring.
@@ -255,17 +245,19 @@ impl Node {
                 let saved = SubscriptionSnapshot {
                     streams: s.streams.clone(),
                     whisper_stream: s.whisper_stream.clone(),
+                    remote: s.remote,
+                    state: s.state.clone(),
                 };
                 (identifier.clone(), saved)
             })
             .collect();
-        broker.save_session(
-            &session.sid,
-            SessionSnapshot {
-                identifiers: session.identifiers.clone(),
-                subscriptions,
-            },
-        );
+        let snapshot = SessionSnapshot {
+            identifiers: session.identifiers.clone(),
+            subscriptions,
+            state: session.state.clone(),
+            disconnectable: session.disconnectable,
+        };
+        broker.save_session(&session.sid, snapshot);
     }
 
     /// Number of connected (authenticated) sessions.
@@ -279,7 +271,7 @@ impl Node {
 
     /// Handles one client frame. Malformed frames are dropped and counted; after
     /// [`MAX_MALFORMED_FRAMES`] the client is disconnected.
-    pub fn handle_frame(&self, session: &mut Session, frame: &[u8]) {
+    pub async fn handle_frame(&self, session: &mut Session, frame: &[u8]) {
         let command = match protocol::decode(frame) {
             Ok(command) => command,
             Err(error) => {
@@ -307,17 +299,10 @@ impl Node {
                 identifier,
                 history,
             } => {
-                self.subscribe(session, identifier, history);
+                self.subscribe(session, identifier, history).await;
             }
-            Command::Unsubscribe { identifier } => self.unsubscribe(session, &identifier),
-            Command::Message { identifier, .. } => {
-                // Local channels have no actions; without a backend there is nobody to run them.
-                tracing::debug!(
-                    sid = &*session.sid,
-                    identifier,
-                    "message ignored: no backend"
-                );
-            }
+            Command::Unsubscribe { identifier } => self.unsubscribe(session, &identifier).await,
+            Command::Message { identifier, data } => self.perform(session, &identifier, data).await,
             Command::Whisper { identifier, data } => self.whisper(session, &identifier, &data),
             Command::History {
                 identifier,
@@ -330,9 +315,7 @@ impl Node {
                 }
             }
             Command::History { history: None, .. } | Command::Pong => {}
-            Command::Ping => {
-                self.send(session, Reply::Pong.encode());
-            }
+            Command::Ping => self.send(session, Reply::Pong.encode()),
             Command::Unknown(name) => {
                 self.metrics.inc(Counter::FailedClientMsg);
                 tracing::debug!(sid = &*session.sid, command = name, "unknown command");
@@ -343,13 +326,14 @@ impl Node {
     /// Subscribes a session to a channel identifier, replying on its outbox (confirmation
     /// or rejection, then history when requested). Transports without a command channel
     /// (SSE) use the outcome to choose their HTTP status.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         session: &mut Session,
         identifier: String,
         history: Option<HistoryRequest>,
     ) -> Subscribed {
         if session.subscriptions.contains_key(identifier.as_str()) {
+            self.metrics.inc(Counter::FailedClientMsg);
             tracing::debug!(sid = &*session.sid, identifier, "already subscribed");
             return Subscribed::Duplicate;
         }
@@ -364,11 +348,10 @@ impl Node {
                     }
                     .encode(),
                 );
-                let whisper_stream = whisper.then(|| stream.clone());
                 let subscription = Subscription {
+                    whisper_stream: whisper.then(|| stream.clone()),
                     streams: vec![stream],
-                    whisper_stream,
-                    awaiting_history: None,
+                    ..Subscription::default()
                 };
                 session
                     .subscriptions
@@ -380,6 +363,9 @@ impl Node {
                 }
                 self.save_snapshot(session);
                 Subscribed::Confirmed
+            }
+            Route::Backend if self.backend.is_some() => {
+                self.subscribe_remote(session, identifier, history).await
             }
             Route::Reject | Route::Backend => {
                 self.send(
@@ -402,92 +388,66 @@ impl Node {
         }
     }
 
-    /// Serves a history request for a subscription: all streams succeed or nothing is
-    /// replayed. With `attach` (a new or restored subscription), each stream is attached in the
-    /// same critical section as its read, so live messages continue exactly after the replayed
-    /// ones.
-    fn replay_history(
-        &self,
-        session: &Session,
-        identifier: &Arc<str>,
-        request: &HistoryRequest,
-        attach: bool,
-    ) {
-        let streams = session
-            .subscriptions
-            .get(identifier)
-            .map(|s| s.streams.clone())
-            .unwrap_or_default();
-        let available = self.broker.is_some()
-            && streams
-                .iter()
-                .all(|stream| self.read_history(stream, request).is_ok());
-        for stream in &streams {
-            let mut lock = self.hub.lock(stream);
-            if attach {
-                lock.attach(stream, identifier, subscriber(session));
-            }
-            if available {
-                // Read again under the lock: it can only have grown since the check.
-                let messages = self.read_history(stream, request).unwrap_or_default();
-                self.send_history(session, identifier, stream, &messages);
-            }
-        }
-        let reply = if available {
-            Reply::ConfirmHistory { identifier }
-        } else {
-            Reply::RejectHistory { identifier }
+    async fn unsubscribe(&self, session: &mut Session, identifier: &str) {
+        let Some(subscription) = session.subscriptions.get(identifier) else {
+            tracing::debug!(
+                sid = &*session.sid,
+                identifier,
+                "unsubscribe from an unknown identifier"
+            );
+            return;
         };
-        self.send(session, reply.encode());
-    }
-
-    fn read_history(
-        &self,
-        stream: &str,
-        request: &HistoryRequest,
-    ) -> Result<Vec<StoredMessage>, HistoryError> {
-        let broker = self.broker.as_ref().ok_or(HistoryError::UnknownStream)?;
-        match request
-            .streams
-            .as_ref()
-            .and_then(|streams| streams.get(stream))
-        {
-            Some(position) => broker.history_from(stream, position),
-            None if request.since > 0 => Ok(broker.history_since(stream, request.since)),
-            None => Ok(Vec::new()),
+        if subscription.remote && !self.unsubscribe_remote(session, identifier).await {
+            return;
+        }
+        if let Some(subscription) = session.subscriptions.remove(identifier) {
+            self.detach(session, identifier, &subscription.streams, &subscription);
+            self.save_snapshot(session);
         }
     }
 
-    fn send_history(
+    /// Detaches `streams` of one subscription from the hub.
+    fn detach(
         &self,
         session: &Session,
         identifier: &str,
-        stream: &str,
-        messages: &[StoredMessage],
+        streams: &[Arc<str>],
+        subscription: &Subscription,
     ) {
-        let Some(broker) = &self.broker else { return };
-        let epoch = broker.epoch();
-        for message in messages {
-            let position = FramePosition {
-                stream,
-                epoch: &epoch,
-                offset: message.offset,
-            };
-            self.send(
-                session,
-                protocol::broadcast_frame(identifier, &message.payload, None, Some(position)),
-            );
+        if subscription.awaiting_history.is_none() {
+            for stream in streams {
+                self.hub.unsubscribe(stream, identifier, session.id);
+            }
         }
     }
 
-    fn unsubscribe(&self, session: &mut Session, identifier: &str) {
-        if let Some(subscription) = session.subscriptions.remove(identifier) {
-            if subscription.awaiting_history.is_none() {
-                for stream in &subscription.streams {
-                    self.hub.unsubscribe(stream, identifier, session.id);
-                }
-            }
-            self.save_snapshot(session);
+    /// `message` (perform an action): only the backend runs actions.
+    async fn perform(&self, session: &mut Session, identifier: &str, data: Option<String>) {
+        if !session.subscriptions.contains_key(identifier) {
+            tracing::debug!(
+                sid = &*session.sid,
+                identifier,
+                "message for an unknown identifier"
+            );
+            return;
+        }
+        let Some(data) = data else {
+            self.metrics.inc(Counter::FailedClientMsg);
+            tracing::debug!(
+                sid = &*session.sid,
+                identifier,
+                "message data is not a string"
+            );
+            return;
+        };
+        if self.backend.is_some() {
+            self.perform_remote(session, identifier, data).await;
+        } else {
+            tracing::debug!(
+                sid = &*session.sid,
+                identifier,
+                "message ignored: no backend"
+            );
         }
     }
 
@@ -578,15 +538,20 @@ impl Node {
 
     /// Queues a frame for a session, counting it as a slow client when its queue overflows.
     pub fn send(&self, session: &Session, frame: String) {
-        if session.send(frame) == Pushed::Overflowed {
-            self.metrics.inc(Counter::DisconnectedSlowClients);
-        }
+        send_to(&self.metrics, &session.outbox, frame);
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Queues a frame on an outbox, counting it as a slow client when the queue overflows.
+pub fn send_to(metrics: &Metrics, outbox: &Outbox, frame: String) {
+    if outbox.push(frame.into()) == Pushed::Overflowed {
+        metrics.inc(Counter::DisconnectedSlowClients);
     }
 }
 

@@ -1,0 +1,301 @@
+//! Channels and authentication that live in the application backend, reached over RPC.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{ConnectRequest, DisconnectMode, Node, Subscribed};
+use crate::metrics::Counter;
+use crate::protocol::HistoryRequest;
+use crate::rpc::{
+    CommandMessage, CommandResponse, ConnectionRequest, DisconnectRequest, Env, RpcError, Status,
+};
+use crate::session::{merge_state, Outbox, Session, Subscription};
+
+/// Channel-state key naming the stream clients may whisper to.
+const WHISPER_STREAM_KEY: &str = "$w";
+
+impl Node {
+    /// Authentication by the backend's `Connect`.
+    pub(super) async fn connect_remote(
+        &self,
+        request: ConnectRequest<'_>,
+        outbox: Arc<Outbox>,
+    ) -> Option<Session> {
+        let backend = self.backend.as_ref()?;
+        let env = Env {
+            url: request.env.url.clone(),
+            headers: request.env.headers.clone(),
+            ..Env::default()
+        };
+        let reply = backend
+            .rpc
+            .connect(&request.sid, ConnectionRequest { env: Some(env) })
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::error!(
+                    context = "rpc",
+                    sid = &*request.sid,
+                    "Connect failed: {error}"
+                );
+                outbox.close(1011, "Auth Error");
+                return None;
+            }
+        };
+        match Status::try_from(reply.status).unwrap_or(Status::Error) {
+            Status::Success => {
+                let mut session = self.register(&request, reply.identifiers.into(), outbox);
+                if let Some(changes) = &reply.env {
+                    merge_state(&mut session.state, &changes.cstate);
+                }
+                session.disconnectable = backend.mode != DisconnectMode::Never;
+                for transmission in reply.transmissions {
+                    self.send(&session, transmission);
+                }
+                self.save_snapshot(&session);
+                Some(session)
+            }
+            Status::Failure => {
+                self.metrics.inc(Counter::FailedAuths);
+                for transmission in reply.transmissions {
+                    super::send_to(&self.metrics, &outbox, transmission);
+                }
+                outbox.close(1000, "Auth Failed");
+                None
+            }
+            Status::Error => {
+                tracing::error!(
+                    context = "rpc",
+                    sid = &*request.sid,
+                    "Application error: {}",
+                    reply.error_msg
+                );
+                outbox.close(1011, "Auth Error");
+                None
+            }
+        }
+    }
+
+    /// `subscribe` to a backend channel.
+    pub(super) async fn subscribe_remote(
+        &self,
+        session: &mut Session,
+        identifier: String,
+        history: Option<HistoryRequest>,
+    ) -> Subscribed {
+        let identifier: Arc<str> = identifier.into();
+        let Some(reply) = self
+            .command(session, "subscribe", &identifier, String::new())
+            .await
+        else {
+            return Subscribed::Failed;
+        };
+        if reply.status == Status::Success as i32 {
+            session.subscriptions.insert(
+                identifier.clone(),
+                Subscription {
+                    remote: true,
+                    ..Subscription::default()
+                },
+            );
+            self.apply(session, &identifier, reply, history.as_ref());
+            self.save_snapshot(session);
+            Subscribed::Confirmed
+        } else {
+            self.apply(session, &identifier, reply, None);
+            Subscribed::Rejected
+        }
+    }
+
+    /// `unsubscribe` from a backend channel. Returns false when the backend failed, in which
+    /// case the subscription is kept, as the reference does.
+    pub(super) async fn unsubscribe_remote(&self, session: &mut Session, identifier: &str) -> bool {
+        let identifier: Arc<str> = identifier.into();
+        let Some(mut reply) = self
+            .command(session, "unsubscribe", &identifier, String::new())
+            .await
+        else {
+            return false;
+        };
+        reply.stop_streams = true;
+        reply.streams.clear();
+        self.apply(session, &identifier, reply, None);
+        true
+    }
+
+    /// `message`: runs a channel action in the backend.
+    pub(super) async fn perform_remote(
+        &self,
+        session: &mut Session,
+        identifier: &str,
+        data: String,
+    ) {
+        let identifier: Arc<str> = identifier.into();
+        if let Some(reply) = self.command(session, "message", &identifier, data).await {
+            self.apply(session, &identifier, reply, None);
+            self.save_snapshot(session);
+        }
+    }
+
+    /// Makes one `Command` call; `None` (after logging and counting) when it failed or the
+    /// application reported an error, in which case nothing of the reply is applied.
+    async fn command(
+        &self,
+        session: &mut Session,
+        command: &str,
+        identifier: &Arc<str>,
+        data: String,
+    ) -> Option<CommandResponse> {
+        let backend = self.backend.as_ref()?;
+        let env = Env {
+            url: session.env.url.clone(),
+            headers: session.env.headers.clone(),
+            cstate: session.state.clone(),
+            istate: session
+                .subscriptions
+                .get(identifier)
+                .map(|s| s.state.clone())
+                .unwrap_or_default(),
+        };
+        let message = CommandMessage {
+            command: command.to_string(),
+            identifier: identifier.to_string(),
+            connection_identifiers: session.identifiers.to_string(),
+            data,
+            env: Some(env),
+        };
+        match backend.rpc.command(&session.sid, message).await {
+            Ok(reply) if reply.status == Status::Error as i32 => {
+                self.metrics.inc(Counter::FailedClientMsg);
+                tracing::error!(
+                    context = "rpc",
+                    sid = &*session.sid,
+                    command,
+                    "Application error: {}",
+                    reply.error_msg
+                );
+                None
+            }
+            Ok(reply) => {
+                if backend.mode != DisconnectMode::Never {
+                    session.disconnectable = true;
+                }
+                Some(reply)
+            }
+            Err(error) => {
+                self.metrics.inc(Counter::FailedClientMsg);
+                log_failure(&session.sid, command, &error);
+                None
+            }
+        }
+    }
+
+    /// Applies a command reply in the reference's order: stop streams, add streams, merge
+    /// states, send transmissions, then close if asked. With a history request (subscribe),
+    /// the confirmation goes out first and the new streams are attached atomically with the
+    /// replay.
+    fn apply(
+        &self,
+        session: &mut Session,
+        identifier: &Arc<str>,
+        reply: CommandResponse,
+        history: Option<&HistoryRequest>,
+    ) {
+        if let Some(subscription) = session.subscriptions.get_mut(identifier) {
+            let stopped: Vec<Arc<str>> = if reply.stop_streams {
+                std::mem::take(&mut subscription.streams)
+            } else {
+                let stop: Vec<Arc<str>> = subscription
+                    .streams
+                    .iter()
+                    .filter(|s| reply.stopped_streams.iter().any(|r| r == &***s))
+                    .cloned()
+                    .collect();
+                subscription.streams.retain(|s| !stop.contains(s));
+                stop
+            };
+            let mut added = Vec::new();
+            for stream in &reply.streams {
+                if !subscription.streams.iter().any(|s| &**s == stream.as_str()) {
+                    let stream: Arc<str> = stream.as_str().into();
+                    subscription.streams.push(stream.clone());
+                    added.push(stream);
+                }
+            }
+            if let Some(changes) = &reply.env {
+                merge_state(&mut subscription.state, &changes.istate);
+            }
+            subscription.whisper_stream = subscription
+                .state
+                .get(WHISPER_STREAM_KEY)
+                .map(|s| Arc::from(s.as_str()));
+            let waiting = subscription.awaiting_history.is_some();
+            for stream in &stopped {
+                if !waiting {
+                    self.hub.unsubscribe(stream, identifier, session.id);
+                }
+            }
+            if history.is_none() && !waiting {
+                for stream in &added {
+                    self.hub
+                        .subscribe(stream, identifier, super::subscriber(session));
+                }
+            }
+        }
+        if let Some(changes) = &reply.env {
+            merge_state(&mut session.state, &changes.cstate);
+        }
+        for transmission in reply.transmissions {
+            self.send(session, transmission);
+        }
+        if let Some(request) = history {
+            self.replay_history(session, identifier, request, true);
+        }
+        if reply.disconnect {
+            // The reference closes with 1006, which RFC 6455 reserves; 1011 says the same.
+            session.outbox.close(1011, "Command Failed");
+        }
+    }
+
+    /// Tells the backend a session ended, when it must know (`--disconnect_mode`).
+    pub(super) async fn notify_backend_of_disconnect(&self, session: &Session) {
+        let Some(backend) = &self.backend else { return };
+        if !session.disconnectable || backend.mode == DisconnectMode::Never {
+            return;
+        }
+        let istate: HashMap<String, String> = session
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.remote)
+            .map(|(identifier, s)| {
+                (
+                    identifier.to_string(),
+                    serde_json::to_string(&s.state).unwrap_or_else(|_| "{}".into()),
+                )
+            })
+            .collect();
+        let request = DisconnectRequest {
+            identifiers: session.identifiers.to_string(),
+            subscriptions: session
+                .subscriptions
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
+            env: Some(Env {
+                url: session.env.url.clone(),
+                headers: session.env.headers.clone(),
+                cstate: session.state.clone(),
+                istate,
+            }),
+        };
+        backend
+            .disconnector
+            .enqueue(session.sid.clone(), request)
+            .await;
+    }
+}
+
+fn log_failure(sid: &str, command: &str, error: &RpcError) {
+    tracing::error!(context = "rpc", sid, command, "RPC command failed: {error}");
+}

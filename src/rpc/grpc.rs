@@ -1,0 +1,236 @@
+//! gRPC transport (tonic): unary calls to `/anycable.RPC/*` with the `sid` and `protov`
+//! metadata, round-robin over the resolved endpoints.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::MetadataValue;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::{
+    CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
+    DisconnectResponse,
+};
+use super::{CallError, SetupError, Transport};
+use crate::config::RpcConfig;
+
+/// How often `dns:///` targets are resolved again.
+const DNS_REFRESH: Duration = Duration::from_secs(30);
+/// HTTP/2 keepalive pings, also while idle, as the reference does.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+pub struct GrpcTransport {
+    channel: Channel,
+    request_timeout: Option<Duration>,
+    max_recv: Option<usize>,
+    max_send: Option<usize>,
+}
+
+/// What `--rpc_host` names.
+#[derive(Debug, PartialEq)]
+enum Target {
+    /// One `host:port`, resolved by the connector.
+    Single(String),
+    /// `grpc-list://a:1,b:2`: a fixed list, round-robin.
+    List(Vec<String>),
+    /// `dns:///host:port`: every address of the name, round-robin, re-resolved periodically.
+    Dns(String),
+}
+
+fn parse_target(host: &str) -> Result<Target, String> {
+    if let Some(list) = host.strip_prefix("grpc-list://") {
+        let addresses: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addresses.is_empty() {
+            return Err("empty address list".into());
+        }
+        return Ok(Target::List(addresses));
+    }
+    if let Some(name) = host
+        .strip_prefix("dns:///")
+        .or_else(|| host.strip_prefix("dns://"))
+    {
+        return Ok(Target::Dns(name.trim_start_matches('/').to_string()));
+    }
+    let address = host.strip_prefix("grpc://").unwrap_or(host);
+    if address.is_empty() || address.contains("://") {
+        return Err("expected host:port, dns:///host:port or grpc-list://host:port,...".into());
+    }
+    Ok(Target::Single(address.to_string()))
+}
+
+fn endpoint(address: &str) -> Result<Endpoint, String> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map(|e| {
+            e.http2_keep_alive_interval(KEEPALIVE)
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true)
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl GrpcTransport {
+    pub fn new(config: &RpcConfig) -> Result<GrpcTransport, SetupError> {
+        let invalid = |why: String| SetupError::Host(config.host.clone(), why);
+        let channel = match parse_target(&config.host).map_err(invalid)? {
+            Target::Single(address) => endpoint(&address).map_err(invalid)?.connect_lazy(),
+            Target::List(addresses) => {
+                let endpoints = addresses
+                    .iter()
+                    .map(|a| endpoint(a))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(invalid)?;
+                Channel::balance_list(endpoints.into_iter())
+            }
+            Target::Dns(name) => {
+                endpoint(&name).map_err(invalid)?;
+                let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
+                tokio::spawn(async move {
+                    let mut known: Vec<SocketAddr> = Vec::new();
+                    loop {
+                        match tokio::net::lookup_host(&name).await {
+                            Ok(found) => {
+                                let found: Vec<SocketAddr> = found.collect();
+                                for gone in known.iter().filter(|a| !found.contains(a)) {
+                                    let _ = changes.send(Change::Remove(*gone)).await;
+                                }
+                                for new in found.iter().filter(|a| !known.contains(a)) {
+                                    if let Ok(endpoint) = endpoint(&new.to_string()) {
+                                        let _ = changes.send(Change::Insert(*new, endpoint)).await;
+                                    }
+                                }
+                                known = found;
+                            }
+                            Err(error) => {
+                                tracing::warn!(context = "rpc", "cannot resolve {name}: {error}")
+                            }
+                        }
+                        if changes.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(DNS_REFRESH).await;
+                    }
+                });
+                channel
+            }
+        };
+        Ok(GrpcTransport {
+            channel,
+            request_timeout: (config.request_timeout_ms > 0)
+                .then(|| Duration::from_millis(config.request_timeout_ms)),
+            max_recv: (config.max_recv_size > 0).then_some(config.max_recv_size),
+            max_send: (config.max_send_size > 0).then_some(config.max_send_size),
+        })
+    }
+
+    async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        sid: &str,
+        message: Req,
+    ) -> Result<Resp, CallError>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut client = tonic::client::Grpc::new(self.channel.clone());
+        if let Some(limit) = self.max_recv {
+            client = client.max_decoding_message_size(limit);
+        }
+        if let Some(limit) = self.max_send {
+            client = client.max_encoding_message_size(limit);
+        }
+        let attempt = async {
+            client
+                .ready()
+                .await
+                .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            let mut request = tonic::Request::new(message);
+            if let Ok(sid) = MetadataValue::try_from(sid) {
+                request.metadata_mut().insert("sid", sid);
+            }
+            request
+                .metadata_mut()
+                .insert("protov", MetadataValue::from_static("v1"));
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            client
+                .unary(request, PathAndQuery::from_static(path), codec)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(map_status)
+        };
+        match self.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or(Err(CallError::DeadlineExceeded)),
+            None => attempt.await,
+        }
+    }
+}
+
+fn map_status(status: tonic::Status) -> CallError {
+    let message = status.message().to_string();
+    match status.code() {
+        tonic::Code::ResourceExhausted => CallError::Exhausted(message),
+        tonic::Code::Unavailable => CallError::Unavailable(message),
+        tonic::Code::DeadlineExceeded => CallError::DeadlineExceeded,
+        code => CallError::Failed(format!("{code:?}: {message}")),
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn connect<'a>(
+        &'a self,
+        sid: &'a str,
+        request: ConnectionRequest,
+    ) -> BoxFuture<'a, Result<ConnectionResponse, CallError>> {
+        Box::pin(self.unary("/anycable.RPC/Connect", sid, request))
+    }
+
+    fn command<'a>(
+        &'a self,
+        sid: &'a str,
+        request: CommandMessage,
+    ) -> BoxFuture<'a, Result<CommandResponse, CallError>> {
+        Box::pin(self.unary("/anycable.RPC/Command", sid, request))
+    }
+
+    fn disconnect<'a>(
+        &'a self,
+        sid: &'a str,
+        request: DisconnectRequest,
+    ) -> BoxFuture<'a, Result<DisconnectResponse, CallError>> {
+        Box::pin(self.unary("/anycable.RPC/Disconnect", sid, request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        assert_eq!(
+            parse_target("localhost:50051"),
+            Ok(Target::Single("localhost:50051".into()))
+        );
+        assert_eq!(parse_target("grpc://a:1"), Ok(Target::Single("a:1".into())));
+        assert_eq!(
+            parse_target("dns:///rpc:50051"),
+            Ok(Target::Dns("rpc:50051".into()))
+        );
+        assert_eq!(
+            parse_target("grpc-list://a:1,,b:2"),
+            Ok(Target::List(vec!["a:1".into(), "b:2".into()]))
+        );
+        assert!(parse_target("grpc-list://").is_err());
+        assert!(parse_target("ftp://x").is_err());
+    }
+}

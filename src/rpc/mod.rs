@@ -1,0 +1,247 @@
+//! Calls to the application backend (RPC): `Connect`, `Command` and `Disconnect`, over gRPC or
+//! HTTP. [`Rpc`] adds what both transports share: the concurrency limit, retries of
+//! `RESOURCE_EXHAUSTED`/`UNAVAILABLE` with exponential backoff, the whole-call timeout and the
+//! metrics.
+
+pub mod disconnector;
+mod grpc;
+mod http;
+pub mod proto;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, RpcConfig};
+use crate::metrics::{Counter, Metrics};
+pub use proto::{
+    CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
+    DisconnectResponse, Env, Status,
+};
+
+/// The reference's default when `--rpc_concurrency` is not positive.
+const DEFAULT_CONCURRENCY: usize = 28;
+
+/// Why one attempt failed, in gRPC terms (HTTP failures are mapped onto them).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("resource exhausted: {0}")]
+    Exhausted(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("request timeout")]
+    DeadlineExceeded,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Why a call failed after retries.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RpcError {
+    #[error("RPC call timed out")]
+    Timeout,
+    #[error("RPC call failed: {0}")]
+    Failed(String),
+}
+
+/// One attempt of each RPC method over some transport.
+pub trait Transport: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        sid: &'a str,
+        request: ConnectionRequest,
+    ) -> BoxFuture<'a, Result<ConnectionResponse, CallError>>;
+    fn command<'a>(
+        &'a self,
+        sid: &'a str,
+        request: CommandMessage,
+    ) -> BoxFuture<'a, Result<CommandResponse, CallError>>;
+    fn disconnect<'a>(
+        &'a self,
+        sid: &'a str,
+        request: DisconnectRequest,
+    ) -> BoxFuture<'a, Result<DisconnectResponse, CallError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("invalid --rpc_host {0:?}: {1}")]
+    Host(String, String),
+}
+
+/// The RPC client used by the node.
+pub struct Rpc {
+    transport: Box<dyn Transport>,
+    slots: Semaphore,
+    command_timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
+    /// For the startup log.
+    pub description: String,
+}
+
+impl Rpc {
+    /// Builds the client chosen by the config, or `None` for `--norpc`.
+    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Rpc>, SetupError> {
+        let rpc = &config.rpc;
+        let implementation = implementation(config);
+        let transport: Box<dyn Transport> = match implementation {
+            "none" => return Ok(None),
+            "http" => Box::new(http::HttpTransport::new(rpc)?),
+            _ => Box::new(grpc::GrpcTransport::new(rpc)?),
+        };
+        let concurrency = match rpc.concurrency {
+            n if n > 0 => n,
+            _ => {
+                tracing::warn!(
+                    context = "rpc",
+                    "RPC concurrency must be positive, reverted to the default value"
+                );
+                DEFAULT_CONCURRENCY
+            }
+        };
+        let description = format!(
+            "{} (concurrency: {concurrency}, impl: {implementation}, enable_tls: {}, proto_versions: v1, proxy_headers: {}, proxy_cookies: {})",
+            rpc.host,
+            rpc.enable_tls,
+            if rpc.proxy_headers.is_empty() { "<none>".to_string() } else { rpc.proxy_headers.join(",") },
+            if rpc.proxy_cookies.is_empty() { "<all>".to_string() } else { rpc.proxy_cookies.join(",") },
+        );
+        Ok(Some(Rpc {
+            transport,
+            slots: Semaphore::new(concurrency),
+            command_timeout: (rpc.command_timeout_ms > 0)
+                .then(|| Duration::from_millis(rpc.command_timeout_ms)),
+            metrics,
+            description,
+        }))
+    }
+
+    pub async fn connect(
+        &self,
+        sid: &str,
+        request: ConnectionRequest,
+    ) -> Result<ConnectionResponse, RpcError> {
+        self.invoke(|| self.transport.connect(sid, request.clone()))
+            .await
+    }
+
+    pub async fn command(
+        &self,
+        sid: &str,
+        request: CommandMessage,
+    ) -> Result<CommandResponse, RpcError> {
+        self.invoke(|| self.transport.command(sid, request.clone()))
+            .await
+    }
+
+    pub async fn disconnect(
+        &self,
+        sid: &str,
+        request: DisconnectRequest,
+    ) -> Result<DisconnectResponse, RpcError> {
+        self.invoke(|| self.transport.disconnect(sid, request.clone()))
+            .await
+    }
+
+    /// Runs attempts until one succeeds, fails with a non-retryable error, or the whole-call
+    /// timeout passes. Waiting for a concurrency slot counts against that timeout too.
+    async fn invoke<T, F, Fut>(&self, attempt: F) -> Result<T, RpcError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let call = async {
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|e| RpcError::Failed(e.to_string()))?;
+            self.metrics.inc(Counter::RpcCall);
+            let mut backoff = Backoff::default();
+            loop {
+                match attempt().await {
+                    Ok(reply) => return Ok(reply),
+                    Err(error @ (CallError::Exhausted(_) | CallError::Unavailable(_))) => {
+                        self.metrics.inc(Counter::RpcRetries);
+                        let delay = backoff.next(&error);
+                        tracing::debug!(context = "rpc", "{error}; retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(CallError::DeadlineExceeded) => {
+                        self.metrics.inc(Counter::RpcTimeout);
+                        return Err(RpcError::Timeout);
+                    }
+                    Err(CallError::Failed(message)) => return Err(RpcError::Failed(message)),
+                }
+            }
+        };
+        let result = match self.command_timeout {
+            Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                self.metrics.inc(Counter::RpcTimeout);
+                Err(RpcError::Timeout)
+            }),
+            None => call.await,
+        };
+        if result.is_err() {
+            self.metrics.inc(Counter::RpcError);
+        }
+        result
+    }
+}
+
+/// `2^attempt × base`, with the base depending on the error kind (10 ms for exhausted, 100 ms
+/// for unavailable) and the attempt count restarting when the kind changes.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+    last_exhausted: Option<bool>,
+}
+
+impl Backoff {
+    fn next(&mut self, error: &CallError) -> Duration {
+        let exhausted = matches!(error, CallError::Exhausted(_));
+        if self.last_exhausted != Some(exhausted) {
+            self.attempt = 0;
+            self.last_exhausted = Some(exhausted);
+        }
+        let base = if exhausted { 10 } else { 100 };
+        let delay = Duration::from_millis(base << self.attempt.min(16));
+        self.attempt += 1;
+        delay
+    }
+}
+
+/// `grpc`, `http` or `none`, as the reference decides it.
+pub fn implementation(config: &Config) -> &'static str {
+    let rpc: &RpcConfig = &config.rpc;
+    if config.norpc {
+        return "none";
+    }
+    match rpc.implementation.as_str() {
+        "grpc" => "grpc",
+        "http" => "http",
+        "none" => "none",
+        _ if rpc.host.starts_with("http://") || rpc.host.starts_with("https://") => "http",
+        _ => "grpc",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_restarts_on_kind_change() {
+        let mut backoff = Backoff::default();
+        let exhausted = CallError::Exhausted(String::new());
+        let unavailable = CallError::Unavailable(String::new());
+        assert_eq!(backoff.next(&exhausted), Duration::from_millis(10));
+        assert_eq!(backoff.next(&exhausted), Duration::from_millis(20));
+        assert_eq!(backoff.next(&exhausted), Duration::from_millis(40));
+        assert_eq!(backoff.next(&unavailable), Duration::from_millis(100));
+        assert_eq!(backoff.next(&unavailable), Duration::from_millis(200));
+    }
+}
