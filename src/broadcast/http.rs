@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
@@ -12,13 +12,10 @@ use super::parse;
 use crate::metrics::Counter;
 use crate::node::Node;
 use crate::response::{plain, Body};
-use crate::transport::AllowedOrigins;
+use crate::transport::{add_cors_headers, AllowedOrigins};
 
 /// Publications larger than this are refused with 413 (the reference has no limit).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-
-const CORS_HEADERS: &str =
-    "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
 
 /// The broadcast endpoint.
 pub struct HttpBroadcaster {
@@ -46,7 +43,7 @@ impl HttpBroadcaster {
             .map(str::to_string);
         let mut response = self.respond(request).await;
         if let Some(origins) = &self.cors {
-            add_cors_headers(&mut response, origins, origin.as_deref());
+            add_cors_headers(response.headers_mut(), origins, origin.as_deref());
         }
         response
     }
@@ -98,30 +95,4 @@ impl HttpBroadcaster {
             .unwrap_or("");
         bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
     }
-}
-
-fn add_cors_headers(response: &mut Response<Body>, origins: &AllowedOrigins, origin: Option<&str>) {
-    let headers = response.headers_mut();
-    let allow_origin = if !origins.is_restricted() {
-        Some("*".to_string())
-    } else {
-        origin
-            .filter(|o| origins.allows(Some(o)))
-            .map(str::to_lowercase)
-    };
-    if let Some(value) = allow_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-    }
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(CORS_HEADERS),
-    );
 }

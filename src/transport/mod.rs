@@ -13,6 +13,75 @@ use rand::Rng;
 use crate::config::Config;
 use crate::session::RequestEnv;
 
+/// Headers a browser may send cross-origin to the SSE and broadcast endpoints.
+const CORS_ALLOW_HEADERS: &str =
+    "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
+
+/// CORS response headers: `*` without `--allowed_origins`, else the request's origin when it is
+/// allowed (never a rejection: only the WebSocket upgrade enforces origins).
+pub fn add_cors_headers(headers: &mut HeaderMap, origins: &AllowedOrigins, origin: Option<&str>) {
+    use hyper::header::{self, HeaderValue};
+    let allow_origin = if origins.is_restricted() {
+        origin
+            .filter(|o| origins.allows(Some(o)))
+            .map(str::to_lowercase)
+    } else {
+        Some("*".to_string())
+    };
+    if let Some(value) = allow_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(CORS_ALLOW_HEADERS),
+    );
+}
+
+/// Unit of the ping timestamp (`--ping_timestamp_precision`, `?ptp=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Seconds,
+    Millis,
+    Nanos,
+}
+
+impl Precision {
+    /// `s`, `ms` or `ns`; anything else means seconds, as the reference does for `?ptp=`.
+    pub fn parse(value: &str) -> Precision {
+        match value {
+            "ms" => Precision::Millis,
+            "ns" => Precision::Nanos,
+            _ => Precision::Seconds,
+        }
+    }
+
+    /// The current Unix time in this unit.
+    pub fn timestamp(self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        match self {
+            Precision::Seconds => now.as_secs() as i64,
+            Precision::Millis => now.as_millis() as i64,
+            Precision::Nanos => now.as_nanos() as i64,
+        }
+    }
+}
+
+/// The first ping comes at a random point in [0.5, 1.5) × interval so that clients connected
+/// at the same moment do not all get pinged together.
+pub fn first_ping_delay(interval: std::time::Duration) -> std::time::Duration {
+    interval.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
 /// The TCP peer of a request, put in its extensions by the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteAddr(pub SocketAddr);

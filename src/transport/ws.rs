@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -26,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    connection_id, find_token, offered_protocols, query_param, AllowedOrigins, EnvBuilder,
+    connection_id, find_token, first_ping_delay, offered_protocols, query_param, AllowedOrigins,
+    EnvBuilder, Precision,
 };
 use crate::config::Config;
 use crate::node::{send_to, ConnectRequest, Node};
@@ -42,36 +42,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a restored session waits for the client's `history` commands before its
 /// subscriptions are re-attached anyway (replaying what was published since the restore).
 const RESTORE_HISTORY_GRACE: Duration = Duration::from_secs(3);
-
-/// Unit of the ping timestamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    Seconds,
-    Millis,
-    Nanos,
-}
-
-impl Precision {
-    /// `s`, `ms` or `ns`; anything else means seconds, as the reference does for `?ptp=`.
-    pub fn parse(value: &str) -> Precision {
-        match value {
-            "ms" => Precision::Millis,
-            "ns" => Precision::Nanos,
-            _ => Precision::Seconds,
-        }
-    }
-
-    fn timestamp(self) -> i64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        match self {
-            Precision::Seconds => now.as_secs() as i64,
-            Precision::Millis => now.as_millis() as i64,
-            Precision::Nanos => now.as_nanos() as i64,
-        }
-    }
-}
 
 /// Everything the WebSocket endpoint needs, built once from the config.
 pub struct WsEndpoint {
@@ -429,12 +399,6 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
         code: code.into(),
         reason: reason.into(),
     }
-}
-
-/// The first ping comes at a random point in [0.5, 1.5) × interval so that clients connected
-/// at the same moment do not all get pinged together.
-fn first_ping_delay(interval: Duration) -> Duration {
-    interval.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token: &str) -> bool {

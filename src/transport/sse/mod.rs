@@ -14,15 +14,14 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,8 +30,10 @@ use tokio_util::task::TaskTracker;
 pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
 pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 
-use super::ws::Precision;
-use super::{connection_id, find_token, AllowedOrigins, EnvBuilder};
+use super::{
+    add_cors_headers, connection_id, find_token, first_ping_delay, AllowedOrigins, EnvBuilder,
+    Precision,
+};
 use crate::config::Config;
 use crate::node::{ConnectRequest, Node, Subscribed};
 use crate::protocol::{DisconnectReason, Reply};
@@ -41,9 +42,6 @@ use crate::session::{Outbox, Outgoing, RequestEnv, Session};
 /// Body chunks (one per outbox batch) that may wait for the socket before the writer task
 /// itself waits; the outbox behind it is the real, byte-bounded queue.
 const CHANNEL_CAPACITY: usize = 8;
-
-const CORS_ALLOW_HEADERS: &str =
-    "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
 
 /// Everything the SSE endpoint needs, built once from the config.
 pub struct SseEndpoint {
@@ -96,7 +94,7 @@ impl SseEndpoint {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let mut response = self.respond(request).await;
-        self.add_cors_headers(response.headers_mut(), origin.as_deref());
+        add_cors_headers(response.headers_mut(), &self.origins, origin.as_deref());
         response
     }
 
@@ -219,33 +217,6 @@ impl SseEndpoint {
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         stream_headers(response)
     }
-
-    /// CORS headers as for every cross-origin endpoint of the server: any origin when
-    /// `--allowed_origins` is empty, else the request's origin when it is allowed.
-    fn add_cors_headers(&self, headers: &mut HeaderMap, origin: Option<&str>) {
-        let allow_origin = if self.origins.is_restricted() {
-            origin
-                .filter(|o| self.origins.allows(Some(o)))
-                .map(str::to_lowercase)
-        } else {
-            Some("*".to_string())
-        };
-        if let Some(value) = allow_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        }
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, OPTIONS"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(CORS_ALLOW_HEADERS),
-        );
-    }
 }
 
 /// Reads a POST body of at most [`MAX_BODY_BYTES`].
@@ -311,7 +282,7 @@ impl Connection {
                 }
                 _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
                     next_ping = self.ping_interval.map(|interval| Instant::now() + interval);
-                    let ping = Reply::Ping { message: timestamp(self.ping_precision) };
+                    let ping = Reply::Ping { message: self.ping_precision.timestamp() };
                     self.node.send(&self.session, ping.encode());
                 }
             }
@@ -337,21 +308,6 @@ fn encode_batch(batch: &mut VecDeque<Outgoing>, format: Format) -> (String, bool
 }
 
 /// The first ping comes at a random point in [0.5, 1.5) × interval, as over WebSocket.
-fn first_ping_delay(interval: Duration) -> Duration {
-    interval.mul_f64(rand::rng().random_range(0.5..1.5))
-}
-
-fn timestamp(precision: Precision) -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    match precision {
-        Precision::Seconds => now.as_secs() as i64,
-        Precision::Millis => now.as_millis() as i64,
-        Precision::Nanos => now.as_nanos() as i64,
-    }
-}
-
 fn empty(status: StatusCode) -> Response<SseBody> {
     let mut response = Response::new(SseBody::empty());
     *response.status_mut() = status;
