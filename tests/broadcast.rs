@@ -552,7 +552,8 @@ async fn slow_client_is_disconnected_without_delaying_others() {
     let server = start(&[
         "--noauth",
         "--public_streams",
-        "--ws_max_pending_size=4096",
+        // A dozen messages: roomy for a client that reads, tiny next to the 6 MB burst.
+        "--ws_max_pending_size=262144",
         // Long enough that only the pending-size limit can explain a prompt disconnect.
         "--ws_write_timeout=30",
     ])
