@@ -224,6 +224,41 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
     assert.deepEqual(ns(sub.messages), range(1, 7), 'exactly once, in order');
   }));
 
+  it('continuous publishing across the cut and the restore: no gap, no duplicate in the racy window',
+    withDiag(() => server, async () => {
+      const stream = `ext/race/${Date.now()}`;
+      const token = makeJwt({ user_id: 'race' }, SECRET);
+      const { proxy, c, sub } = await connectAndReceiveLive(server, { stream, token, live: 1 });
+      // a publisher that never pauses: messages land before, during and after the restore handshake
+      let next = 2;
+      let running = true;
+      const publisher = (async () => {
+        while (running) {
+          await publish(server, stream, next++);
+          await sleep(15);
+        }
+      })();
+      try {
+        await sleep(200);
+        await cutNetwork(proxy, c);
+        await sleep(300);
+        const { ev } = await restoreNetwork(proxy, c);
+        assert.equal(ev.data.restored, true);
+        await sleep(1000);
+      } finally {
+        running = false;
+        await publisher;
+      }
+      const last = next - 1;
+      await sub.messages.wait((m) => m.message.n === last, 5000, `the last published message (#${last})`);
+      await sleep(500);
+      const got = ns(sub.messages);
+      const dups = got.filter((n, i) => got.indexOf(n) !== i);
+      const missing = range(1, last).filter((n) => !got.includes(n));
+      assert.deepEqual({ dups, missing }, { dups: [], missing: [] }, `received ${got.length} of ${last}`);
+      assert.deepEqual(got, range(1, last), 'in order');
+    }));
+
   it('raw wire: restore via X-AnyCable-Restore-Sid (wins over ?sid=, skips auth); without a history command only post-restore messages arrive',
     withDiag(() => server, async () => {
       const stream = `ext/raw/${Date.now()}`;
