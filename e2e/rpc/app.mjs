@@ -30,6 +30,7 @@ const DEFAULT_CONTROL = {
   fail_n: 0, // the next N calls fail with a non-retryable error (gRPC INTERNAL, HTTP 500)
   max_concurrency: 0, // >0: calls above this many in flight answer RESOURCE_EXHAUSTED (HTTP: dropped)
   methods: ['connect', 'command', 'disconnect'], // which methods the switches above apply to
+  nulls: false, // HTTP only: send null instead of empty strings/arrays/maps in responses (as older JS servers do)
   broadcast_url: '', // the anycable-rs HTTP broadcast endpoint (ChatChannel#speak)
   broadcast_key: '',
 };
@@ -317,6 +318,7 @@ export class TestApplication extends Application {
       handle.reject();
       return;
     }
+    if (user === 'boom') throw new Error('connect exploded (test backend)'); // -> status ERROR
     handle.identifiedBy({ user });
     handle.setCstate('connected_at', new Date().toISOString());
   }

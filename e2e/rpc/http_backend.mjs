@@ -18,7 +18,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import './register.mjs';
 
 // Dynamic import: the module hook of register.mjs must be in place before serverless-js loads.
-const { runCall, handleControl, parseArgs, configure, readBody, recordCall } = await import('./app.mjs');
+const { runCall, handleControl, parseArgs, configure, readBody, recordCall, control } = await import('./app.mjs');
 
 const opts = parseArgs(process.argv.slice(2));
 const host = opts.host || '127.0.0.1';
@@ -43,6 +43,20 @@ function authorized(req) {
   const got = Buffer.from(String(req.headers.authorization || ''));
   const want = Buffer.from(`Bearer ${secret}`);
   return got.length === want.length && timingSafeEqual(got, want);
+}
+
+// Empty values -> null, recursively one level into env (the "null means absent" rule of rpc.md §3.3).
+function withNulls(response) {
+  const out = {};
+  for (const [k, v] of Object.entries(response)) {
+    const empty = v === '' || v === false || (Array.isArray(v) && v.length === 0) ||
+      (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0);
+    if (k === 'status') out[k] = v;
+    else if (empty) out[k] = null;
+    else if (k === 'env') out[k] = { cstate: v.cstate ?? null, istate: v.istate ?? null };
+    else out[k] = v;
+  }
+  return out;
 }
 
 const METHODS = new Set(['connect', 'command', 'disconnect']);
@@ -94,7 +108,7 @@ const server = http.createServer(async (req, res) => {
       res.end('injected internal error (test backend)\n');
       return;
     }
-    const text = JSON.stringify(response);
+    const text = JSON.stringify(control.nulls ? withNulls(response) : response);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   } catch (err) {
