@@ -46,8 +46,6 @@ pub enum Feature {
     WsCompression,
     /// Presence tracking (`join`/`leave`/`presence` commands).
     Presence,
-    /// TLS between the server and the gRPC backend.
-    RpcTls,
 }
 
 /// Features the server implements today. Flip a feature on by adding it here.
@@ -86,7 +84,6 @@ impl Feature {
             Feature::Api => "the REST API",
             Feature::WsCompression => "WebSocket compression (permessage-deflate)",
             Feature::Presence => "presence",
-            Feature::RpcTls => "TLS to the RPC backend",
         }
     }
 }
@@ -251,9 +248,9 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("rpc_host", &["ANYCABLE_RPC_HOST"], Kind::Str, "localhost:50051", Some("rpc.host"), Feature::Rpc, "RPC", "gRPC target or http(s):// base URL"),
     FlagDef::new("norpc", &["ANYCABLE_NORPC"], Kind::Bool, "false", None, Feature::Core, "RPC", "Standalone mode, no RPC"),
     FlagDef::new("rpc_concurrency", &["ANYCABLE_RPC_CONCURRENCY"], Kind::Int, "28", Some("rpc.concurrency"), Feature::Rpc, "RPC", "Max in-flight RPC calls"),
-    FlagDef::new("rpc_enable_tls", &["ANYCABLE_RPC_ENABLE_TLS"], Kind::Bool, "false", Some("rpc.enable_tls"), Feature::RpcTls, "RPC", "TLS to RPC server").hidden(),
-    FlagDef::new("rpc_tls_verify", &["ANYCABLE_RPC_TLS_VERIFY"], Kind::Bool, "true", Some("rpc.tls_verify"), Feature::RpcTls, "RPC", "Verify RPC server cert").hidden(),
-    FlagDef::new("rpc_tls_root_ca", &["ANYCABLE_RPC_TLS_ROOT_CA"], Kind::Str, "", Some("rpc.tls_root_ca_path"), Feature::RpcTls, "RPC", "CA file path or inline PEM; non-empty implies TLS").hidden(),
+    FlagDef::new("rpc_enable_tls", &["ANYCABLE_RPC_ENABLE_TLS"], Kind::Bool, "false", Some("rpc.enable_tls"), Feature::Rpc, "RPC", "TLS to RPC server").hidden(),
+    FlagDef::new("rpc_tls_verify", &["ANYCABLE_RPC_TLS_VERIFY"], Kind::Bool, "true", Some("rpc.tls_verify"), Feature::Rpc, "RPC", "Verify RPC server cert").hidden(),
+    FlagDef::new("rpc_tls_root_ca", &["ANYCABLE_RPC_TLS_ROOT_CA"], Kind::Str, "", Some("rpc.tls_root_ca_path"), Feature::Rpc, "RPC", "CA file path or inline PEM; non-empty implies TLS").hidden(),
     FlagDef::new("rpc_max_call_recv_size", &["ANYCABLE_RPC_MAX_CALL_RECV_SIZE"], Kind::Int, "0", Some("rpc.max_recv_size"), Feature::Rpc, "RPC", "gRPC max receive size").hidden(),
     FlagDef::new("rpc_max_call_send_size", &["ANYCABLE_RPC_MAX_CALL_SEND_SIZE"], Kind::Int, "0", Some("rpc.max_send_size"), Feature::Rpc, "RPC", "gRPC max send size").hidden(),
     FlagDef::new("rpc_request_timeout", &["ANYCABLE_RPC_REQUEST_TIMEOUT"], Kind::Int, "0", Some("rpc.request_timeout"), Feature::Rpc, "RPC", "Per-attempt timeout"),

@@ -18,7 +18,7 @@ impl Config {
             .filter(|f| !f.feature.is_built() && !SPECIAL.contains(&f.name))
         {
             // Without RPC (--norpc) the RPC settings are simply unused.
-            if matches!(flag.feature, Feature::Rpc | Feature::RpcTls) && self.norpc {
+            if flag.feature == Feature::Rpc && self.norpc {
                 continue;
             }
             let value = setting_value(self, flag);

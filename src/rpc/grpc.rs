@@ -8,12 +8,13 @@ use futures_util::future::BoxFuture;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse,
 };
+use super::tls::Trust;
 use super::{CallError, SetupError, Transport};
 use crate::config::RpcConfig;
 
@@ -66,31 +67,58 @@ fn parse_target(host: &str) -> Result<Target, String> {
     Ok(Target::Single(address.to_string()))
 }
 
-fn endpoint(address: &str) -> Result<Endpoint, String> {
-    Endpoint::from_shared(format!("http://{address}"))
-        .map(|e| {
-            e.http2_keep_alive_interval(KEEPALIVE)
-                .keep_alive_while_idle(true)
-                .tcp_nodelay(true)
-        })
-        .map_err(|e| e.to_string())
+/// An endpoint for one address; with TLS, `domain` is the name the certificate must carry
+/// (the address may be an IP resolved from it).
+fn endpoint(
+    address: &str,
+    tls: Option<&ClientTlsConfig>,
+    domain: &str,
+) -> Result<Endpoint, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| e.to_string())?
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.clone().domain_name(domain))
+            .map_err(|e| e.to_string()),
+        None => Ok(endpoint),
+    }
+}
+
+fn tls_config(trust: Option<Trust>) -> Option<ClientTlsConfig> {
+    trust.map(|trust| match trust.root_pem {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    })
+}
+
+/// The host part of `host:port`, the name TLS certificates are checked against.
+fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 impl GrpcTransport {
-    pub fn new(config: &RpcConfig) -> Result<GrpcTransport, SetupError> {
+    pub fn new(config: &RpcConfig, trust: Option<Trust>) -> Result<GrpcTransport, SetupError> {
         let invalid = |why: String| SetupError::Host(config.host.clone(), why);
+        let tls = tls_config(trust);
         let channel = match parse_target(&config.host).map_err(invalid)? {
-            Target::Single(address) => endpoint(&address).map_err(invalid)?.connect_lazy(),
+            Target::Single(address) => endpoint(&address, tls.as_ref(), host_of(&address))
+                .map_err(invalid)?
+                .connect_lazy(),
             Target::List(addresses) => {
                 let endpoints = addresses
                     .iter()
-                    .map(|a| endpoint(a))
+                    .map(|a| endpoint(a, tls.as_ref(), host_of(a)))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(invalid)?;
                 Channel::balance_list(endpoints.into_iter())
             }
             Target::Dns(name) => {
-                endpoint(&name).map_err(invalid)?;
+                endpoint(&name, tls.as_ref(), host_of(&name)).map_err(invalid)?;
                 let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
                 tokio::spawn(async move {
                     let mut known: Vec<SocketAddr> = Vec::new();
@@ -102,7 +130,9 @@ impl GrpcTransport {
                                     let _ = changes.send(Change::Remove(*gone)).await;
                                 }
                                 for new in found.iter().filter(|a| !known.contains(a)) {
-                                    if let Ok(endpoint) = endpoint(&new.to_string()) {
+                                    if let Ok(endpoint) =
+                                        endpoint(&new.to_string(), tls.as_ref(), host_of(&name))
+                                    {
                                         let _ = changes.send(Change::Insert(*new, endpoint)).await;
                                     }
                                 }

@@ -19,6 +19,7 @@ use super::proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse,
 };
+use super::tls::{rustls_config, Trust};
 use super::{CallError, SetupError, Transport};
 use crate::config::RpcConfig;
 
@@ -35,16 +36,20 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(config: &RpcConfig) -> Result<HttpTransport, SetupError> {
+    /// With explicit TLS settings (`trust`) their roots are used for `https://` hosts;
+    /// otherwise the public web roots.
+    pub fn new(config: &RpcConfig, trust: Option<Trust>) -> Result<HttpTransport, SetupError> {
         let base = config.host.trim_end_matches('/').to_string();
         if base.parse::<hyper::Uri>().is_err() {
             return Err(SetupError::Host(config.host.clone(), "not a URL".into()));
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let builder = match &trust {
+            Some(trust) => {
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(rustls_config(trust)?)
+            }
+            None => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+        };
+        let connector = builder.https_or_http().enable_http1().build();
         let timeout_ms = [config.http_request_timeout_ms, config.request_timeout_ms]
             .into_iter()
             .find(|&ms| ms > 0);

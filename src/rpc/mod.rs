@@ -7,6 +7,7 @@ pub mod disconnector;
 mod grpc;
 mod http;
 pub mod proto;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub trait Transport: Send + Sync {
 pub enum SetupError {
     #[error("invalid --rpc_host {0:?}: {1}")]
     Host(String, String),
+    #[error("RPC TLS: {0}")]
+    Tls(String),
 }
 
 /// The RPC client used by the node.
@@ -89,8 +92,8 @@ impl Rpc {
         let implementation = implementation(config);
         let transport: Box<dyn Transport> = match implementation {
             "none" => return Ok(None),
-            "http" => Box::new(http::HttpTransport::new(rpc)?),
-            _ => Box::new(grpc::GrpcTransport::new(rpc)?),
+            "http" => Box::new(http::HttpTransport::new(rpc, tls::trust(rpc)?)?),
+            _ => Box::new(grpc::GrpcTransport::new(rpc, tls::trust(rpc)?)?),
         };
         let concurrency = match rpc.concurrency {
             n if n > 0 => n,
@@ -105,7 +108,7 @@ impl Rpc {
         let description = format!(
             "{} (concurrency: {concurrency}, impl: {implementation}, enable_tls: {}, proto_versions: v1, proxy_headers: {}, proxy_cookies: {})",
             rpc.host,
-            rpc.enable_tls,
+            rpc.enable_tls || !rpc.tls_root_ca.is_empty(),
             if rpc.proxy_headers.is_empty() { "<none>".to_string() } else { rpc.proxy_headers.join(",") },
             if rpc.proxy_cookies.is_empty() { "<all>".to_string() } else { rpc.proxy_cookies.join(",") },
         );

@@ -68,12 +68,7 @@ fn rpc_settings() {
     assert!(run(&["--rpc_impl=http"], &[])
         .unsupported_settings()
         .is_empty());
-    let messages = run(&["--rpc_enable_tls"], &[]).unsupported_settings();
-    assert_eq!(
-        messages,
-        vec!["--rpc_enable_tls=true: TLS to the RPC backend is not implemented yet"]
-    );
-    assert!(run(&["--rpc_enable_tls", "--norpc"], &[])
+    assert!(run(&["--rpc_enable_tls", "--rpc_tls_root_ca=/ca.pem"], &[])
         .unsupported_settings()
         .is_empty());
 }

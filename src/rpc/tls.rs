@@ -1,0 +1,103 @@
+//! TLS towards the backend (`--rpc_enable_tls`, `--rpc_tls_root_ca`, `--rpc_tls_verify`).
+
+use std::path::Path;
+
+use super::SetupError;
+use crate::config::RpcConfig;
+
+/// Trust settings for connections to the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trust {
+    /// PEM certificates to trust instead of the public web roots.
+    pub root_pem: Option<String>,
+}
+
+/// `None` when TLS is off. TLS is on with `--rpc_enable_tls` or a root CA. Turning certificate
+/// verification off is refused: it would accept any man in the middle.
+pub fn trust(config: &RpcConfig) -> Result<Option<Trust>, SetupError> {
+    if !config.enable_tls && config.tls_root_ca.is_empty() {
+        return Ok(None);
+    }
+    if !config.tls_verify {
+        return Err(SetupError::Tls(
+            "--rpc_tls_verify=false is not supported: certificates of the RPC server are always verified".into(),
+        ));
+    }
+    let root_pem = match config.tls_root_ca.as_str() {
+        "" => None,
+        // A path that names a regular file wins; anything else must be inline PEM.
+        value if Path::new(value).is_file() => Some(
+            std::fs::read_to_string(value)
+                .map_err(|e| SetupError::Tls(format!("cannot read {value}: {e}")))?,
+        ),
+        value if value.contains("-----BEGIN") => Some(value.to_string()),
+        value => {
+            return Err(SetupError::Tls(format!(
+                "--rpc_tls_root_ca {value:?} is neither a file nor PEM"
+            )))
+        }
+    };
+    Ok(Some(Trust { root_pem }))
+}
+
+/// A rustls client configuration trusting `trust`'s roots (HTTP RPC).
+pub fn rustls_config(trust: &Trust) -> Result<tokio_rustls::rustls::ClientConfig, SetupError> {
+    use tokio_rustls::rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    match &trust.root_pem {
+        Some(pem) => {
+            let mut reader = std::io::BufReader::new(pem.as_bytes());
+            for cert in rustls_pemfile::certs(&mut reader) {
+                let cert = cert.map_err(|e| SetupError::Tls(format!("invalid root CA: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| SetupError::Tls(format!("invalid root CA: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(SetupError::Tls(
+                    "the root CA contains no certificate".into(),
+                ));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(
+        ClientConfig::builder_with_provider(std::sync::Arc::new(default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SetupError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(enable: bool, root: &str, verify: bool) -> RpcConfig {
+        RpcConfig {
+            enable_tls: enable,
+            tls_root_ca: root.into(),
+            tls_verify: verify,
+            ..RpcConfig::default()
+        }
+    }
+
+    #[test]
+    fn tls_is_on_with_the_flag_or_a_root_ca() {
+        assert_eq!(trust(&config(false, "", true)).unwrap(), None);
+        assert_eq!(
+            trust(&config(true, "", true)).unwrap(),
+            Some(Trust { root_pem: None })
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            trust(&config(false, pem, true)).unwrap(),
+            Some(Trust {
+                root_pem: Some(pem.into())
+            })
+        );
+        assert!(trust(&config(false, "/no/such/file", true)).is_err());
+        assert!(trust(&config(true, "", false)).is_err());
+    }
+}
