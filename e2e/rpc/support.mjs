@@ -35,6 +35,19 @@ export function rpcSecret(appSecret) {
  * kill(signal) and restart() (same ports).
  */
 export async function startBackend(kind, opts = {}) {
+  // A port picked by freePort() is released before the backend binds it; another test process
+  // may take it meanwhile. Then the backend exits before its ready line: try fresh ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startBackendOnce(kind, opts);
+    } catch (err) {
+      const retry = attempt < 3 && opts.port === undefined && /exited .* before ready/.test(String(err?.message));
+      if (!retry) throw err;
+    }
+  }
+}
+
+async function startBackendOnce(kind, opts) {
   const port = opts.port ?? await freePort();
   const controlPort = kind === 'grpc' ? (opts.controlPort ?? await freePort()) : port;
   const script = path.join(here, kind === 'grpc' ? 'grpc_backend.mjs' : 'http_backend.mjs');
