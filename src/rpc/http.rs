@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::breaker::Breaker;
 use super::proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse,
@@ -29,6 +30,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct HttpTransport {
+    breaker: Breaker,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     authorization: Option<String>,
@@ -54,6 +56,7 @@ impl HttpTransport {
             .into_iter()
             .find(|&ms| ms > 0);
         Ok(HttpTransport {
+            breaker: Breaker::new(),
             client: Client::builder(TokioExecutor::new()).build(connector),
             base,
             authorization: config.secret.as_ref().map(|s| format!("Bearer {s}")),
@@ -80,6 +83,11 @@ impl HttpTransport {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Failed(e.to_string()))?;
+        if !self.breaker.admit() {
+            return Err(CallError::Failed(
+                "http rpc is temporarily unavailable".into(),
+            ));
+        }
         let exchange = async {
             let response = self.client.request(request).await.map_err(|error| {
                 let text = format!("{error:?}");
@@ -97,9 +105,16 @@ impl HttpTransport {
                 .to_bytes();
             Ok::<_, CallError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+        let outcome = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| CallError::DeadlineExceeded)??;
+            .map_err(|_| CallError::DeadlineExceeded)
+            .and_then(|result| result);
+        // Only calls that got no HTTP response at all count as failures.
+        self.breaker.record(!matches!(
+            outcome,
+            Err(CallError::Unavailable(_) | CallError::DeadlineExceeded)
+        ));
+        let (status, body) = outcome?;
         let text = || String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
         match status {
             StatusCode::OK => serde_json::from_slice(&body)

@@ -3,6 +3,7 @@
 //! `RESOURCE_EXHAUSTED`/`UNAVAILABLE` with exponential backoff, the whole-call timeout and the
 //! metrics.
 
+mod breaker;
 pub mod disconnector;
 mod grpc;
 mod http;
