@@ -732,10 +732,8 @@ for (const kind of KINDS) {
     }));
 
     if (kind === 'http') {
-      // rpc.md §3.5. docs/compatibility.md lists the breaker as not implemented yet: the test runs as
-      // a TODO (reported, not failing the run) until it is; then drop the `todo` option.
-      it('HTTP circuit breaker: mostly transport failures open it (calls fail fast, nothing reaches the backend), it closes again after 5 s',
-        { todo: 'HTTP RPC circuit breaker not implemented yet (docs/compatibility.md)' }, t(async () => {
+      // rpc.md §3.5
+      it('HTTP circuit breaker: mostly transport failures open it (calls fail fast, nothing reaches the backend), it closes again after 5 s', t(async () => {
         const { backend, server } = await startPair(r, kind, { serverExtra: ['--rpc_command_timeout=1600'], label: 'rpc-http-breaker' });
         current = { backend, server };
         const c = await r.raw(server, { query: { jid: makeJwt({ user: 'breaker' }, SECRET) } });
