@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broadcast::http::HttpBroadcaster;
+use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
+use crate::broadcast::redis::RedisBroadcaster;
+use crate::broadcast::redisx::RedisXBroadcaster;
+use crate::broadcast::resp::RedisOptions;
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::hub::Hub;
@@ -33,8 +37,44 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("--ssl_cert and --ssl_key must be given together")]
     HalfTls,
+    #[error("{0}")]
+    Broadcast(String),
     #[error(transparent)]
     Rpc(#[from] SetupError),
+}
+
+/// A component failure that stops the whole server with exit status 1 (the `redis`
+/// broadcaster after its reconnect attempts, as in the reference).
+#[derive(Clone, Default)]
+struct Fatal {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Fatal {
+    fn raise(&self, reason: String) {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+/// Background components that outlive the connections on shutdown (broadcasters, pub/sub):
+/// stopped by their own token once every connection is closed (operations.md §4).
+#[derive(Clone, Default)]
+struct Background {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
 }
 
 /// A started server.
@@ -43,6 +83,8 @@ pub struct Running {
     pub main_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    fatal: Fatal,
+    background: Background,
 }
 
 /// Builds everything and starts listening. Fails (and nothing keeps running) when a listener
@@ -159,6 +201,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             listeners.push((listener, routes));
         }
     }
+    let fatal = Fatal::default();
+    let background = Background::default();
+    start_broadcasters(config, &node, &fatal, &background)?;
     for path in &config.ws.paths {
         tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
     }
@@ -182,7 +227,67 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         main_addr,
         shutdown,
         tracker,
+        fatal,
+        background,
     })
+}
+
+/// Starts the `redis`, `redisx` and `nats` broadcasters named in `--broadcast_adapter`, in
+/// that order. Settings are checked here, so a bad URL fails the start.
+fn start_broadcasters(
+    config: &Config,
+    node: &Arc<Node>,
+    fatal: &Fatal,
+    background: &Background,
+) -> Result<(), AppError> {
+    let redis_options =
+        || RedisOptions::from_config(&config.redis).map_err(|e| AppError::Broadcast(e.to_string()));
+    for adapter in &config.broadcast_adapters {
+        let shutdown = background.shutdown.clone();
+        match adapter.as_str() {
+            "redis" => {
+                let broadcaster = RedisBroadcaster::new(
+                    node.clone(),
+                    redis_options()?,
+                    config.redis.channel.clone(),
+                );
+                let fatal = fatal.clone();
+                background.tracker.spawn(async move {
+                    if let Err(reason) = broadcaster.run(shutdown).await {
+                        tracing::error!(context = "broadcast", provider = "redis", "{reason}");
+                        fatal.raise(reason);
+                    }
+                });
+            }
+            "redisx" => {
+                let options = redis_options()?;
+                let broadcaster =
+                    RedisXBroadcaster::new(node.clone(), options.clone(), &config.redisx);
+                tracing::info!(
+                    context = "broadcast",
+                    provider = "redisx",
+                    consumer = broadcaster.consumer(),
+                    stream = %config.redisx.stream,
+                    "Starting Redis broadcaster at {}",
+                    options.address()
+                );
+                background.tracker.spawn(async move {
+                    let _ = broadcaster.run(shutdown).await;
+                });
+            }
+            "nats" => {
+                let options = NatsOptions::from_config(&config.nats)
+                    .map_err(|e| AppError::Broadcast(e.to_string()))?;
+                let broadcaster =
+                    NatsBroadcaster::new(node.clone(), options, config.nats.channel.clone());
+                background.tracker.spawn(async move {
+                    let _ = broadcaster.run(shutdown).await;
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The RPC client and the disconnect queue, unless RPC is off (`--norpc`).
@@ -292,12 +397,33 @@ impl Running {
     /// Waits for `stop`, then shuts down: optional delay, every client gets a `server_restart`
     /// disconnect, listeners close, and tasks get until the deadline to finish. A second
     /// `stop` ends the wait at once.
-    pub async fn run_until<F, G>(self, stop: F, mut force: G, timeout: Duration, delay: Duration)
+    ///
+    /// Returns `Err` with the reason when a component failure (not a signal) stopped the
+    /// server; the process then exits with status 1.
+    pub async fn run_until<F, G>(
+        self,
+        stop: F,
+        mut force: G,
+        timeout: Duration,
+        delay: Duration,
+    ) -> Result<(), String>
     where
         F: Future<Output = ()>,
         G: FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     {
-        stop.await;
+        let failure = tokio::select! {
+            _ = stop => None,
+            _ = self.fatal.token.cancelled() => Some(self.fatal.reason()),
+        };
+        let outcome = match failure {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        };
+        let delay = if outcome.is_err() {
+            Duration::ZERO
+        } else {
+            delay
+        };
         tracing::info!("Shutting down... (hit Ctrl-C to stop immediately or wait for up to {}s for graceful shutdown)", timeout.as_secs());
         let deadline = Instant::now() + timeout;
         if !delay.is_zero() {
@@ -305,7 +431,7 @@ impl Running {
                 _ = tokio::time::sleep_until(deadline.min(Instant::now() + delay)) => {}
                 _ = force() => {
                     tracing::warn!("Immediate termination requested. Stopped");
-                    return;
+                    return outcome;
                 }
             }
         }
@@ -321,7 +447,19 @@ impl Running {
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(context = "node", "terminated while disconnecting active sessions num={}", self.node.sessions_count());
             }
+            _ = force() => {
+                tracing::warn!("Immediate termination requested. Stopped");
+                return outcome;
+            }
+        }
+        // Broadcasters (and pub/sub) stop last: the Redis Streams consumer leaves its group.
+        self.background.shutdown.cancel();
+        self.background.tracker.close();
+        tokio::select! {
+            _ = self.background.tracker.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
             _ = force() => tracing::warn!("Immediate termination requested. Stopped"),
         }
+        outcome
     }
 }

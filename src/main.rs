@@ -101,8 +101,13 @@ async fn run(config: Config) -> ExitCode {
     };
     let timeout = Duration::from_secs(config.app.shutdown_timeout_secs);
     let delay = Duration::from_secs(config.app.shutdown_delay_secs);
-    running.run_until(stop, force, timeout, delay).await;
-    ExitCode::SUCCESS
+    match running.run_until(stop, force, timeout, delay).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            tracing::error!("stopped: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The soft open-files limit from /proc, for the startup line.

@@ -1,7 +1,11 @@
-//! Inbound publications: the JSON that publishers send (over HTTP now; Redis and NATS later)
-//! and its parsing into one [`Inbound`] type the node executes.
+//! Inbound publications: the JSON that publishers send (HTTP, Redis Pub/Sub, Redis Streams,
+//! NATS) and its parsing into one [`Inbound`] type the node executes.
 
 pub mod http;
+pub mod nats;
+pub mod redis;
+pub mod redisx;
+pub mod resp;
 
 use serde::Deserialize;
 
@@ -13,6 +17,12 @@ pub struct Publication {
     pub data: String,
     #[serde(default)]
     pub meta: PublicationMeta,
+    /// Position assigned by the broker of the node that registered the message; only
+    /// meaningful on messages between nodes (pub/sub), ignored from publishers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// Delivery instructions of a publication. Unknown keys are ignored.
@@ -52,6 +62,23 @@ pub enum Inbound {
 #[derive(Debug, thiserror::Error)]
 #[error("not a publication, a non-empty batch of publications or a remote command")]
 pub struct ParseError;
+
+/// Applies a message of a fan-out source (the `redis` and `nats` broadcasters): parsed and
+/// delivered to this node's clients only, without the broker. Garbage is counted and dropped.
+pub fn apply_fan_out(node: &crate::node::Node, body: &[u8], provider: &'static str) {
+    match parse(body) {
+        Ok(inbound) => node.publish_local(inbound),
+        Err(error) => {
+            node.metrics()
+                .inc(crate::metrics::Counter::FailedBroadcastMsg);
+            tracing::warn!(
+                context = "broadcast",
+                provider,
+                "failed to parse pubsub message: {error}"
+            );
+        }
+    }
+}
 
 #[derive(Deserialize)]
 struct RawCommand {

@@ -57,6 +57,8 @@ pub const BUILT: &[Feature] = &[
     Feature::Broker,
     Feature::Sse,
     Feature::Rpc,
+    Feature::Redis,
+    Feature::Nats,
 ];
 
 impl Feature {

@@ -5,7 +5,13 @@ use super::print::setting_value;
 use super::Config;
 
 /// Flags whose "differs from default" test is value-specific, checked in `special_cases`.
-const SPECIAL: &[&str] = &["broadcast_adapter", "pubsub", "broker", "rpc_impl"];
+const SPECIAL: &[&str] = &[
+    "broadcast_adapter",
+    "pubsub",
+    "broker",
+    "rpc_impl",
+    "redis_sentinels",
+];
 
 impl Config {
     /// One message per not-built setting whose effective value differs from its default, naming the
@@ -59,16 +65,26 @@ impl Config {
                 self.pubsub_adapter
             ));
         }
+        // The NATS (JetStream) broker is not built even though NATS itself is.
         let broker_ready = match self.broker.adapter.as_str() {
             "" | "none" => true,
             "memory" => built(Feature::Broker),
-            _ => built(Feature::Broker) && built(Feature::Nats),
+            _ => false,
         };
         if !broker_ready {
             messages.push(format!(
                 "--broker={0}: the {0} broker is not implemented yet",
                 self.broker.adapter
             ));
+        }
+        if !self.redis.sentinels.is_empty() {
+            messages.push("--redis_sentinels: Redis Sentinel is not implemented yet".to_string());
+        }
+        if self.redis.url.contains(',') {
+            messages.push(
+                "--redis_url: Redis Cluster (a comma-separated list of URLs) is not implemented yet"
+                    .to_string(),
+            );
         }
         if matches!(self.rpc.implementation.as_str(), "grpc" | "http") && !built(Feature::Rpc) {
             messages.push(format!(

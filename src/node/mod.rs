@@ -474,10 +474,21 @@ impl Node {
 
     /// Applies a parsed broadcast message.
     pub fn publish(&self, inbound: Inbound) {
+        self.apply_inbound(inbound, true);
+    }
+
+    /// Applies a message of a fan-out source (the `redis` and `nats` broadcasters): delivered
+    /// to this node's clients as is, without the broker, so it gets no position (a position the
+    /// message already carries is kept).
+    pub fn publish_local(&self, inbound: Inbound) {
+        self.apply_inbound(inbound, false);
+    }
+
+    fn apply_inbound(&self, inbound: Inbound, register: bool) {
         match inbound {
             Inbound::Publications(publications) => {
                 for publication in &publications {
-                    self.deliver(publication);
+                    self.deliver(publication, register);
                 }
             }
             Inbound::Command(RemoteCommand::Disconnect {
@@ -502,15 +513,31 @@ impl Node {
         }
     }
 
-    /// Stores (unless transient) and fans out one publication. Both happen under the stream's
-    /// lock, so a concurrent history read sees the message either in history or live.
-    fn deliver(&self, publication: &Publication) {
+    /// Stores (with `register`, unless transient) and fans out one publication. Both happen
+    /// under the stream's lock, so a concurrent history read sees the message either in
+    /// history or live.
+    fn deliver(&self, publication: &Publication, register: bool) {
         self.metrics.inc(Counter::BroadcastMsg);
         let payload = Payload::from_data(&publication.data);
         let stream = publication.stream.as_str();
         let lock = self.hub.lock(stream);
         let stored = match &self.broker {
-            Some(broker) if !publication.meta.transient => Some(broker.store(stream, &payload)),
+            Some(broker) if register && !publication.meta.transient => {
+                Some(broker.store(stream, &payload))
+            }
+            _ => None,
+        };
+        let position = match (&stored, &publication.epoch, publication.offset) {
+            (Some(p), _, _) => Some(FramePosition {
+                stream,
+                epoch: &p.epoch,
+                offset: p.offset,
+            }),
+            (None, Some(epoch), Some(offset)) if !register => Some(FramePosition {
+                stream,
+                epoch,
+                offset,
+            }),
             _ => None,
         };
         let delivery = Delivery {
@@ -518,11 +545,7 @@ impl Node {
             broadcast_type: publication.meta.broadcast_type.as_deref(),
             exclude_sid: publication.meta.exclude_socket.as_deref(),
             exclude_session: None,
-            position: stored.as_ref().map(|p| FramePosition {
-                stream,
-                epoch: &p.epoch,
-                offset: p.offset,
-            }),
+            position,
         };
         let fan_out = lock.broadcast(&delivery);
         drop(lock);

@@ -75,19 +75,53 @@ fn rpc_settings() {
 
 #[test]
 fn broadcast_adapters_and_redis() {
-    let messages = run(&["--broadcast_adapter=http,nats"], &[]).unsupported_settings();
-    assert_eq!(
-        messages,
-        vec!["--broadcast_adapter=http,nats: the nats broadcaster is not implemented yet"]
+    for adapters in ["http,nats", "redis", "http,redis,nats"] {
+        let flag = format!("--broadcast_adapter={adapters}");
+        assert!(
+            run(&[&flag], &[]).unsupported_settings().is_empty(),
+            "{adapters}"
+        );
+    }
+    let cfg = run(
+        &[
+            "--nats_servers=nats://a:4222,nats://b:4222",
+            "--nats_channel=x",
+            "--redis_channel=y",
+            "--redis_tls_verify",
+            "--redis_keepalive_interval=5",
+        ],
+        &[("REDIS_URL", "rediss://:pw@r:6380/2")],
     );
-    let messages = run(&[], &[("REDIS_URL", "redis://r:6379")]).unsupported_settings();
+    // A Redis URL turns on the Redis pub/sub (config.md §6.7), which is not built yet.
+    assert_eq!(
+        cfg.unsupported_settings(),
+        vec!["--pubsub=redis: the redis pub/sub is not implemented yet"]
+    );
+    let cfg = run(&["--broadcast_adapter=redisx", "--pubsub=none"], &[]);
+    assert!(cfg.unsupported_settings().is_empty());
+}
+
+#[test]
+fn redis_sentinel_cluster_and_nats_broker_are_refused() {
+    let messages =
+        run(&["--redis_sentinels=s1:26379", "--pubsub=none"], &[]).unsupported_settings();
     assert_eq!(
         messages,
-        vec![
-            "--broadcast_adapter=http,redis: the redis broadcaster is not implemented yet",
-            "--pubsub=redis: the redis pub/sub is not implemented yet",
-            "--redis_url=redis://r:6379: Redis support is not implemented yet",
-        ]
+        vec!["--redis_sentinels: Redis Sentinel is not implemented yet"]
+    );
+    let messages = run(
+        &["--redis_url=redis://a:1,redis://b:2", "--pubsub=none"],
+        &[],
+    )
+    .unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--redis_url: Redis Cluster (a comma-separated list of URLs) is not implemented yet"]
+    );
+    let messages = run(&["--embed_nats"], &[]).unsupported_settings();
+    assert_eq!(
+        messages,
+        vec!["--embed_nats=true: the embedded NATS server is not implemented yet"]
     );
 }
 

@@ -1,0 +1,166 @@
+//! The `redis` broadcaster (legacy fan-out): `SUBSCRIBE <--redis_channel>` on a dedicated
+//! connection; every node receives every message and delivers it to its own clients, without
+//! the broker (broadcasting.md §4).
+//!
+//! Publisher side: `PUBLISH __anycable__ '{"stream":"chat","data":"{\"text\":\"hi\"}"}'`.
+//!
+//! When the connection fails it is reopened with the reference's backoff (250 ms, then 2–4 s,
+//! 4–8 s, ...). After `redis.max_reconnect_attempts` (TOML, default 5) consecutive failed
+//! attempts [`RedisBroadcaster::run`] returns an error and the server stops with exit status 1,
+//! as AnyCable-Go does (`Redis reconnect attempts exceeded`). A working subscription resets
+//! the count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::apply_fan_out;
+use super::resp::{backoff, go_duration, Connection, RedisError, RedisOptions, Value};
+use crate::node::Node;
+
+/// The error [`RedisBroadcaster::run`] ends with when Redis stays unreachable.
+pub const ATTEMPTS_EXCEEDED: &str = "Redis reconnect attempts exceeded";
+
+pub struct RedisBroadcaster {
+    node: Arc<Node>,
+    options: RedisOptions,
+    channel: String,
+}
+
+/// Why a subscribed session ended.
+enum Ended {
+    Shutdown,
+    Failed(RedisError),
+}
+
+impl RedisBroadcaster {
+    pub fn new(node: Arc<Node>, options: RedisOptions, channel: String) -> RedisBroadcaster {
+        RedisBroadcaster {
+            node,
+            options,
+            channel,
+        }
+    }
+
+    /// Subscribes and delivers until `shutdown`; `Err` when the reconnect attempts are
+    /// exhausted (the caller stops the server).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let mut failures: u64 = 0;
+        let mut subscribed_before = false;
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                result = self.subscribe() => result,
+            };
+            match outcome {
+                Ok(connection) => {
+                    failures = 0;
+                    let message = if subscribed_before {
+                        "reconnected to Redis channel"
+                    } else {
+                        "subscribed to Redis channel"
+                    };
+                    subscribed_before = true;
+                    tracing::info!(
+                        context = "broadcast",
+                        provider = "redis",
+                        channel = %self.channel,
+                        "{message}"
+                    );
+                    match self.receive(connection, &shutdown).await {
+                        Ended::Shutdown => return Ok(()),
+                        Ended::Failed(error) => tracing::warn!(
+                            context = "broadcast",
+                            provider = "redis",
+                            "Redis connection failed: {error}"
+                        ),
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    context = "broadcast",
+                    provider = "redis",
+                    "failed to subscribe to Redis channel {}: {error}",
+                    self.channel
+                ),
+            }
+            if failures >= self.options.max_reconnect_attempts {
+                return Err(ATTEMPTS_EXCEEDED.to_string());
+            }
+            let delay = backoff(failures);
+            failures += 1;
+            tracing::info!(
+                context = "broadcast",
+                provider = "redis",
+                "next Redis reconnect attempt in {}",
+                go_duration(delay)
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn subscribe(&self) -> Result<Connection, RedisError> {
+        let mut connection = Connection::open(&self.options).await?;
+        connection
+            .send(&[b"SUBSCRIBE", self.channel.as_bytes()])
+            .await?;
+        let reply = tokio::time::timeout(super::resp::CONNECT_TIMEOUT, connection.read())
+            .await
+            .map_err(|_| RedisError::Protocol("no answer to SUBSCRIBE".into()))??;
+        match reply {
+            Value::Error(message) => Err(RedisError::Server(message)),
+            Value::Array(items) if items.first().and_then(Value::as_str) == Some("subscribe") => {
+                Ok(connection)
+            }
+            other => Err(RedisError::Protocol(format!(
+                "unexpected answer to SUBSCRIBE: {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads messages until the connection fails or the server shuts down. An idle
+    /// connection is checked with a PING every keepalive interval; a connection that
+    /// answers nothing for two intervals is considered dead.
+    async fn receive(&self, mut connection: Connection, shutdown: &CancellationToken) -> Ended {
+        let keepalive = self.options.keepalive;
+        let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ended::Shutdown,
+                reply = connection.read() => {
+                    last_seen = Instant::now();
+                    match reply {
+                        Ok(value) => self.handle(value),
+                        Err(error) => return Ended::Failed(error),
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > keepalive * 2 + Duration::from_secs(1) {
+                        return Ended::Failed(RedisError::Protocol("no answer to PING".into()));
+                    }
+                    if let Err(error) = connection.send(&[b"PING"]).await {
+                        return Ended::Failed(error);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&self, value: Value) {
+        let Some(mut items) = value.into_array() else {
+            return;
+        };
+        if items.len() == 3 && items[0].as_str() == Some("message") {
+            if let Some(body) = items.pop().as_ref().and_then(Value::as_bytes) {
+                apply_fan_out(&self.node, body, "redis");
+            }
+        }
+        // `subscribe` confirmations and `pong` replies only prove the connection is alive.
+    }
+}

@@ -1,0 +1,687 @@
+//! The Redis Pub/Sub (`redis`), Redis Streams (`redisx`) and NATS (`nats`) broadcasters
+//! against the real binary and real services (broadcasting.md §4–6): Redis at
+//! 127.0.0.1:6379 and NATS at 127.0.0.1:4222 (`scripts/test.sh` starts them).
+//!
+//! Every test uses its own channel, subject or stream name, so tests can run in parallel and
+//! next to other users of the same services. Publishing is done with the server's own RESP
+//! client (`anycable_rs::broadcast::resp`) and with `async-nats`.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anycable_rs::broadcast::resp::{Connection, RedisOptions, Value as RedisValue};
+use anycable_rs::config::RedisConfig;
+use serde_json::{json, Value};
+use support::*;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Redis and NATS subscriptions are made in the background after start.
+const SUBSCRIBED_WITHIN: Duration = Duration::from_secs(10);
+
+/// A name no other test (or test run) uses.
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
+}
+
+async fn redis_at(url: &str) -> Connection {
+    let options = RedisOptions::from_config(&RedisConfig {
+        url: url.into(),
+        ..RedisConfig::default()
+    })
+    .expect("redis options");
+    Connection::open(&options)
+        .await
+        .expect("Redis at 127.0.0.1:6379 (scripts/test.sh starts it)")
+}
+
+async fn redis() -> Connection {
+    redis_at(REDIS_URL).await
+}
+
+async fn call(redis: &mut Connection, args: &[&str]) -> RedisValue {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    redis.call(&args).await.expect("redis command")
+}
+
+fn int(value: &RedisValue) -> i64 {
+    match value {
+        RedisValue::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+/// `PUBLISH`; returns the number of receivers.
+async fn publish(redis: &mut Connection, channel: &str, body: &str) -> i64 {
+    int(&call(redis, &["PUBLISH", channel, body]).await)
+}
+
+/// The next frame that is not a ping (nor another typed message), if one comes in time.
+async fn next_broadcast(ws: &mut Ws, limit: Duration) -> Option<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match ws.next_frame(left).await {
+            Some(Frame::Json(value, _)) if value.get("type").is_none() => return Some(value),
+            Some(Frame::Json(..)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+fn publication(stream: &str, data: &Value) -> String {
+    json!({"stream": stream, "data": data.to_string()}).to_string()
+}
+
+/// A server with the `redis` broadcaster on `channel`, subscribed.
+async fn redis_server(channel: &str, extra: &[&str]) -> Server {
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=http,redis",
+            &format!("--redis_url={REDIS_URL}"),
+            &format!("--redis_channel={channel}"),
+            "--pubsub=none",
+        ])
+        .args(extra.iter().copied())
+        .start()
+        .await;
+    assert!(
+        server
+            .wait_output("subscribed to Redis channel", SUBSCRIBED_WITHIN)
+            .await,
+        "no subscription log:\n{}",
+        server.output.all()
+    );
+    server
+}
+
+// --- redis (Pub/Sub) ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn redis_publish_reaches_a_websocket_subscriber() {
+    let channel = unique("ac-redis");
+    let server = redis_server(&channel, &[]).await;
+    let log = server.output.all();
+    assert!(
+        lines_containing(&log, "subscribed to Redis channel")
+            .iter()
+            .any(|l| l.contains(&format!("channel={channel}")) && l.contains("provider=redis")),
+        "{log}"
+    );
+    assert!(log.contains("Broadcasting adapters: http, redis"), "{log}");
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("chat")).await;
+    let mut redis = redis().await;
+    let receivers = publish(
+        &mut redis,
+        &channel,
+        &publication("chat", &json!({"text": "hi"})),
+    )
+    .await;
+    assert_eq!(receivers, 1);
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("chat"), "message": {"text": "hi"}})
+    );
+}
+
+#[tokio::test]
+async fn redis_batches_are_delivered_in_order() {
+    let channel = unique("ac-redis");
+    let server = redis_server(&channel, &[]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("a")).await;
+    ws.subscribe_ok(&public_id("b")).await;
+    let batch = json!([
+        {"stream": "a", "data": "1"},
+        {"stream": "b", "data": "2"},
+        {"stream": "a", "data": "\"three\""},
+    ]);
+    publish(&mut redis().await, &channel, &batch.to_string()).await;
+    assert_eq!(
+        recv_n(&mut ws, 3).await,
+        vec![
+            json!({"identifier": public_id("a"), "message": 1}),
+            json!({"identifier": public_id("b"), "message": 2}),
+            json!({"identifier": public_id("a"), "message": "three"}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn redis_remote_disconnect_command() {
+    let channel = unique("ac-redis");
+    let server = redis_server(&channel, &[]).await;
+    let (mut gone, sid) = server.ws_welcomed().await;
+    let (mut stays, _) = server.ws_welcomed().await;
+    let command = json!({
+        "command": "disconnect",
+        "payload": {"identifier": json!({"sid": sid}).to_string(), "reconnect": true}
+    });
+    publish(&mut redis().await, &channel, &command.to_string()).await;
+    gone.expect_disconnect("remote", true, 1000, Some("Closed remotely"))
+        .await;
+    stays.expect_pong_next().await;
+}
+
+#[tokio::test]
+async fn redis_garbage_is_counted_and_ignored() {
+    let channel = unique("ac-redis");
+    let server = redis_server(&channel, &[]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+    let mut redis = redis().await;
+    for garbage in [
+        "not json",
+        r#"{"stream":"s","data":{"object":"is invalid"}}"#,
+        "[]",
+        "",
+    ] {
+        publish(&mut redis, &channel, garbage).await;
+    }
+    publish(&mut redis, &channel, &publication("s", &json!("after"))).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("s"), "message": "after"})
+    );
+    ws.expect_silence(SILENCE).await;
+    let log = server.output.all();
+    assert_eq!(
+        lines_containing(&log, "failed to parse pubsub message").len(),
+        4,
+        "{log}"
+    );
+    // The counter, when the metrics endpoint exists in this build.
+    let metrics = server.get("/metrics").await;
+    if metrics.status == 200 {
+        assert!(
+            metrics.body.contains("failed_broadcast_msg_total 4"),
+            "{}",
+            metrics.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_the_configured_redis_channel_is_heard() {
+    let channel = unique("ac-redis-custom");
+    let other = unique("ac-redis-other");
+    let server = redis_server(&channel, &[]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+    let mut redis = redis().await;
+    assert_eq!(
+        publish(&mut redis, &other, &publication("s", &json!("no"))).await,
+        0
+    );
+    publish(&mut redis, &channel, &publication("s", &json!("yes"))).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("s"), "message": "yes"})
+    );
+}
+
+#[tokio::test]
+async fn redis_publications_bypass_the_broker() {
+    // Fan-out broadcasters deliver without registering: no stream position, no history.
+    let channel = unique("ac-redis");
+    let server = redis_server(&channel, &["--broker=memory"]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+    publish(&mut redis().await, &channel, &publication("s", &json!(1))).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("s"), "message": 1})
+    );
+    server.publish("s", "2").await;
+    let frame = ws.recv_json().await;
+    assert_eq!(frame["message"], json!(2));
+    assert_eq!(frame["offset"], json!(1), "{frame}");
+}
+
+#[tokio::test]
+async fn unreachable_redis_stops_the_server_after_the_reconnect_attempts() {
+    // broadcasting.md §1/§4: the reference retries with backoff, then exits with status 1.
+    // One attempt (TOML `redis.max_reconnect_attempts`) keeps the test short: 250 ms.
+    let dead_port = free_port();
+    let builder = ServerBuilder::new().with_config_lookup().args([
+        "--noauth",
+        "--broadcast_adapter=http,redis",
+        &format!("--redis_url=redis://127.0.0.1:{dead_port}"),
+        "--pubsub=none",
+    ]);
+    builder
+        .dir
+        .write("anycable.toml", "[redis]\nmax_reconnect_attempts = 1\n");
+    let mut server = builder.start().await;
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    let log = server.output.all();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(
+        log.contains("next Redis reconnect attempt in 250ms"),
+        "{log}"
+    );
+    assert!(log.contains("Redis reconnect attempts exceeded"), "{log}");
+}
+
+/// A Redis server of the test's own on a free port, so that it can be stopped and restarted.
+struct OwnRedis {
+    port: u16,
+    child: Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server)");
+        OwnRedis { port, child }
+    }
+
+    async fn ready(&self) -> Connection {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let options = RedisOptions::from_config(&RedisConfig {
+                url: format!("redis://127.0.0.1:{}", self.port),
+                ..RedisConfig::default()
+            })
+            .unwrap();
+            if let Ok(mut connection) = Connection::open(&options).await {
+                if connection.call(&[b"PING"]).await.is_ok() {
+                    return connection;
+                }
+            }
+            assert!(Instant::now() < deadline, "own redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn redis_restart_is_survived_with_a_resubscription() {
+    let port = free_port();
+    let mut own = OwnRedis::start(port);
+    own.ready().await;
+    let channel = unique("ac-redis");
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=redis",
+            &format!("--redis_url=redis://127.0.0.1:{port}/3"),
+            &format!("--redis_channel={channel}"),
+            "--pubsub=none",
+        ])
+        .start()
+        .await;
+    assert!(
+        server
+            .wait_output("subscribed to Redis channel", SUBSCRIBED_WITHIN)
+            .await
+    );
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+
+    own.stop();
+    assert!(
+        server
+            .wait_output("next Redis reconnect attempt", RECV_TIMEOUT)
+            .await,
+        "{}",
+        server.output.all()
+    );
+    let mut own = OwnRedis::start(port);
+    let mut redis = own.ready().await;
+    assert!(
+        server
+            .wait_output("reconnected to Redis channel", Duration::from_secs(20))
+            .await,
+        "{}",
+        server.output.all()
+    );
+    // The database index of the URL does not matter for Pub/Sub, but SELECT must have worked.
+    assert_eq!(
+        publish(&mut redis, &channel, &publication("s", &json!("back"))).await,
+        1
+    );
+    assert_eq!(
+        ws.recv_json_with_pings(RECV_TIMEOUT).await,
+        json!({"identifier": public_id("s"), "message": "back"})
+    );
+    own.stop();
+}
+
+// --- redisx (Streams) -----------------------------------------------------------------------
+
+async fn redisx_server(stream: &str, group: &str, extra: &[&str]) -> Server {
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=http,redisx",
+            &format!("--redis_url={REDIS_URL}"),
+            &format!("--redisx_stream={stream}"),
+            &format!("--redisx_group={group}"),
+            "--redisx_read_block_milliseconds=300",
+            "--pubsub=none",
+        ])
+        .args(extra.iter().copied())
+        .start()
+        .await;
+    server
+}
+
+async fn xadd(redis: &mut Connection, stream: &str, payload: &str) -> String {
+    match call(redis, &["XADD", stream, "*", "payload", payload]).await {
+        RedisValue::Bulk(id) => String::from_utf8(id).unwrap(),
+        other => panic!("XADD: {other:?}"),
+    }
+}
+
+/// Waits until the consumer group exists and has `n` consumers.
+async fn wait_consumers(redis: &mut Connection, stream: &str, group: &str, n: usize) {
+    let deadline = Instant::now() + SUBSCRIBED_WITHIN;
+    loop {
+        let reply = redis
+            .call(&[b"XINFO", b"CONSUMERS", stream.as_bytes(), group.as_bytes()])
+            .await;
+        if let Ok(RedisValue::Array(consumers)) = reply {
+            if consumers.len() == n {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer group {group} did not get {n} consumers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redisx_each_entry_is_delivered_by_exactly_one_node() {
+    let stream = unique("ac-redisx");
+    let group = unique("g");
+    let a = redisx_server(&stream, &group, &[]).await;
+    let b = redisx_server(&stream, &group, &[]).await;
+    let log = a.output.all();
+    assert!(
+        lines_containing(&log, "Starting Redis broadcaster at 127.0.0.1:6379")
+            .iter()
+            .any(|l| l.contains(&format!("stream={stream}")) && l.contains("consumer=")),
+        "{log}"
+    );
+    let mut redis = redis().await;
+    wait_consumers(&mut redis, &stream, &group, 2).await;
+    let (mut wa, _) = a.ws_welcomed().await;
+    let (mut wb, _) = b.ws_welcomed().await;
+    wa.subscribe_ok(&public_id("s")).await;
+    wb.subscribe_ok(&public_id("s")).await;
+
+    const N: usize = 20;
+    for i in 0..N {
+        xadd(&mut redis, &stream, &publication("s", &json!(i))).await;
+    }
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < N && Instant::now() < deadline {
+        for ws in [&mut wa, &mut wb] {
+            if let Some(value) = next_broadcast(ws, Duration::from_millis(50)).await {
+                seen.push(value["message"].as_u64().unwrap() as usize);
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..N).collect::<Vec<_>>(), "each entry exactly once");
+    wa.expect_silence(SILENCE).await;
+    wb.expect_silence(Duration::from_millis(50)).await;
+    // Handled entries are acknowledged and deleted.
+    let pending = call(&mut redis, &["XPENDING", &stream, &group]).await;
+    assert_eq!(int(&pending.into_array().unwrap()[0]), 0);
+    assert_eq!(int(&call(&mut redis, &["XLEN", &stream]).await), 0);
+    call(&mut redis, &["DEL", &stream]).await;
+}
+
+#[tokio::test]
+async fn redisx_claims_entries_left_pending_by_a_dead_consumer() {
+    let stream = unique("ac-redisx");
+    let group = unique("g");
+    let mut redis = redis().await;
+    call(
+        &mut redis,
+        &["XGROUP", "CREATE", &stream, &group, "$", "MKSTREAM"],
+    )
+    .await;
+    xadd(&mut redis, &stream, &publication("s", &json!("orphan"))).await;
+    // A consumer reads the entry and dies without acknowledging it.
+    let read = call(
+        &mut redis,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            &group,
+            "dead",
+            "COUNT",
+            "10",
+            "STREAMS",
+            &stream,
+            ">",
+        ],
+    )
+    .await;
+    assert_ne!(read, RedisValue::Nil);
+
+    let server = redisx_server(&stream, &group, &[]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+    assert_eq!(
+        ws.recv_json_with_pings(Duration::from_secs(10)).await,
+        json!({"identifier": public_id("s"), "message": "orphan"})
+    );
+    let pending = call(&mut redis, &["XPENDING", &stream, &group]).await;
+    assert_eq!(int(&pending.into_array().unwrap()[0]), 0);
+    call(&mut redis, &["DEL", &stream]).await;
+}
+
+#[tokio::test]
+async fn redisx_garbage_and_missing_payload_are_acknowledged() {
+    let stream = unique("ac-redisx");
+    let group = unique("g");
+    let server = redisx_server(&stream, &group, &[]).await;
+    let mut redis = redis().await;
+    wait_consumers(&mut redis, &stream, &group, 1).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+    xadd(&mut redis, &stream, "garbage").await;
+    call(&mut redis, &["XADD", &stream, "*", "other", "x"]).await;
+    xadd(&mut redis, &stream, &publication("s", &json!("ok"))).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("s"), "message": "ok"})
+    );
+    let pending = call(&mut redis, &["XPENDING", &stream, &group]).await;
+    assert_eq!(int(&pending.into_array().unwrap()[0]), 0);
+    call(&mut redis, &["DEL", &stream]).await;
+}
+
+#[tokio::test]
+async fn redisx_consumer_leaves_the_group_on_shutdown() {
+    let stream = unique("ac-redisx");
+    let group = unique("g");
+    let mut server = redisx_server(&stream, &group, &[]).await;
+    let mut redis = redis().await;
+    wait_consumers(&mut redis, &stream, &group, 1).await;
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.output.all()
+    );
+    wait_consumers(&mut redis, &stream, &group, 0).await;
+    call(&mut redis, &["DEL", &stream]).await;
+}
+
+// --- nats -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn nats_publish_reaches_a_websocket_subscriber() {
+    let subject = unique("ac-nats");
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=http,nats",
+            &format!("--nats_servers={NATS_URL}"),
+            &format!("--nats_channel={subject}"),
+        ])
+        .start()
+        .await;
+    assert!(
+        server
+            .wait_output("subscribing for broadcasts", SUBSCRIBED_WITHIN)
+            .await
+    );
+    let log = server.output.all();
+    assert!(
+        lines_containing(&log, "subscribing for broadcasts")
+            .iter()
+            .any(|l| l.contains(&format!("channel={subject}")) && l.contains("provider=nats")),
+        "{log}"
+    );
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("n")).await;
+    let client = async_nats::connect(NATS_URL)
+        .await
+        .expect("NATS at 127.0.0.1:4222 (scripts/test.sh starts it)");
+    // The server's SUB may still be on its way: publish until the first one arrives.
+    let mut received = None;
+    for attempt in 0..50 {
+        let body = publication("n", &json!({"attempt": attempt}));
+        client
+            .publish(subject.clone(), body.into())
+            .await
+            .expect("publish");
+        client.flush().await.expect("flush");
+        if let Some(value) = next_broadcast(&mut ws, Duration::from_millis(200)).await {
+            received = Some(value);
+            break;
+        }
+    }
+    let received = received.expect("a NATS publication reached the client");
+    assert_eq!(received["identifier"], json!(public_id("n")));
+    assert!(received["message"]["attempt"].is_u64(), "{received}");
+    // Garbage is ignored, a batch works.
+    client
+        .publish(subject.clone(), "garbage".into())
+        .await
+        .unwrap();
+    let batch = json!([{"stream": "n", "data": "1"}, {"stream": "n", "data": "2"}]);
+    client
+        .publish(subject.clone(), batch.to_string().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        let frame = ws.recv_json().await;
+        if frame["message"].is_u64() {
+            messages.push(frame["message"].clone());
+        }
+    }
+    assert_eq!(messages, vec![json!(1), json!(2)]);
+    assert!(
+        server
+            .wait_output("failed to parse pubsub message", RECV_TIMEOUT)
+            .await
+    );
+}
+
+#[tokio::test]
+async fn unreachable_nats_does_not_stop_the_server() {
+    let dead_port = free_port();
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=http,nats",
+            &format!("--nats_servers=nats://127.0.0.1:{dead_port}"),
+        ])
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.get("/health").await.status, 200);
+    // HTTP broadcasting still works.
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("h")).await;
+    server.publish("h", "1").await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("h"), "message": 1})
+    );
+}
+
+#[tokio::test]
+async fn invalid_nats_server_address_fails_the_start() {
+    let dir = TempDir::new();
+    let out = run_to_exit(
+        &[
+            "--ignore-config-path",
+            "--noauth",
+            &format!("--port={}", free_port()),
+            "--broadcast_adapter=nats",
+            "--nats_servers=nats://host:notaport",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stdout.contains("invalid NATS server address"),
+        "{}",
+        out.describe()
+    );
+}
