@@ -21,6 +21,7 @@ use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::metrics::Metrics;
 use crate::node::{Backend, DisconnectMode, Node, Parts};
+use crate::pubsub::{self, StreamChange};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::{Rpc, SetupError};
 use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
@@ -85,6 +86,7 @@ pub struct Running {
     tracker: TaskTracker,
     fatal: Fatal,
     background: Background,
+    pubsub: Background,
 }
 
 /// Builds everything and starts listening. Fails (and nothing keeps running) when a listener
@@ -103,8 +105,20 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let tracker = TaskTracker::new();
     let broker = start_broker(config, &shutdown, &tracker);
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
+    let fatal = Fatal::default();
+    let background = Background::default();
+    let pubsub_background = Background::default();
+    let mut hub = Hub::new(config.app.hub_gopool_size);
+    let pubsub_changes = match config.pubsub_adapter.as_str() {
+        "redis" | "nats" => {
+            let (watcher, changes) = pubsub::watcher();
+            hub = hub.with_watcher(watcher);
+            Some(changes)
+        }
+        _ => None,
+    };
     let node = Arc::new(Node::new(Parts {
-        hub: Hub::new(config.app.hub_gopool_size),
+        hub,
         router,
         auth,
         broker,
@@ -201,8 +215,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             listeners.push((listener, routes));
         }
     }
-    let fatal = Fatal::default();
-    let background = Background::default();
+    if let Some(changes) = pubsub_changes {
+        start_pubsub(config, &node, changes, &fatal, &pubsub_background)?;
+    }
     start_broadcasters(config, &node, &fatal, &background)?;
     for path in &config.ws.paths {
         tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
@@ -229,7 +244,68 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         tracker,
         fatal,
         background,
+        pubsub: pubsub_background,
     })
+}
+
+/// Node-to-node pub/sub (`--pubsub=redis|nats`): the node publishes through it, and its
+/// subscriber follows the streams the hub reports in `changes`.
+fn start_pubsub(
+    config: &Config,
+    node: &Arc<Node>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<StreamChange>,
+    fatal: &Fatal,
+    background: &Background,
+) -> Result<(), AppError> {
+    let shutdown = background.shutdown.clone();
+    if config.pubsub_adapter == "redis" {
+        let options = RedisOptions::from_config(&config.redis)
+            .map_err(|e| AppError::Broadcast(e.to_string()))?;
+        tracing::info!(
+            context = "pubsub",
+            "Starting Redis pub/sub: {}",
+            options.address()
+        );
+        let (queue, outgoing) = pubsub::Queue::new(&config.redis.pubsub_channel);
+        node.set_pubsub(Arc::new(queue));
+        background.tracker.spawn(pubsub::redis::run_publisher(
+            options.clone(),
+            outgoing,
+            shutdown.clone(),
+        ));
+        let (node, control, fatal) = (
+            node.clone(),
+            config.redis.pubsub_channel.clone(),
+            fatal.clone(),
+        );
+        background.tracker.spawn(async move {
+            let result =
+                pubsub::redis::run_subscriber(node, options, control, changes, shutdown).await;
+            if let Err(reason) = result {
+                tracing::error!(context = "pubsub", provider = "redis", "{reason}");
+                fatal.raise(reason);
+            }
+        });
+    } else {
+        let options = NatsOptions::from_config(&config.nats)
+            .map_err(|e| AppError::Broadcast(e.to_string()))?;
+        tracing::info!(
+            context = "pubsub",
+            "Starting NATS pub/sub: {}",
+            options.description()
+        );
+        let (queue, outgoing) = pubsub::Queue::new(&config.nats.pubsub_channel);
+        node.set_pubsub(Arc::new(queue));
+        background.tracker.spawn(pubsub::nats::run(
+            node.clone(),
+            options,
+            config.nats.pubsub_channel.clone(),
+            changes,
+            outgoing,
+            shutdown,
+        ));
+    }
+    Ok(())
 }
 
 /// Starts the `redis`, `redisx` and `nats` broadcasters named in `--broadcast_adapter`, in
@@ -457,6 +533,17 @@ impl Running {
         self.background.tracker.close();
         tokio::select! {
             _ = self.background.tracker.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = force() => {
+                tracing::warn!("Immediate termination requested. Stopped");
+                return outcome;
+            }
+        }
+        // Pub/sub last of all (after the broadcasters, as in the reference).
+        self.pubsub.shutdown.cancel();
+        self.pubsub.tracker.close();
+        tokio::select! {
+            _ = self.pubsub.tracker.wait() => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = force() => tracing::warn!("Immediate termination requested. Stopped"),
         }

@@ -55,15 +55,31 @@ struct Shard {
     streams: HashMap<Arc<str>, Vec<Group>>,
 }
 
+/// Told when a stream gets its first local subscriber and when it loses its last one (the
+/// node-to-node pub/sub subscribes to the streams this node needs). Called under the stream's
+/// lock, in order for each stream: implementations must not block.
+pub trait StreamWatcher: Send + Sync {
+    fn stream_added(&self, stream: &Arc<str>);
+    fn stream_removed(&self, stream: &str);
+}
+
 pub struct Hub {
     shards: Box<[Mutex<Shard>]>,
+    watcher: Option<Arc<dyn StreamWatcher>>,
 }
 
 impl Hub {
     pub fn new(shards: usize) -> Hub {
         Hub {
             shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            watcher: None,
         }
+    }
+
+    /// Reports streams coming and going to `watcher`.
+    pub fn with_watcher(mut self, watcher: Arc<dyn StreamWatcher>) -> Hub {
+        self.watcher = Some(watcher);
+        self
     }
 
     /// Locks `stream` for a sequence of operations that must not interleave with other
@@ -72,6 +88,7 @@ impl Hub {
         StreamLock {
             shard: self.shard(stream),
             stream,
+            watcher: self.watcher.as_deref(),
         }
     }
 
@@ -94,6 +111,9 @@ impl Hub {
         }
         if groups.is_empty() {
             shard.streams.remove(stream);
+            if let Some(watcher) = &self.watcher {
+                watcher.stream_removed(stream);
+            }
         }
     }
 
@@ -119,12 +139,18 @@ impl Hub {
 pub struct StreamLock<'a> {
     shard: MutexGuard<'a, Shard>,
     stream: &'a str,
+    watcher: Option<&'a dyn StreamWatcher>,
 }
 
 impl StreamLock<'_> {
     /// Attaches a subscription; `key` is the locked stream's name as a shared string.
     pub fn attach(&mut self, key: &Arc<str>, identifier: &Arc<str>, subscriber: Subscriber) {
         debug_assert_eq!(&**key, self.stream);
+        if !self.shard.streams.contains_key(key) {
+            if let Some(watcher) = self.watcher {
+                watcher.stream_added(key);
+            }
+        }
         let groups = self.shard.streams.entry(key.clone()).or_default();
         let group = match groups.iter_mut().position(|g| g.identifier == *identifier) {
             Some(index) => &mut groups[index],
@@ -260,5 +286,33 @@ mod tests {
         let payload = Payload::from_data("\"0123456789\"");
         assert_eq!(hub.broadcast("s", &delivery(&payload)).delivered, 1);
         assert_eq!(hub.broadcast("s", &delivery(&payload)).overflowed, 1);
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl StreamWatcher for Recorder {
+        fn stream_added(&self, stream: &Arc<str>) {
+            self.0.lock().unwrap().push(format!("+{stream}"));
+        }
+        fn stream_removed(&self, stream: &str) {
+            self.0.lock().unwrap().push(format!("-{stream}"));
+        }
+    }
+
+    #[test]
+    fn watcher_sees_first_and_last_subscribers_of_a_stream() {
+        let recorder = Arc::new(Recorder::default());
+        let hub = Hub::new(2).with_watcher(recorder.clone());
+        let stream: Arc<str> = "s".into();
+        hub.subscribe(&stream, &"id1".into(), subscriber(1, "a", 0));
+        hub.subscribe(&stream, &"id2".into(), subscriber(1, "a", 0));
+        hub.subscribe(&stream, &"id1".into(), subscriber(2, "b", 0));
+        hub.unsubscribe("s", "id1", 1);
+        hub.unsubscribe("s", "id2", 1);
+        hub.unsubscribe("s", "id1", 2);
+        hub.unsubscribe("s", "id1", 2);
+        hub.subscribe(&stream, &"id1".into(), subscriber(3, "c", 0));
+        assert_eq!(*recorder.0.lock().unwrap(), vec!["+s", "-s", "+s"]);
     }
 }

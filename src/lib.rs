@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod pubsub;
 pub mod response;
 pub mod rpc;
 pub mod server;

@@ -7,15 +7,15 @@ pub mod redis;
 pub mod redisx;
 pub mod resp;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// One message for one stream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One message for one stream. Serialized (empty fields left out) between nodes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Publication {
     pub stream: String,
     /// Always a string on the wire; parsed as JSON (or kept as a string) for clients.
     pub data: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "PublicationMeta::is_empty")]
     pub meta: PublicationMeta,
     /// Position assigned by the broker of the node that registered the message; only
     /// meaningful on messages between nodes (pub/sub), ignored from publishers.
@@ -26,17 +26,23 @@ pub struct Publication {
 }
 
 /// Delivery instructions of a publication. Unknown keys are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct PublicationMeta {
     /// `sid` of a connection that must not receive the message (usually its author).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_socket: Option<String>,
     /// Adds a `type` field to the client frame (presence events).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_type: Option<String>,
     /// Not stored in history (whispers, presence); meaningful once a broker exists.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transient: bool,
+}
+
+impl PublicationMeta {
+    pub fn is_empty(&self) -> bool {
+        *self == PublicationMeta::default()
+    }
 }
 
 /// A command executed by the server on behalf of the application.
@@ -49,6 +55,23 @@ pub enum RemoteCommand {
     },
     /// A command this server does not implement; accepted and ignored like the reference.
     Other(String),
+}
+
+impl RemoteCommand {
+    /// The wire form (`{"command":..,"payload":{..}}`), as node-to-node pub/sub sends it.
+    pub fn to_json(&self) -> String {
+        match self {
+            RemoteCommand::Disconnect {
+                identifiers,
+                reconnect,
+            } => serde_json::json!({
+                "command": "disconnect",
+                "payload": {"identifier": identifiers, "reconnect": reconnect},
+            }),
+            RemoteCommand::Other(name) => serde_json::json!({ "command": name }),
+        }
+        .to_string()
+    }
 }
 
 /// A parsed broadcast message.
@@ -162,6 +185,46 @@ mod tests {
             parse(br#"{"command":"reload"}"#),
             Ok(Inbound::Command(RemoteCommand::Other(_)))
         ));
+    }
+
+    #[test]
+    fn publications_and_commands_round_trip() {
+        let publication = Publication {
+            stream: "s".into(),
+            data: "1".into(),
+            meta: PublicationMeta {
+                exclude_socket: Some("x".into()),
+                ..PublicationMeta::default()
+            },
+            offset: Some(3),
+            epoch: Some("e".into()),
+        };
+        let text = serde_json::to_string(&publication).unwrap();
+        assert_eq!(
+            text,
+            r#"{"stream":"s","data":"1","meta":{"exclude_socket":"x"},"offset":3,"epoch":"e"}"#
+        );
+        assert_eq!(
+            parse(text.as_bytes()).unwrap(),
+            Inbound::Publications(vec![publication])
+        );
+        let plain = serde_json::to_string(&Publication {
+            stream: "s".into(),
+            data: "1".into(),
+            meta: PublicationMeta::default(),
+            offset: None,
+            epoch: None,
+        })
+        .unwrap();
+        assert_eq!(plain, r#"{"stream":"s","data":"1"}"#);
+        let command = RemoteCommand::Disconnect {
+            identifiers: "{}".into(),
+            reconnect: true,
+        };
+        assert_eq!(
+            parse(command.to_json().as_bytes()).unwrap(),
+            Inbound::Command(command)
+        );
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub const BUILT: &[Feature] = &[
     Feature::Rpc,
     Feature::Redis,
     Feature::Nats,
+    Feature::PubSub,
 ];
 
 impl Feature {

@@ -11,9 +11,9 @@ mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::broadcast::{Inbound, Publication, RemoteCommand};
+use crate::broadcast::{Inbound, Publication, PublicationMeta, RemoteCommand};
 use crate::broker::{Broker, SessionSnapshot, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
@@ -21,6 +21,7 @@ use crate::metrics::{Counter, Metrics};
 use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
+use crate::pubsub::PubSub;
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::Rpc;
 use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
@@ -97,6 +98,8 @@ pub struct Node {
     sessions_cache: bool,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
+    /// Node-to-node pub/sub (`--pubsub`), set once at start.
+    pubsub: OnceLock<Arc<dyn PubSub>>,
 }
 
 /// What the node is built from.
@@ -122,7 +125,13 @@ impl Node {
             backend: parts.backend,
             metrics: parts.metrics,
             next_session_id: AtomicU64::new(1),
+            pubsub: OnceLock::new(),
         }
+    }
+
+    /// Routes publications, remote commands and whispers through node-to-node pub/sub.
+    pub fn set_pubsub(&self, pubsub: Arc<dyn PubSub>) {
+        let _ = self.pubsub.set(pubsub);
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -460,6 +469,21 @@ impl Node {
             tracing::debug!(sid = &*session.sid, identifier, "whisper not allowed");
             return;
         };
+        if let Some(pubsub) = self.pubsub.get() {
+            // Every node's subscribers but the author, without a position (transient).
+            pubsub.publish(&Publication {
+                stream: stream.to_string(),
+                data: data.to_string(),
+                meta: PublicationMeta {
+                    exclude_socket: Some(session.sid.to_string()),
+                    transient: true,
+                    ..PublicationMeta::default()
+                },
+                offset: None,
+                epoch: None,
+            });
+            return;
+        }
         let payload = Payload::from_json(data);
         let delivery = Delivery {
             payload: &payload,
@@ -472,9 +496,40 @@ impl Node {
         self.count_fan_out(&fan_out);
     }
 
-    /// Applies a parsed broadcast message.
+    /// Applies a message of a single-delivery source (HTTP, `redisx`): registered with the
+    /// broker and delivered here or, with node-to-node pub/sub, handed to it so that every
+    /// node with subscribers delivers it.
     pub fn publish(&self, inbound: Inbound) {
-        self.apply_inbound(inbound, true);
+        match self.pubsub.get() {
+            Some(pubsub) => self.distribute(pubsub.as_ref(), inbound),
+            None => self.apply_inbound(inbound, true),
+        }
+    }
+
+    /// Registers publications (positions from the broker, never from the publisher) and
+    /// publishes them and remote commands on the pub/sub. A stream's messages are queued in
+    /// offset order: storing and queueing happen under the stream's lock.
+    fn distribute(&self, pubsub: &dyn PubSub, inbound: Inbound) {
+        match inbound {
+            Inbound::Publications(publications) => {
+                for mut publication in publications {
+                    publication.offset = None;
+                    publication.epoch = None;
+                    let _lock = self.hub.lock(&publication.stream);
+                    if let (Some(broker), false) = (&self.broker, publication.meta.transient) {
+                        let payload = Payload::from_data(&publication.data);
+                        let position = broker.store(&publication.stream, &payload);
+                        publication.offset = Some(position.offset);
+                        publication.epoch = Some(position.epoch.to_string());
+                    }
+                    pubsub.publish(&publication);
+                }
+            }
+            Inbound::Command(RemoteCommand::Other(name)) => {
+                tracing::debug!(command = name, "remote command ignored: not supported");
+            }
+            Inbound::Command(command) => pubsub.publish_command(&command),
+        }
     }
 
     /// Applies a message of a fan-out source (the `redis` and `nats` broadcasters): delivered

@@ -92,11 +92,12 @@ fn broadcast_adapters_and_redis() {
         ],
         &[("REDIS_URL", "rediss://:pw@r:6380/2")],
     );
-    // A Redis URL turns on the Redis pub/sub (config.md §6.7), which is not built yet.
-    assert_eq!(
-        cfg.unsupported_settings(),
-        vec!["--pubsub=redis: the redis pub/sub is not implemented yet"]
-    );
+    // A Redis URL also turns on the Redis pub/sub (config.md §6.7).
+    assert_eq!(cfg.pubsub_adapter, "redis");
+    assert!(cfg.unsupported_settings().is_empty());
+    assert!(run(&["--pubsub=nats"], &[])
+        .unsupported_settings()
+        .is_empty());
     let cfg = run(&["--broadcast_adapter=redisx", "--pubsub=none"], &[]);
     assert!(cfg.unsupported_settings().is_empty());
 }
@@ -148,6 +149,38 @@ fn file_only_settings_are_named_by_key() {
     assert_eq!(
         cfg.unsupported_settings(),
         vec!["[api] host=127.0.0.1: the REST API is not implemented yet"]
+    );
+}
+
+#[test]
+fn metrics_settings_are_supported() {
+    let cfg = run(
+        &[
+            "--metrics_http=/metrics",
+            "--metrics_host=0.0.0.0",
+            "--metrics_port=9100",
+            "--metrics_tags=env:prod",
+            "--metrics_log",
+            "--metrics_log_filter=clients_num",
+            "--metrics_rotate_interval=5",
+            "--stats_refresh_interval=1",
+            "--statsd_host=localhost:8125",
+            "--statsd_prefix=ac.",
+            "--statsd_max_packet_size=512",
+            "--statsd_tags_format=influxdb",
+        ],
+        &[],
+    );
+    assert_eq!(cfg.unsupported_settings(), Vec::<String>::new());
+}
+
+#[test]
+fn mruby_metrics_formatter_is_refused() {
+    let messages = run(&["--metrics_log_formatter=fmt.rb"], &[]).unsupported_settings();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with("--metrics_log_formatter=fmt.rb: mruby metrics formatters"),
+        "{messages:?}"
     );
 }
 
