@@ -6,6 +6,7 @@ pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hyper::{HeaderMap, Request};
 use rand::Rng;
@@ -96,11 +97,16 @@ pub struct EnvBuilder {
     /// `x-<jwt_param>` when JWT is enabled: the token is passed on to the backend.
     jwt_header: Option<String>,
     scheme: &'static str,
+    /// Without a backend nobody reads the env: every session shares this empty one instead of
+    /// keeping its own copy of the URL and headers.
+    unused: Option<Arc<RequestEnv>>,
 }
 
 impl EnvBuilder {
     pub fn new(config: &Config, jwt_enabled: bool, tls: bool) -> EnvBuilder {
+        let backend = crate::rpc::implementation(config) != "none";
         EnvBuilder {
+            unused: (!backend).then(Arc::default),
             headers: config
                 .rpc
                 .proxy_headers
@@ -113,7 +119,10 @@ impl EnvBuilder {
         }
     }
 
-    pub fn build<B>(&self, request: &Request<B>) -> RequestEnv {
+    pub fn build<B>(&self, request: &Request<B>) -> Arc<RequestEnv> {
+        if let Some(unused) = &self.unused {
+            return unused.clone();
+        }
         let request_headers = request.headers();
         let mut headers = HashMap::new();
         for name in &self.headers {
@@ -159,7 +168,7 @@ impl EnvBuilder {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             format!("{}://{host}{path}", self.scheme)
         };
-        RequestEnv { url, headers }
+        Arc::new(RequestEnv { url, headers })
     }
 }
 

@@ -136,7 +136,7 @@ impl WsEndpoint {
             .as_deref()
             .and_then(|param| find_token(headers, query, param));
         let sid: Arc<str> = connection_id(headers).into();
-        let env = Arc::new(self.env_builder.build(&request));
+        let env = self.env_builder.build(&request);
         let extended = protocol.as_deref() == Some(EXTENDED_PROTOCOL);
         let restore_sid = headers
             .get("x-anycable-restore-sid")
@@ -216,7 +216,7 @@ impl WsEndpoint {
     /// Commands of a connection run one at a time, in order; while one is in flight (an RPC
     /// call may take a while) no further frame is read, but queued frames keep being written
     /// and pings keep going.
-    async fn run<S>(&self, mut socket: WebSocketStream<S>, options: ConnectionOptions)
+    async fn run<S>(&self, mut socket: WebSocketStream<S>, mut options: ConnectionOptions)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -228,7 +228,13 @@ impl WsEndpoint {
             restore_sid: options.restore_sid.as_deref(),
             env: options.env.clone(),
         };
-        let mut session = self.node.connect(request, outbox.clone()).await;
+        // Boxed so that the (large, possibly RPC) connect future does not count toward the size
+        // every connection task keeps for its whole life.
+        let mut session = Box::pin(self.node.connect(request, outbox.clone())).await;
+        // The token and the restore id are not needed any more: do not keep them for the
+        // connection's whole life.
+        drop(options.token.take());
+        drop(options.restore_sid.take());
         let connected = session.is_some();
         let mut in_flight: Option<Pin<Box<dyn Future<Output = Session> + Send + '_>>> = None;
         let mut batch = VecDeque::new();
@@ -251,6 +257,16 @@ impl WsEndpoint {
         let mut shutting_down = false;
 
         loop {
+            let session_timers = if session.is_some() {
+                [next_keepalive, restore_deadline]
+            } else {
+                [None, None]
+            };
+            let timer = [next_ping, pong_deadline]
+                .into_iter()
+                .chain(session_timers)
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled(), if !shutting_down => {
@@ -309,29 +325,35 @@ impl WsEndpoint {
                         }));
                     }
                 }
-                _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
-                    let interval = options.ping_interval.unwrap_or_default();
-                    next_ping = Some(Instant::now() + interval);
-                    let ping = Reply::Ping { message: options.precision.timestamp() }.encode();
-                    send_to(self.node.metrics(), &outbox, ping);
-                    if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
-                        break;
+                // One timer for every deadline keeps the connection task small; the keepalive
+                // and restore deadlines need the session, which is away while a command runs.
+                _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                    let now = Instant::now();
+                    if next_ping.is_some_and(|at| at <= now) {
+                        next_ping = options.ping_interval.map(|interval| now + interval);
+                        let ping = Reply::Ping { message: options.precision.timestamp() }.encode();
+                        send_to(self.node.metrics(), &outbox, ping);
+                        if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
+                            break;
+                        }
+                        if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
+                            pong_deadline = Some(now + pong_timeout);
+                        }
                     }
-                    if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
-                        pong_deadline = Some(Instant::now() + pong_timeout);
+                    if pong_deadline.is_some_and(|at| at <= now) {
+                        pong_deadline = None;
+                        outbox.disconnect(DisconnectReason::NoPong, true, 1000, "No Pong");
                     }
-                }
-                _ = sleep_until(next_keepalive.unwrap_or_else(Instant::now)), if next_keepalive.is_some() && session.is_some() => {
-                    next_keepalive = keepalive.map(|every| Instant::now() + every);
-                    self.node.touch_snapshot(session.as_ref().expect("guarded"));
-                }
-                _ = sleep_until(restore_deadline.unwrap_or_else(Instant::now)), if restore_deadline.is_some() && session.is_some() => {
-                    restore_deadline = None;
-                    self.node.finish_restore(session.as_mut().expect("guarded"));
-                }
-                _ = sleep_until(pong_deadline.unwrap_or_else(Instant::now)), if pong_deadline.is_some() => {
-                    pong_deadline = None;
-                    outbox.disconnect(DisconnectReason::NoPong, true, 1000, "No Pong");
+                    if let Some(current) = session.as_mut() {
+                        if next_keepalive.is_some_and(|at| at <= now) {
+                            next_keepalive = keepalive.map(|every| now + every);
+                            self.node.touch_snapshot(current);
+                        }
+                        if restore_deadline.is_some_and(|at| at <= now) {
+                            restore_deadline = None;
+                            self.node.finish_restore(current);
+                        }
+                    }
                 }
             }
         }
@@ -339,7 +361,7 @@ impl WsEndpoint {
             session = Some(in_flight.await);
         }
         if let Some(mut session) = session {
-            self.node.disconnect(&mut session).await;
+            Box::pin(self.node.disconnect(&mut session)).await;
         }
     }
 }

@@ -31,6 +31,7 @@ impl Target {
             .arg(format!("--secret={SECRET}"))
             .arg("--public_streams")
             .arg("--noauth")
+            .arg("--norpc")
             .arg("--turbo_streams")
             .arg("--log_level=warn")
             .args(extra_args)

@@ -109,7 +109,7 @@ impl SseEndpoint {
         let query = request.uri().query().map(str::to_string);
         let query = query.as_deref();
         let headers = request.headers().clone();
-        let env = Arc::new(self.env_builder.build(&request));
+        let env = self.env_builder.build(&request);
         let format = Format {
             full_messages: method == Method::POST,
             raw: request::raw_mode(query),
