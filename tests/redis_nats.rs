@@ -290,17 +290,13 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> OwnRedis {
+        OwnRedis::start_with(port, &["--port", &port.to_string()])
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> OwnRedis {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -309,10 +305,15 @@ impl OwnRedis {
     }
 
     async fn ready(&self) -> Connection {
+        self.ready_at(&format!("redis://127.0.0.1:{}", self.port))
+            .await
+    }
+
+    async fn ready_at(&self, url: &str) -> Connection {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let options = RedisOptions::from_config(&RedisConfig {
-                url: format!("redis://127.0.0.1:{}", self.port),
+                url: url.into(),
                 ..RedisConfig::default()
             })
             .unwrap();
@@ -390,6 +391,116 @@ async fn redis_restart_is_survived_with_a_resubscription() {
         json!({"identifier": public_id("s"), "message": "back"})
     );
     own.stop();
+}
+
+#[tokio::test]
+async fn rediss_with_a_password_and_a_verified_certificate() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("generate a self-signed certificate");
+    let dir = TempDir::new();
+    let cert = dir.write("redis.crt", certified.cert.pem());
+    let key = dir.write("redis.key", certified.signing_key.serialize_pem());
+    let port = free_port();
+    let own = OwnRedis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cr3t pw",
+        ],
+    );
+    let url = format!("rediss://:s3cr3t%20pw@localhost:{port}/2");
+    let mut redis = own.ready_at(&url).await;
+    let channel = unique("ac-rediss");
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=redis",
+            &format!("--redis_url={url}"),
+            &format!("--redis_channel={channel}"),
+            "--redis_tls_verify",
+            &format!("--redis_tls_ca_cert_path={}", cert.display()),
+            "--pubsub=none",
+        ])
+        .start()
+        .await;
+    assert!(
+        server
+            .wait_output("subscribed to Redis channel", SUBSCRIBED_WITHIN)
+            .await,
+        "{}",
+        server.output.all()
+    );
+    assert!(
+        !server.output.all().contains("s3cr3t"),
+        "the password is never logged"
+    );
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("tls")).await;
+    publish(
+        &mut redis,
+        &channel,
+        &publication("tls", &json!("over TLS")),
+    )
+    .await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("tls"), "message": "over TLS"})
+    );
+}
+
+#[tokio::test]
+async fn rediss_verification_without_the_ca_fails() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = TempDir::new();
+    let cert = dir.write("redis.crt", certified.cert.pem());
+    let key = dir.write("redis.key", certified.signing_key.serialize_pem());
+    let port = free_port();
+    let own = OwnRedis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    own.ready_at(&format!("rediss://localhost:{port}")).await;
+    let builder = ServerBuilder::new().with_config_lookup().args([
+        "--noauth",
+        "--broadcast_adapter=redis",
+        &format!("--redis_url=rediss://localhost:{port}"),
+        "--redis_tls_verify",
+        "--pubsub=none",
+    ]);
+    builder
+        .dir
+        .write("anycable.toml", "[redis]\nmax_reconnect_attempts = 0\n");
+    let mut server = builder.start().await;
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    let log = server.output.all();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(log.contains("Redis TLS"), "{log}");
 }
 
 // --- redisx (Streams) -----------------------------------------------------------------------
