@@ -262,19 +262,25 @@ async fn unreachable_redis_stops_the_server_after_the_reconnect_attempts() {
     // broadcasting.md §1/§4: the reference retries with backoff, then exits with status 1.
     // One attempt (TOML `redis.max_reconnect_attempts`) keeps the test short: 250 ms.
     let dead_port = free_port();
-    let builder = ServerBuilder::new().with_config_lookup().args([
-        "--noauth",
-        "--broadcast_adapter=http,redis",
-        &format!("--redis_url=redis://127.0.0.1:{dead_port}"),
-        "--pubsub=none",
-    ]);
-    builder
-        .dir
-        .write("anycable.toml", "[redis]\nmax_reconnect_attempts = 1\n");
-    let mut server = builder.start().await;
-    let status = server.wait_exit(Duration::from_secs(15)).await;
-    let log = server.output.all();
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    let dir = TempDir::new();
+    dir.write("anycable.toml", "[redis]\nmax_reconnect_attempts = 1\n");
+    // Run to exit: the server may fail before a health check could see it up.
+    let out = run_to_exit(
+        &[
+            "--host=127.0.0.1",
+            &format!("--port={}", free_port()),
+            &format!("--http_broadcast_port={}", free_port()),
+            "--noauth",
+            "--broadcast_adapter=http,redis",
+            &format!("--redis_url=redis://127.0.0.1:{dead_port}"),
+            "--pubsub=none",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(15),
+    );
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code(), Some(1), "{log}");
     assert!(
         log.contains("next Redis reconnect attempt in 250ms"),
         "{log}"
@@ -486,20 +492,26 @@ async fn rediss_verification_without_the_ca_fails() {
         ],
     );
     own.ready_at(&format!("rediss://localhost:{port}")).await;
-    let builder = ServerBuilder::new().with_config_lookup().args([
-        "--noauth",
-        "--broadcast_adapter=redis",
-        &format!("--redis_url=rediss://localhost:{port}"),
-        "--redis_tls_verify",
-        "--pubsub=none",
-    ]);
-    builder
-        .dir
-        .write("anycable.toml", "[redis]\nmax_reconnect_attempts = 0\n");
-    let mut server = builder.start().await;
-    let status = server.wait_exit(Duration::from_secs(15)).await;
-    let log = server.output.all();
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    let dir = TempDir::new();
+    dir.write("anycable.toml", "[redis]\nmax_reconnect_attempts = 0\n");
+    // Run to exit: the server may fail before a health check could see it up.
+    let out = run_to_exit(
+        &[
+            "--host=127.0.0.1",
+            &format!("--port={}", free_port()),
+            &format!("--http_broadcast_port={}", free_port()),
+            "--noauth",
+            "--broadcast_adapter=redis",
+            &format!("--redis_url=rediss://localhost:{port}"),
+            "--redis_tls_verify",
+            "--pubsub=none",
+        ],
+        &[],
+        dir.path(),
+        Duration::from_secs(15),
+    );
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code(), Some(1), "{log}");
     assert!(log.contains("Redis TLS"), "{log}");
 }
 
