@@ -19,7 +19,7 @@ use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
-use crate::metrics::Metrics;
+use crate::metrics::{Exporter, Metrics, Registration};
 use crate::node::{Backend, DisconnectMode, Node, Parts};
 use crate::pubsub::{self, StreamChange};
 use crate::rpc::disconnector::Disconnector;
@@ -42,6 +42,8 @@ pub enum AppError {
     Broadcast(String),
     #[error(transparent)]
     Rpc(#[from] SetupError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::SetupError),
 }
 
 /// A component failure that stops the whole server with exit status 1 (the `redis`
@@ -92,7 +94,10 @@ pub struct Running {
 /// Builds everything and starts listening. Fails (and nothing keeps running) when a listener
 /// cannot be bound or TLS files are unusable.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(Registration {
+        rpc: crate::rpc::implementation(config) != "none",
+        sse: config.sse.enabled,
+    }));
     let router = StreamsRouter::new(&config.streams);
     let auth = Authenticator::new(
         config.jwt.secret.as_deref(),
@@ -103,6 +108,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     log_auth_and_channels(config, jwt_enabled, &router);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    crate::metrics::spawn_writers(&config.metrics, metrics.clone(), &shutdown, &tracker)?;
     let broker = start_broker(config, &shutdown, &tracker);
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
     let fatal = Fatal::default();
@@ -124,8 +130,16 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         broker,
         backend,
         sessions_cache: config.broker.sessions_ttl_secs > 0,
-        metrics,
+        metrics: metrics.clone(),
     }));
+    let sampled = node.clone();
+    crate::metrics::spawn_refresh(
+        metrics.clone(),
+        Duration::from_secs(config.metrics.stats_refresh_interval_secs),
+        move || sampled.gauges(),
+        &shutdown,
+        &tracker,
+    );
 
     let tls = match (&config.server.ssl_cert, &config.server.ssl_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -179,6 +193,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             );
             (config.sse.path.clone(), Arc::new(sse))
         }),
+        metrics: None,
     };
     let mut listeners = Vec::new();
     let main = Listener::bind(host, main_port, tls.clone(), config.server.max_conn).await?;
@@ -219,6 +234,47 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         start_pubsub(config, &node, changes, &fatal, &pubsub_background)?;
     }
     start_broadcasters(config, &node, &fatal, &background)?;
+    if !config.metrics.http_path.is_empty() {
+        let settings = &config.metrics;
+        let path = settings.http_path.clone();
+        let metrics_host = match settings.host.as_str() {
+            "" => host.as_str(),
+            other => other,
+        };
+        let metrics_port = match settings.port {
+            0 => main_port,
+            port => port,
+        };
+        tracing::info!(
+            context = "metrics",
+            "Serve metrics at {scheme}://{metrics_host}:{metrics_port}{path}"
+        );
+        let route = Some((path, Arc::new(Exporter::new(metrics, &settings.tags))));
+        let shared = listeners
+            .iter()
+            .position(|(l, _)| l.local_addr().is_some_and(|a| a.port() == metrics_port));
+        if metrics_host != host.as_str() {
+            // A host of its own: a dedicated listener, without --max-conn.
+            let listener = Listener::bind(metrics_host, metrics_port, tls.clone(), 0).await?;
+            let routes = Routes {
+                metrics: route,
+                ..Routes::default()
+            };
+            listeners.push((listener, routes));
+        } else if metrics_port == main_port {
+            main_routes.metrics = route;
+        } else if let Some(index) = shared {
+            listeners[index].1.metrics = route;
+        } else {
+            let listener =
+                Listener::bind(host, metrics_port, tls.clone(), config.server.max_conn).await?;
+            let routes = Routes {
+                metrics: route,
+                ..Routes::default()
+            };
+            listeners.push((listener, routes));
+        }
+    }
     for path in &config.ws.paths {
         tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
     }

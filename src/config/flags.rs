@@ -57,6 +57,7 @@ pub const BUILT: &[Feature] = &[
     Feature::Broker,
     Feature::Sse,
     Feature::Rpc,
+    Feature::Metrics,
     Feature::Redis,
     Feature::Nats,
     Feature::PubSub,

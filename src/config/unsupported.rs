@@ -11,6 +11,7 @@ const SPECIAL: &[&str] = &[
     "broker",
     "rpc_impl",
     "redis_sentinels",
+    "metrics_log_formatter",
 ];
 
 impl Config {
@@ -85,6 +86,12 @@ impl Config {
                 "--redis_url: Redis Cluster (a comma-separated list of URLs) is not implemented yet"
                     .to_string(),
             );
+        }
+        if !self.metrics.log_formatter.is_empty() {
+            messages.push(format!(
+                "--metrics_log_formatter={}: mruby metrics formatters exist only in mruby builds of AnyCable-Go and are not supported (use --metrics_log, --metrics_http or --statsd_host)",
+                self.metrics.log_formatter
+            ));
         }
         if matches!(self.rpc.implementation.as_str(), "grpc" | "http") && !built(Feature::Rpc) {
             messages.push(format!(

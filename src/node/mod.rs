@@ -278,6 +278,21 @@ impl Node {
             .sum()
     }
 
+    /// Sessions, distinct identifiers, streams and queued Disconnect calls, for the gauges.
+    pub fn gauges(&self) -> crate::metrics::NodeGauges {
+        let (clients, uniq_clients) = {
+            let registry = self.registry();
+            let sessions = registry.by_identifiers.values().map(HashMap::len).sum();
+            (sessions, registry.by_identifiers.len())
+        };
+        crate::metrics::NodeGauges {
+            clients,
+            uniq_clients,
+            streams: self.hub.streams_count(),
+            disconnect_queue: self.backend.as_ref().map_or(0, |b| b.disconnector.queued()),
+        }
+    }
+
     /// Handles one client frame. Malformed frames are dropped and counted; after
     /// [`MAX_MALFORMED_FRAMES`] the client is disconnected.
     pub async fn handle_frame(&self, session: &mut Session, frame: &[u8]) {

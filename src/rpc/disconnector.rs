@@ -75,6 +75,11 @@ impl Disconnector {
         }
     }
 
+    /// Calls waiting in the queue (the `disconnect_queue_size` gauge).
+    pub fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
     /// Queues a `Disconnect` call. Once shutdown has started the call is made right away, so
     /// that sessions closed by the shutdown are reported before the process exits.
     pub async fn enqueue(&self, sid: Arc<str>, request: DisconnectRequest) {

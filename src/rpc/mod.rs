@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, RpcConfig};
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics};
 pub use proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse, Env, Status,
@@ -158,11 +158,13 @@ impl Rpc {
         Fut: Future<Output = Result<T, CallError>>,
     {
         let call = async {
+            let pending = self.metrics.track(Gauge::RpcPending);
             let _slot = self
                 .slots
                 .acquire()
                 .await
                 .map_err(|e| RpcError::Failed(e.to_string()))?;
+            drop(pending);
             self.metrics.inc(Counter::RpcCall);
             let mut backoff = Backoff::default();
             loop {

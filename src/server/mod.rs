@@ -1,5 +1,6 @@
-//! HTTP listeners: the main one (WebSocket paths, SSE, health, and the broadcast endpoint when
-//! it shares the main port) and, when configured on its own port, the broadcast listener.
+//! HTTP listeners: the main one (WebSocket paths, SSE, health, and the broadcast and metrics
+//! endpoints when they share the main port) and the broadcast and metrics listeners when they
+//! have their own.
 
 mod paths;
 pub mod tls;
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 pub use paths::PathPattern;
 
 use crate::broadcast::http::HttpBroadcaster;
+use crate::metrics::Exporter;
 use crate::response::{plain, Body};
 use crate::transport::sse::{SseBody, SseEndpoint};
 use crate::transport::ws::WsEndpoint;
@@ -48,6 +50,8 @@ pub struct Routes {
     pub broadcast: Option<(String, Arc<HttpBroadcaster>)>,
     /// The SSE path and endpoint (`--sse`).
     pub sse: Option<(String, Arc<SseEndpoint>)>,
+    /// The Prometheus path and exporter (`--metrics_http`).
+    pub metrics: Option<(String, Arc<Exporter>)>,
 }
 
 impl Routes {
@@ -55,6 +59,11 @@ impl Routes {
         let path = request.uri().path();
         if self.health_path.as_deref() == Some(path) {
             return plain(StatusCode::OK, HEALTH_BODY).map(Either::Left);
+        }
+        if let Some((metrics_path, exporter)) = &self.metrics {
+            if metrics_path == path {
+                return exporter.respond().map(Either::Left);
+            }
         }
         if let Some((broadcast_path, broadcaster)) = &self.broadcast {
             if broadcast_path == path {

@@ -153,6 +153,38 @@ fn file_only_settings_are_named_by_key() {
 }
 
 #[test]
+fn metrics_settings_are_supported() {
+    let cfg = run(
+        &[
+            "--metrics_http=/metrics",
+            "--metrics_host=0.0.0.0",
+            "--metrics_port=9100",
+            "--metrics_tags=env:prod",
+            "--metrics_log",
+            "--metrics_log_filter=clients_num",
+            "--metrics_rotate_interval=5",
+            "--stats_refresh_interval=1",
+            "--statsd_host=localhost:8125",
+            "--statsd_prefix=ac.",
+            "--statsd_max_packet_size=512",
+            "--statsd_tags_format=influxdb",
+        ],
+        &[],
+    );
+    assert_eq!(cfg.unsupported_settings(), Vec::<String>::new());
+}
+
+#[test]
+fn mruby_metrics_formatter_is_refused() {
+    let messages = run(&["--metrics_log_formatter=fmt.rb"], &[]).unsupported_settings();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with("--metrics_log_formatter=fmt.rb: mruby metrics formatters"),
+        "{messages:?}"
+    );
+}
+
+#[test]
 fn metrics_port_follows_main_port_without_report() {
     assert!(run(&["--port=3000"], &[]).unsupported_settings().is_empty());
 }

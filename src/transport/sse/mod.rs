@@ -35,6 +35,7 @@ use super::{
     Precision,
 };
 use crate::config::Config;
+use crate::metrics::Gauge;
 use crate::node::{ConnectRequest, Node, Subscribed};
 use crate::protocol::{DisconnectReason, Reply};
 use crate::session::{Outbox, Outgoing, RequestEnv, Session};
@@ -247,6 +248,7 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self) {
+        let _client = self.node.metrics().track(Gauge::SseClients);
         let outbox = self.session.outbox.clone();
         let mut batch = VecDeque::new();
         let mut next_ping = self

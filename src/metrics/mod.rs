@@ -1,0 +1,367 @@
+//! The metrics registry: counters and gauges with AnyCable-Go's names, and their exporters.
+//!
+//! Values are plain atomics indexed by closed enums, so the hot path (`inc`, a live gauge going
+//! up and down) never locks or allocates. Which metrics exist depends on the configuration, as
+//! in the reference: the RPC ones only with RPC, `sse_clients_num` only with `--sse`.
+//!
+//! - `prometheus.rs`: the text exposition format and the HTTP endpoint (`--metrics_http`);
+//! - `writers.rs`: the periodic writers (`--metrics_log`, StatsD) and their interval deltas;
+//! - `stats.rs`: the task that refreshes the interval gauges (`--stats_refresh_interval`).
+
+mod prometheus;
+mod stats;
+mod writers;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use prometheus::Exporter;
+pub use stats::{spawn_refresh, NodeGauges};
+pub use writers::{spawn_writers, SetupError};
+
+/// Every counter the server keeps. Counters only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    ClientMsg,
+    FailedClientMsg,
+    FailedAuths,
+    DisconnectedSlowClients,
+    Publications,
+    BroadcastMsg,
+    FailedBroadcastMsg,
+    RemoteCommands,
+    RpcCall,
+    RpcRetries,
+    RpcError,
+    RpcTimeout,
+    RpcCanceled,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 13] = [
+        Counter::ClientMsg,
+        Counter::FailedClientMsg,
+        Counter::FailedAuths,
+        Counter::DisconnectedSlowClients,
+        Counter::Publications,
+        Counter::BroadcastMsg,
+        Counter::FailedBroadcastMsg,
+        Counter::RemoteCommands,
+        Counter::RpcCall,
+        Counter::RpcRetries,
+        Counter::RpcError,
+        Counter::RpcTimeout,
+        Counter::RpcCanceled,
+    ];
+
+    /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::ClientMsg => "client_msg_total",
+            Counter::FailedClientMsg => "failed_client_msg_total",
+            Counter::FailedAuths => "failed_auths_total",
+            Counter::DisconnectedSlowClients => "disconnected_slow_clients_total",
+            Counter::Publications => "publications_total",
+            Counter::BroadcastMsg => "broadcast_msg_total",
+            Counter::FailedBroadcastMsg => "failed_broadcast_msg_total",
+            Counter::RemoteCommands => "remote_commands_total",
+            Counter::RpcCall => "rpc_call_total",
+            Counter::RpcRetries => "rpc_retries_total",
+            Counter::RpcError => "rpc_error_total",
+            Counter::RpcTimeout => "rpc_timeout_total",
+            Counter::RpcCanceled => "rpc_canceled_total",
+        }
+    }
+
+    /// The Prometheus `# HELP` text.
+    pub fn help(self) -> &'static str {
+        match self {
+            Counter::ClientMsg => "Client frames decoded into a command",
+            Counter::FailedClientMsg => {
+                "Client frames that could not be decoded plus commands whose handling failed"
+            }
+            Counter::FailedAuths => "Connection attempts that failed authentication",
+            Counter::DisconnectedSlowClients => {
+                "Sessions closed because their outgoing queue overflowed"
+            }
+            Counter::Publications => "Publications received by this node",
+            Counter::BroadcastMsg => "Stream messages handed to the local hub",
+            Counter::FailedBroadcastMsg => "Publications that could not be parsed",
+            Counter::RemoteCommands => "Remote commands executed on this node",
+            Counter::RpcCall => "RPC calls made",
+            Counter::RpcRetries => "RPC call retry attempts",
+            Counter::RpcError => "RPC calls that failed",
+            Counter::RpcTimeout => "RPC attempts that timed out",
+            Counter::RpcCanceled => "RPC calls abandoned because the client left",
+        }
+    }
+
+    fn is_rpc(self) -> bool {
+        matches!(
+            self,
+            Counter::RpcCall
+                | Counter::RpcRetries
+                | Counter::RpcError
+                | Counter::RpcTimeout
+                | Counter::RpcCanceled
+        )
+    }
+}
+
+/// Every gauge. Interval gauges are set by the stats refresher; live ones (`RpcPending`,
+/// `SseClients`) follow [`Metrics::track`] guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gauge {
+    ClientsNum,
+    ClientsUniqNum,
+    BroadcastStreamsNum,
+    DisconnectQueueSize,
+    GoroutinesNum,
+    MemSysBytes,
+    RpcPending,
+    SseClients,
+}
+
+impl Gauge {
+    pub const ALL: [Gauge; 8] = [
+        Gauge::ClientsNum,
+        Gauge::ClientsUniqNum,
+        Gauge::BroadcastStreamsNum,
+        Gauge::DisconnectQueueSize,
+        Gauge::GoroutinesNum,
+        Gauge::MemSysBytes,
+        Gauge::RpcPending,
+        Gauge::SseClients,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Gauge::ClientsNum => "clients_num",
+            Gauge::ClientsUniqNum => "clients_uniq_num",
+            Gauge::BroadcastStreamsNum => "broadcast_streams_num",
+            Gauge::DisconnectQueueSize => "disconnect_queue_size",
+            Gauge::GoroutinesNum => "goroutines_num",
+            Gauge::MemSysBytes => "mem_sys_bytes",
+            Gauge::RpcPending => "rpc_pending_num",
+            Gauge::SseClients => "sse_clients_num",
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Gauge::ClientsNum => "Authenticated sessions currently connected",
+            Gauge::ClientsUniqNum => "Distinct connection identifiers among connected sessions",
+            Gauge::BroadcastStreamsNum => "Streams with at least one local subscriber",
+            Gauge::DisconnectQueueSize => "Disconnect calls waiting in the queue",
+            Gauge::GoroutinesNum => "Live tasks of the async runtime",
+            Gauge::MemSysBytes => "Resident memory of the process, in bytes",
+            Gauge::RpcPending => "RPC calls waiting for a concurrency slot",
+            Gauge::SseClients => "Connected SSE clients",
+        }
+    }
+}
+
+/// A counter or a gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Counter(c) => c.name(),
+            Metric::Gauge(g) => g.name(),
+        }
+    }
+
+    pub fn help(self) -> &'static str {
+        match self {
+            Metric::Counter(c) => c.help(),
+            Metric::Gauge(g) => g.help(),
+        }
+    }
+
+    pub fn is_counter(self) -> bool {
+        matches!(self, Metric::Counter(_))
+    }
+}
+
+/// Which optional metrics exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registration {
+    /// RPC counters and `rpc_pending_num` (RPC enabled, i.e. not `--norpc`).
+    pub rpc: bool,
+    /// `sse_clients_num` (`--sse`).
+    pub sse: bool,
+}
+
+impl Default for Registration {
+    /// What the default configuration registers: RPC on, SSE off.
+    fn default() -> Self {
+        Registration {
+            rpc: true,
+            sse: false,
+        }
+    }
+}
+
+/// The process's counters and gauges.
+pub struct Metrics {
+    counters: [AtomicU64; Counter::ALL.len()],
+    gauges: [AtomicU64; Gauge::ALL.len()],
+    registration: Registration,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(Registration::default())
+    }
+}
+
+impl Metrics {
+    pub fn new(registration: Registration) -> Metrics {
+        Metrics {
+            counters: Default::default(),
+            gauges: Default::default(),
+            registration,
+        }
+    }
+
+    pub fn inc(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.counters[counter as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counters[counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// Sets an interval gauge.
+    pub fn set(&self, gauge: Gauge, value: u64) {
+        self.gauges[gauge as usize].store(value, Ordering::Relaxed);
+    }
+
+    pub fn gauge(&self, gauge: Gauge) -> u64 {
+        self.gauges[gauge as usize].load(Ordering::Relaxed)
+    }
+
+    /// Raises a live gauge for as long as the returned guard lives.
+    pub fn track(&self, gauge: Gauge) -> Tracked<'_> {
+        self.gauges[gauge as usize].fetch_add(1, Ordering::Relaxed);
+        Tracked {
+            metrics: self,
+            gauge,
+        }
+    }
+
+    pub fn value(&self, metric: Metric) -> u64 {
+        match metric {
+            Metric::Counter(c) => self.get(c),
+            Metric::Gauge(g) => self.gauge(g),
+        }
+    }
+
+    pub fn is_registered(&self, metric: Metric) -> bool {
+        match metric {
+            Metric::Counter(c) => !c.is_rpc() || self.registration.rpc,
+            Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
+            Metric::Gauge(Gauge::SseClients) => self.registration.sse,
+            Metric::Gauge(_) => true,
+        }
+    }
+
+    /// Registered metrics: every counter, then every gauge.
+    pub fn registered(&self) -> impl Iterator<Item = Metric> + '_ {
+        Counter::ALL
+            .into_iter()
+            .map(Metric::Counter)
+            .chain(Gauge::ALL.into_iter().map(Metric::Gauge))
+            .filter(|&m| self.is_registered(m))
+    }
+
+    /// Every registered metric with its current (cumulative) value.
+    pub fn snapshot(&self) -> Vec<(Metric, u64)> {
+        self.registered().map(|m| (m, self.value(m))).collect()
+    }
+}
+
+/// Keeps a live gauge raised; lowers it when dropped (also when the future holding it is
+/// cancelled).
+pub struct Tracked<'a> {
+    metrics: &'a Metrics,
+    gauge: Gauge,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.metrics.gauges[self.gauge as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_order_matches_the_all_lists() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        for (i, g) in Gauge::ALL.iter().enumerate() {
+            assert_eq!(*g as usize, i);
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = Counter::ALL
+            .iter()
+            .map(|c| c.name())
+            .chain(Gauge::ALL.iter().map(|g| g.name()))
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all);
+    }
+
+    #[test]
+    fn live_gauges_follow_guards() {
+        let metrics = Metrics::default();
+        let a = metrics.track(Gauge::RpcPending);
+        let b = metrics.track(Gauge::RpcPending);
+        assert_eq!(metrics.gauge(Gauge::RpcPending), 2);
+        drop(a);
+        assert_eq!(metrics.gauge(Gauge::RpcPending), 1);
+        drop(b);
+        assert_eq!(metrics.gauge(Gauge::RpcPending), 0);
+    }
+
+    #[test]
+    fn registration_follows_the_config() {
+        let all = Metrics::new(Registration {
+            rpc: true,
+            sse: true,
+        });
+        assert_eq!(
+            all.registered().count(),
+            Counter::ALL.len() + Gauge::ALL.len()
+        );
+        let plain = Metrics::new(Registration {
+            rpc: false,
+            sse: false,
+        });
+        let names: Vec<_> = plain.registered().map(Metric::name).collect();
+        assert!(names.contains(&"clients_num"));
+        assert!(names.contains(&"broadcast_msg_total"));
+        assert!(!names.iter().any(|n| n.starts_with("rpc_")));
+        assert!(!names.contains(&"sse_clients_num"));
+        // Counters come first.
+        let first_gauge = names.iter().position(|n| *n == "clients_num").unwrap();
+        assert!(plain.registered().take(first_gauge).all(Metric::is_counter));
+    }
+}
