@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::ApiEndpoint;
 use crate::broadcast::http::HttpBroadcaster;
 use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
 use crate::broadcast::redis::RedisBroadcaster;
@@ -194,6 +195,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             (config.sse.path.clone(), Arc::new(sse))
         }),
         metrics: None,
+        api: None,
     };
     let mut listeners = Vec::new();
     let main = Listener::bind(host, main_port, tls.clone(), config.server.max_conn).await?;
@@ -275,6 +277,40 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             listeners.push((listener, routes));
         }
     }
+    if let Some(api) = api_endpoint(config, &node, scheme) {
+        let api_host = match config.api.host.as_str() {
+            "" => host.as_str(),
+            other => other,
+        };
+        let api_port = match config.api.port {
+            0 => main_port,
+            port => port,
+        };
+        let shared = listeners
+            .iter()
+            .position(|(l, _)| l.local_addr().is_some_and(|a| a.port() == api_port));
+        if api_host != host.as_str() {
+            let listener =
+                Listener::bind(api_host, api_port, tls.clone(), config.server.max_conn).await?;
+            let routes = Routes {
+                api: Some(api),
+                ..Routes::default()
+            };
+            listeners.push((listener, routes));
+        } else if api_port == main_port {
+            main_routes.api = Some(api);
+        } else if let Some(index) = shared {
+            listeners[index].1.api = Some(api);
+        } else {
+            let listener =
+                Listener::bind(host, api_port, tls.clone(), config.server.max_conn).await?;
+            let routes = Routes {
+                api: Some(api),
+                ..Routes::default()
+            };
+            listeners.push((listener, routes));
+        }
+    }
     for path in &config.ws.paths {
         tracing::info!("Handle WebSocket connections at {scheme}://{host}:{main_port}{path}");
     }
@@ -302,6 +338,64 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         background,
         pubsub: pubsub_background,
     })
+}
+
+/// The REST API when it is protected by a key (`--api_secret`, or derived from `--secret`) or
+/// explicitly public (`--public`); otherwise it is not mounted.
+fn api_endpoint(config: &Config, node: &Arc<Node>, scheme: &str) -> Option<Arc<ApiEndpoint>> {
+    let settings = &config.api;
+    if settings.secret.is_none() && !config.public {
+        if settings.port != 0 {
+            tracing::warn!(
+                context = "api",
+                "API server is disabled: --api_port is set but there is no --api_secret (or --secret) and no --public"
+            );
+        } else {
+            tracing::info!(
+                context = "api",
+                "API server is disabled (no --api_secret, --secret or --public)"
+            );
+        }
+        return None;
+    }
+    let host = match settings.host.as_str() {
+        "" => config.server.host.as_str(),
+        other => other,
+    };
+    let port = match settings.port {
+        0 => config.server.port,
+        port => port,
+    };
+    let auth_note = if settings.secret.is_some() {
+        "authorization required"
+    } else {
+        "no authorization"
+    };
+    let cors_note = if settings.cors_headers {
+        ", CORS enabled"
+    } else {
+        ""
+    };
+    tracing::info!(
+        context = "api",
+        "Handle API requests at {scheme}://{host}:{port}{} ({auth_note}{cors_note})",
+        settings.path
+    );
+    if settings.secret.is_none() {
+        tracing::warn!(
+            context = "api",
+            "API server is running without authentication"
+        );
+    }
+    let cors = settings
+        .cors_headers
+        .then(|| AllowedOrigins::new(&settings.cors_hosts));
+    Some(Arc::new(ApiEndpoint::new(
+        node.clone(),
+        &settings.path,
+        settings.secret.clone(),
+        cors,
+    )))
 }
 
 /// Node-to-node pub/sub (`--pubsub=redis|nats`): the node publishes through it, and its

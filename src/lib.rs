@@ -4,6 +4,7 @@
 //! each session's outbox -> socket; publications enter through [`broadcast`] and reach the same
 //! hub. See `docs/architecture.md`.
 
+pub mod api;
 pub mod app;
 pub mod broadcast;
 pub mod broker;

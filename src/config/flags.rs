@@ -61,6 +61,7 @@ pub const BUILT: &[Feature] = &[
     Feature::Redis,
     Feature::Nats,
     Feature::PubSub,
+    Feature::Api,
 ];
 
 impl Feature {

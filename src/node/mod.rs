@@ -7,7 +7,10 @@
 //! - `remote.rs`: channels that live in the application backend.
 
 mod history;
+mod presence;
 mod remote;
+
+pub use presence::PresenceLookup;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

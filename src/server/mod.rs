@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 pub use paths::PathPattern;
 
+use crate::api::ApiEndpoint;
 use crate::broadcast::http::HttpBroadcaster;
 use crate::metrics::Exporter;
 use crate::response::{plain, Body};
@@ -52,6 +53,8 @@ pub struct Routes {
     pub sse: Option<(String, Arc<SseEndpoint>)>,
     /// The Prometheus path and exporter (`--metrics_http`).
     pub metrics: Option<(String, Arc<Exporter>)>,
+    /// The REST API (`--api_path`), served under its base path.
+    pub api: Option<Arc<ApiEndpoint>>,
 }
 
 impl Routes {
@@ -68,6 +71,11 @@ impl Routes {
         if let Some((broadcast_path, broadcaster)) = &self.broadcast {
             if broadcast_path == path {
                 return broadcaster.handle(request).await.map(Either::Left);
+            }
+        }
+        if let Some(api) = &self.api {
+            if api.serves(path) {
+                return api.handle(request).await.map(Either::Left);
             }
         }
         if let Some((sse_path, sse)) = &self.sse {

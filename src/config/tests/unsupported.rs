@@ -141,14 +141,14 @@ fn memory_broker_and_its_preset_are_supported() {
 #[test]
 fn file_only_settings_are_named_by_key() {
     let dir = TempDir::new();
-    dir.write("anycable.toml", "[api]\nhost = \"127.0.0.1\"\n");
+    dir.write("anycable.toml", "[embedded_nats]\njetstream = true\n");
     let cfg = match crate::config::load(&[], &env(&[]), &dir.0) {
         Ok(crate::config::Loaded::Run(cfg)) => *cfg,
         other => panic!("{other:?}"),
     };
     assert_eq!(
         cfg.unsupported_settings(),
-        vec!["[api] host=127.0.0.1: the REST API is not implemented yet"]
+        vec!["[embedded_nats] jetstream=true: the embedded NATS server is not implemented yet"]
     );
 }
 

@@ -1,0 +1,194 @@
+//! The REST API (`--api_path`, default `/api`): `POST <path>/publish` (a publication, a batch or a
+//! remote command, exactly as the HTTP broadcaster takes them) and
+//! `GET <path>/presence/<stream>/users` (the presence records of a stream).
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use subtle::ConstantTimeEq;
+
+use crate::broadcast::http::MAX_BODY_BYTES;
+use crate::broadcast::parse;
+use crate::metrics::Counter;
+use crate::node::{Node, PresenceLookup};
+use crate::response::{plain, Body};
+use crate::transport::{add_cors_headers, AllowedOrigins};
+
+/// The REST API endpoint, mounted under its base path.
+pub struct ApiEndpoint {
+    node: Arc<Node>,
+    /// Base path without a trailing slash (`/api`).
+    base: String,
+    /// Expected bearer key; `None` accepts every request (`--public`).
+    key: Option<String>,
+    /// `Some` when CORS headers are enabled.
+    cors: Option<AllowedOrigins>,
+}
+
+impl ApiEndpoint {
+    pub fn new(
+        node: Arc<Node>,
+        base: &str,
+        key: Option<String>,
+        cors: Option<AllowedOrigins>,
+    ) -> ApiEndpoint {
+        ApiEndpoint {
+            node,
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            cors,
+        }
+    }
+
+    /// Whether `path` is under the base path.
+    pub fn serves(&self, path: &str) -> bool {
+        path.strip_prefix(self.base.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut response = self.respond(request).await;
+        if let Some(origins) = &self.cors {
+            add_cors_headers(response.headers_mut(), origins, origin.as_deref());
+        }
+        response
+    }
+
+    async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        if self.cors.is_some() && request.method() == Method::OPTIONS {
+            return plain(StatusCode::OK, "");
+        }
+        let rest = request.uri().path()[self.base.len()..].to_string();
+        if rest == "/publish" {
+            return self.publish(request).await;
+        }
+        match presence_stream(&rest) {
+            Some(stream) => self.presence(request, &stream),
+            None => plain(StatusCode::NOT_FOUND, "404 page not found\n"),
+        }
+    }
+
+    async fn publish(&self, request: Request<Incoming>) -> Response<Body> {
+        if request.method() != Method::POST {
+            return plain(StatusCode::UNPROCESSABLE_ENTITY, "use POST\n");
+        }
+        if !self.authorized(&request) {
+            return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        }
+        let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n");
+            }
+            Err(_) => return plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n"),
+        };
+        self.node.metrics().inc(Counter::Publications);
+        match parse(&body) {
+            Ok(inbound) => {
+                self.node.publish(inbound);
+                plain(StatusCode::CREATED, "")
+            }
+            Err(error) => {
+                self.node.metrics().inc(Counter::FailedBroadcastMsg);
+                tracing::warn!(context = "api", "failed to parse publish request: {error}");
+                plain(StatusCode::UNPROCESSABLE_ENTITY, "invalid publication: expected {\"stream\":\"...\",\"data\":\"...\"}, an array of them, or a remote command\n")
+            }
+        }
+    }
+
+    fn presence(&self, request: Request<Incoming>, stream: &str) -> Response<Body> {
+        if request.method() != Method::GET {
+            return plain(StatusCode::UNPROCESSABLE_ENTITY, "use GET\n");
+        }
+        if !self.authorized(&request) {
+            return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        }
+        match self.node.presence_users(stream) {
+            PresenceLookup::Found(json) => {
+                let mut response = Response::new(Body::from(json));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            PresenceLookup::Unsupported => plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "presence is not supported by the broker (use --broker=memory)\n",
+            ),
+        }
+    }
+
+    /// Bearer key check in constant time.
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(key) = &self.key else {
+            return true;
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+    }
+}
+
+/// The stream of `/presence/<stream>/users`, matched on the percent-decoded path as the
+/// reference does (so a stream containing `/` cannot be queried).
+fn presence_stream(rest: &str) -> Option<String> {
+    let decoded = percent_decode(rest)?;
+    let stream = decoded.strip_prefix("/presence/")?.strip_suffix("/users")?;
+    (!stream.is_empty() && !stream.contains('/')).then(|| stream.to_string())
+}
+
+/// `%XX` decoding; `None` for a malformed escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_paths_match_on_the_decoded_path() {
+        assert_eq!(
+            presence_stream("/presence/chat_1/users").as_deref(),
+            Some("chat_1")
+        );
+        assert_eq!(
+            presence_stream("/presence/chat%201/users").as_deref(),
+            Some("chat 1")
+        );
+        assert_eq!(presence_stream("/presence/chat%2F1/users"), None);
+        assert_eq!(presence_stream("/presence/a/b/users"), None);
+        assert_eq!(presence_stream("/presence//users"), None);
+        assert_eq!(presence_stream("/presence/x/users/more"), None);
+        assert_eq!(presence_stream("/presence/%zz/users"), None);
+    }
+}
