@@ -121,6 +121,11 @@ async fn prometheus_counts_clients_and_broadcasts() {
         "disconnect_queue_size",
         "goroutines_num",
         "mem_sys_bytes",
+        "server_msg_total",
+        "failed_server_msg_total",
+        "timeout_server_msg_total",
+        "data_sent_total",
+        "data_rcvd_total",
     ] {
         assert!(
             sample(&first.body, name).is_some(),
@@ -173,6 +178,35 @@ async fn prometheus_counts_clients_and_broadcasts() {
             && has_sample(b, "anycable_go_broadcast_streams_num 0")
     })
     .await;
+}
+
+#[tokio::test]
+async fn frames_and_bytes_written_and_read_are_counted() {
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        "--metrics_http=/metrics",
+    ])
+    .await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("counted")).await;
+    server.publish("counted", r#"{"n":1}"#).await;
+    ws.recv_json().await;
+    let value = |body: &str, name: &str| -> u64 {
+        sample(body, name)
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // welcome + confirmation + broadcast = 3 frames written; the subscribe command was read.
+    let body = scrape_until(&server.addr(), "/metrics", "frames written", |b| {
+        value(b, "server_msg_total") >= 3
+    })
+    .await;
+    assert!(value(&body, "data_sent_total") > 100, "{body}");
+    assert!(value(&body, "data_rcvd_total") > 40, "{body}");
+    assert_eq!(value(&body, "failed_server_msg_total"), 0, "{body}");
 }
 
 #[tokio::test]

@@ -34,10 +34,15 @@ pub enum Counter {
     RpcError,
     RpcTimeout,
     RpcCanceled,
+    ServerMsg,
+    FailedServerMsg,
+    TimeoutServerMsg,
+    DataSent,
+    DataRcvd,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 18] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -51,6 +56,11 @@ impl Counter {
         Counter::RpcError,
         Counter::RpcTimeout,
         Counter::RpcCanceled,
+        Counter::ServerMsg,
+        Counter::FailedServerMsg,
+        Counter::TimeoutServerMsg,
+        Counter::DataSent,
+        Counter::DataRcvd,
     ];
 
     /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
@@ -69,6 +79,11 @@ impl Counter {
             Counter::RpcError => "rpc_error_total",
             Counter::RpcTimeout => "rpc_timeout_total",
             Counter::RpcCanceled => "rpc_canceled_total",
+            Counter::ServerMsg => "server_msg_total",
+            Counter::FailedServerMsg => "failed_server_msg_total",
+            Counter::TimeoutServerMsg => "timeout_server_msg_total",
+            Counter::DataSent => "data_sent_total",
+            Counter::DataRcvd => "data_rcvd_total",
         }
     }
 
@@ -92,6 +107,11 @@ impl Counter {
             Counter::RpcError => "RPC calls that failed",
             Counter::RpcTimeout => "RPC attempts that timed out",
             Counter::RpcCanceled => "RPC calls abandoned because the client left",
+            Counter::ServerMsg => "Frames written to clients",
+            Counter::FailedServerMsg => "Frame writes that failed (including timeouts)",
+            Counter::TimeoutServerMsg => "Frame writes that hit the write deadline",
+            Counter::DataSent => "Payload bytes written to clients",
+            Counter::DataRcvd => "Payload bytes read from clients",
         }
     }
 

@@ -144,11 +144,14 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         client_msg_total = v(Mc(C::ClientMsg)),
         clients_num = v(Mg(G::ClientsNum)),
         clients_uniq_num = v(Mg(G::ClientsUniqNum)),
+        data_rcvd_total = v(Mc(C::DataRcvd)),
+        data_sent_total = v(Mc(C::DataSent)),
         disconnect_queue_size = v(Mg(G::DisconnectQueueSize)),
         disconnected_slow_clients_total = v(Mc(C::DisconnectedSlowClients)),
         failed_auths_total = v(Mc(C::FailedAuths)),
         failed_broadcast_msg_total = v(Mc(C::FailedBroadcastMsg)),
         failed_client_msg_total = v(Mc(C::FailedClientMsg)),
+        failed_server_msg_total = v(Mc(C::FailedServerMsg)),
         goroutines_num = v(Mg(G::GoroutinesNum)),
         mem_sys_bytes = v(Mg(G::MemSysBytes)),
         publications_total = v(Mc(C::Publications)),
@@ -159,7 +162,9 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         rpc_pending_num = v(Mg(G::RpcPending)),
         rpc_retries_total = v(Mc(C::RpcRetries)),
         rpc_timeout_total = v(Mc(C::RpcTimeout)),
+        server_msg_total = v(Mc(C::ServerMsg)),
         sse_clients_num = v(Mg(G::SseClients)),
+        timeout_server_msg_total = v(Mc(C::TimeoutServerMsg)),
         ""
     );
 }

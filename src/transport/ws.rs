@@ -29,6 +29,7 @@ use super::{
     EnvBuilder, Precision,
 };
 use crate::config::Config;
+use crate::metrics::Counter;
 use crate::node::{send_to, ConnectRequest, Node};
 use crate::protocol::{DisconnectReason, Reply, EXTENDED_PROTOCOL, SUPPORTED_SUBPROTOCOLS};
 use crate::response::{plain, Body};
@@ -274,17 +275,24 @@ impl WsEndpoint {
                     outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
                 }
                 _ = outbox.take_batch(&mut batch) => {
+                    let metrics = self.node.metrics();
                     match timeout(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
-                        Ok(Ok(Written::Open)) => {}
-                        Ok(Ok(Written::Closed)) => {
-                            wait_for_close(&mut socket).await;
-                            break;
+                        Ok(Ok((written, count))) => {
+                            metrics.add(Counter::ServerMsg, count.frames);
+                            metrics.add(Counter::DataSent, count.bytes);
+                            if let Written::Closed = written {
+                                wait_for_close(&mut socket).await;
+                                break;
+                            }
                         }
                         Ok(Err(error)) => {
+                            metrics.inc(Counter::FailedServerMsg);
                             tracing::debug!("write failed: {error}");
                             break;
                         }
                         Err(_) => {
+                            metrics.inc(Counter::FailedServerMsg);
+                            metrics.inc(Counter::TimeoutServerMsg);
                             tracing::debug!("write timed out");
                             break;
                         }
@@ -317,6 +325,7 @@ impl WsEndpoint {
                         }
                     };
                     pong_deadline = None;
+                    self.node.metrics().add(Counter::DataRcvd, data.len() as u64);
                     if let Some(mut current) = session.take() {
                         let node = &self.node;
                         in_flight = Some(Box::pin(async move {
@@ -382,27 +391,39 @@ enum Written {
     Closed,
 }
 
+/// What a batch put on the wire, for the metrics.
+#[derive(Default)]
+struct Count {
+    frames: u64,
+    bytes: u64,
+}
+
 /// Writes everything taken from the outbox with one flush, so pending frames leave in as few
 /// socket writes as possible.
 async fn write_batch<S>(
     socket: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Outgoing>,
-) -> Result<Written, WsError>
+) -> Result<(Written, Count), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut count = Count::default();
     while let Some(item) = batch.pop_front() {
         match item {
-            Outgoing::Text(text) => socket.feed(Message::Text(text)).await?,
+            Outgoing::Text(text) => {
+                count.frames += 1;
+                count.bytes += text.len() as u64;
+                socket.feed(Message::Text(text)).await?;
+            }
             Outgoing::Close { code, reason } => {
                 batch.clear();
                 socket.close(Some(close_frame(code, reason))).await?;
-                return Ok(Written::Closed);
+                return Ok((Written::Closed, count));
             }
         }
     }
     socket.flush().await?;
-    Ok(Written::Open)
+    Ok((Written::Open, count))
 }
 
 /// After our close frame, give the client a moment to answer so the close is clean.

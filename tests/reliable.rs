@@ -1,0 +1,265 @@
+//! Reliable streams through the real binary: positions on broadcasts, history on subscribe and
+//! with the `history` command, session restore, the limits, and the seams between history and
+//! live messages (publishing never stops while a client subscribes or resumes).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const EXT: &str = "actioncable-v1-ext-json";
+
+async fn ext_client(server: &Server, query: &str) -> (Ws, String) {
+    let mut ws = server
+        .ws_with(WsRequest::new(&format!("/cable?pi=0{query}")).protocol(EXT))
+        .await;
+    let welcome = ws.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome["sid"].as_str().unwrap().to_string())
+}
+
+/// Publishes `{"n": k}` for k = 1, 2, ... until stopped, as fast as the endpoint answers.
+fn publisher(
+    server: &Server,
+    stream: &'static str,
+) -> (Arc<AtomicBool>, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let address = server.broadcast_addr();
+    let (stop_flag, counter) = (stop.clone(), sent.clone());
+    let task = tokio::spawn(async move {
+        while !stop_flag.load(Ordering::Relaxed) {
+            let n = counter.load(Ordering::Relaxed) + 1;
+            let data = json!({ "n": n }).to_string();
+            let body = json!({"stream": stream, "data": data}).to_string();
+            let headers = [("Content-Type", "application/json")];
+            let response = http_request_on(
+                &address,
+                None,
+                "POST",
+                "/_broadcast",
+                &headers,
+                body.as_bytes(),
+            )
+            .await;
+            assert_eq!(response.status, 201);
+            counter.store(n, Ordering::Relaxed);
+        }
+    });
+    (stop, sent, task)
+}
+
+/// Reads data frames until message `last` arrived, returning every `n` seen in order and the
+/// last position.
+async fn read_until(ws: &mut Ws, last: u64) -> (Vec<u64>, Value) {
+    let mut seen = Vec::new();
+    let mut position = Value::Null;
+    while seen.last() != Some(&last) {
+        let frame = ws.recv_json().await;
+        if let Some(n) = frame["message"]["n"].as_u64() {
+            seen.push(n);
+            position = json!({"epoch": frame["epoch"], "offset": frame["offset"]});
+        }
+    }
+    (seen, position)
+}
+
+fn assert_contiguous(seen: &[u64], from: u64) {
+    let expected: Vec<u64> = (from..from + seen.len() as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "messages must arrive once each, in order, without gaps"
+    );
+}
+
+#[tokio::test]
+async fn broadcasts_carry_positions_with_a_broker_only() {
+    let server = start(&["--noauth", "--public_streams", "--norpc", "--broker=memory"]).await;
+    let (mut ws, _) = ext_client(&server, "").await;
+    ws.subscribe_ok(&public_id("pos")).await;
+    server.publish("pos", r#"{"n":1}"#).await;
+    let frame = ws.recv_json().await;
+    assert_eq!(frame["stream_id"], "pos");
+    assert_eq!(frame["offset"], 1);
+    assert_eq!(frame["epoch"].as_str().map(str::len), Some(4));
+
+    let plain = start(&["--noauth", "--public_streams", "--norpc"]).await;
+    let (mut ws, _) = ext_client(&plain, "").await;
+    ws.subscribe_ok(&public_id("pos")).await;
+    plain.publish("pos", r#"{"n":1}"#).await;
+    let frame = ws.recv_json().await;
+    assert!(
+        frame.get("offset").is_none(),
+        "no broker, no position: {frame}"
+    );
+}
+
+#[tokio::test]
+async fn subscribing_with_history_while_publishing_has_no_gap_and_no_duplicate() {
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        "--broker=memory",
+        "--history_limit=100000",
+    ])
+    .await;
+    let (stop, sent, task) = publisher(&server, "seam");
+    while sent.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (mut ws, _) = ext_client(&server, "").await;
+    let identifier = public_id("seam");
+    ws.send_json(
+        &json!({"command": "subscribe", "identifier": identifier, "history": {"since": 1}}),
+    )
+    .await;
+    assert_eq!(ws.recv_json().await["type"], "confirm_subscription");
+    // Keep publishing for a while after the subscription, then stop and read everything.
+    let target = sent.load(Ordering::Relaxed) + 30;
+    while sent.load(Ordering::Relaxed) < target {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+    let last = sent.load(Ordering::Relaxed);
+    let mut seen = Vec::new();
+    let mut confirmed_history = false;
+    while seen.last() != Some(&last) {
+        let frame = ws.recv_json().await;
+        if frame["type"] == "confirm_history" {
+            confirmed_history = true;
+        } else if let Some(n) = frame["message"]["n"].as_u64() {
+            seen.push(n);
+        }
+    }
+    assert!(confirmed_history);
+    assert_contiguous(&seen, 1);
+}
+
+#[tokio::test]
+async fn restored_sessions_get_every_missed_message_once_while_publishing_continues() {
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        "--broker=memory",
+        "--history_limit=100000",
+    ])
+    .await;
+    let identifier = public_id("resume");
+    let (mut ws, sid) = ext_client(&server, "").await;
+    ws.subscribe_ok(&identifier).await;
+    let (stop, sent, task) = publisher(&server, "resume");
+    let (seen_before, position) = read_until(&mut ws, 10).await;
+    assert_contiguous(&seen_before, 1);
+    drop(ws);
+    // Miss some messages, then resume while the publisher keeps going.
+    while sent.load(Ordering::Relaxed) < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (mut ws, new_sid) = {
+        let mut ws = server
+            .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
+            .await;
+        let welcome = ws.recv_json().await;
+        assert_eq!(welcome["restored"], true, "{welcome}");
+        assert_eq!(welcome["restored_ids"], json!([identifier]));
+        (ws, welcome["sid"].as_str().unwrap().to_string())
+    };
+    assert_ne!(new_sid, sid);
+    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": {"streams": {"resume": position}}}))
+        .await;
+    let target = sent.load(Ordering::Relaxed) + 20;
+    while sent.load(Ordering::Relaxed) < target {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    task.await.unwrap();
+    let (seen_after, _) = read_until(&mut ws, sent.load(Ordering::Relaxed)).await;
+    assert_contiguous(&seen_after, 11);
+}
+
+#[tokio::test]
+async fn history_beyond_the_limits_is_rejected_not_partially_replayed() {
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        "--broker=memory",
+        "--history_limit=2",
+    ])
+    .await;
+    let identifier = public_id("limited");
+    let (mut ws, _) = ext_client(&server, "").await;
+    ws.subscribe_ok(&identifier).await;
+    server.publish("limited", r#"{"n":1}"#).await;
+    let (_, position) = read_until(&mut ws, 1).await;
+    for n in 2..=6 {
+        server
+            .publish("limited", &json!({ "n": n }).to_string())
+            .await;
+    }
+    read_until(&mut ws, 6).await;
+    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": {"streams": {"limited": position}}}))
+        .await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"type": "reject_history", "identifier": identifier})
+    );
+    // A position from another epoch is rejected too; a current one replays what is retained.
+    let stale = json!({"streams": {"limited": {"epoch": "nope", "offset": 5}}});
+    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": stale}))
+        .await;
+    assert_eq!(ws.recv_json().await["type"], "reject_history");
+    let fresh = json!({"streams": {"limited": {"epoch": position["epoch"], "offset": 5}}});
+    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": fresh}))
+        .await;
+    assert_eq!(ws.recv_json().await["message"]["n"], 6);
+    assert_eq!(ws.recv_json().await["type"], "confirm_history");
+}
+
+#[tokio::test]
+async fn without_a_broker_history_is_rejected_and_sessions_are_not_restored() {
+    let server = start(&["--noauth", "--public_streams", "--norpc"]).await;
+    let identifier = public_id("nobroker");
+    let (mut ws, sid) = ext_client(&server, "").await;
+    ws.send_json(
+        &json!({"command": "subscribe", "identifier": identifier, "history": {"since": 1}}),
+    )
+    .await;
+    assert_eq!(ws.recv_json().await["type"], "confirm_subscription");
+    assert_eq!(ws.recv_json().await["type"], "reject_history");
+    drop(ws);
+    let mut ws = server
+        .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
+        .await;
+    let welcome = ws.recv_json().await;
+    assert_eq!(welcome["type"], "welcome");
+    assert!(welcome.get("restored").is_none(), "{welcome}");
+}
+
+#[tokio::test]
+async fn extended_sessions_must_answer_pings_when_a_pong_timeout_is_set() {
+    let server = start(&[
+        "--noauth",
+        "--norpc",
+        "--ping_interval=1",
+        "--pong_timeout=1",
+    ])
+    .await;
+    let mut ws = server.ws_with(WsRequest::new("/cable").protocol(EXT)).await;
+    assert_eq!(ws.recv_json().await["type"], "welcome");
+    ws.expect_disconnect("no_pong", true, 1000, Some("No Pong"))
+        .await;
+    // The base protocol has no pong requirement.
+    let mut base = server
+        .ws_with(WsRequest::new("/cable").protocol("actioncable-v1-json"))
+        .await;
+    assert_eq!(base.recv_json().await["type"], "welcome");
+    base.expect_silence(Duration::from_millis(3500)).await;
+}
