@@ -160,6 +160,9 @@ done_step
 if [[ $E2E_ONLY == 0 ]]; then
   # --no-fail-fast: one failing test binary must not hide the others' results
   check "cargo test --release" logged "$LOG_DIR/cargo-test.log" cargo test --release --no-fail-fast
+  # The load benchmark in its short mode: every scenario must run and print its figures (the
+  # full figures are produced on demand, see docs/benchmarks.md).
+  check "anycable-bench all --quick" target/release/anycable-bench all --quick
 fi
 
 # ---------------------------------------------------------------------------
