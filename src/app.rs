@@ -110,7 +110,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     crate::metrics::spawn_writers(&config.metrics, metrics.clone(), &shutdown, &tracker)?;
-    let broker = start_broker(config, &shutdown, &tracker);
+    let (broker, memory_broker) = start_broker(config);
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
     let fatal = Fatal::default();
     let background = Background::default();
@@ -133,6 +133,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         sessions_cache: config.broker.sessions_ttl_secs > 0,
         metrics: metrics.clone(),
     }));
+    if let Some(memory_broker) = memory_broker {
+        spawn_sweeper(memory_broker, node.clone(), &shutdown, &tracker);
+    }
     let sampled = node.clone();
     crate::metrics::spawn_refresh(
         metrics.clone(),
@@ -554,22 +557,22 @@ fn start_backend(
     }))
 }
 
-/// The broker chosen in the config, with its housekeeping task.
-fn start_broker(
-    config: &Config,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-) -> Option<Arc<dyn Broker>> {
+/// The broker chosen in the config (also as the memory broker, for its housekeeping task).
+#[allow(clippy::type_complexity)]
+fn start_broker(config: &Config) -> (Option<Arc<dyn Broker>>, Option<Arc<MemoryBroker>>) {
     let settings = &config.broker;
     if settings.adapter != "memory" {
         tracing::info!("Using no-op (legacy) broker");
-        return None;
+        return (None, None);
     }
-    let broker = Arc::new(MemoryBroker::new(
-        settings.history_limit,
-        Duration::from_secs(settings.history_ttl_secs),
-        Duration::from_secs(settings.sessions_ttl_secs),
-    ));
+    let broker = Arc::new(
+        MemoryBroker::new(
+            settings.history_limit,
+            Duration::from_secs(settings.history_ttl_secs),
+            Duration::from_secs(settings.sessions_ttl_secs),
+        )
+        .with_presence_ttl(Duration::from_secs(settings.presence_ttl_secs)),
+    );
     tracing::info!(
         "Using in-memory broker (epoch: {}, history limit: {}, history ttl: {}s, sessions ttl: {}s)",
         broker.epoch(),
@@ -577,18 +580,30 @@ fn start_broker(
         settings.history_ttl_secs,
         settings.sessions_ttl_secs
     );
-    let sweeper = broker.clone();
+    (Some(broker.clone()), Some(broker))
+}
+
+/// Every second: expired history and sessions are dropped, expired presence records removed
+/// and their `leave` events broadcast.
+fn spawn_sweeper(
+    broker: Arc<MemoryBroker>,
+    node: Arc<Node>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
     let shutdown = shutdown.clone();
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tick.tick() => sweeper.sweep(),
+                _ = tick.tick() => {
+                    broker.sweep();
+                    node.expire_presence();
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
     });
-    Some(broker)
 }
 
 fn log_auth_and_channels(config: &Config, jwt_enabled: bool, router: &StreamsRouter) {

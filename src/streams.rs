@@ -72,8 +72,13 @@ pub fn hex_hmac_sha256(key: &[u8], message: &[u8]) -> String {
 /// What to do with a `subscribe` command, decided from its identifier alone.
 #[derive(Debug, PartialEq)]
 pub enum Route {
-    /// Subscribe to `stream` locally; `whisper` tells whether clients may whisper on it.
-    Stream { stream: String, whisper: bool },
+    /// Subscribe to `stream` locally; `whisper` tells whether clients may whisper on it and
+    /// `presence` whether they may join its presence.
+    Stream {
+        stream: String,
+        whisper: bool,
+        presence: bool,
+    },
     /// A locally handled channel refused the subscription (bad signature, no stream, ...).
     Reject,
     /// Not a local channel: it belongs to the application backend (RPC).
@@ -86,6 +91,7 @@ pub struct StreamsRouter {
     pubsub: Option<StreamVerifier>,
     public: bool,
     whisper_signed: bool,
+    presence_signed: bool,
     turbo: Option<StreamVerifier>,
     cable_ready: Option<StreamVerifier>,
 }
@@ -100,6 +106,7 @@ impl StreamsRouter {
             pubsub: StreamVerifier::new(config.secret.as_deref()),
             public: config.public,
             whisper_signed: config.whisper,
+            presence_signed: config.presence,
             turbo: enabled(config.turbo, &config.turbo_secret),
             cable_ready: enabled(config.cable_ready, &config.cable_ready_secret),
         }
@@ -141,6 +148,7 @@ impl StreamsRouter {
             .map_or(Route::Reject, |stream| Route::Stream {
                 stream,
                 whisper: false,
+                presence: false,
             })
         };
 
@@ -150,6 +158,7 @@ impl StreamsRouter {
                     Some(stream) => Route::Stream {
                         stream,
                         whisper: self.whisper_signed,
+                        presence: self.presence_signed,
                     },
                     None => Route::Reject,
                 };
@@ -158,6 +167,7 @@ impl StreamsRouter {
                 Some(stream) if self.public => Route::Stream {
                     stream: stream.into(),
                     whisper: true,
+                    presence: true,
                 },
                 _ => Route::Reject,
             };
@@ -244,7 +254,8 @@ mod tests {
             router.route(&signed),
             Route::Stream {
                 stream: "chat/2023".into(),
-                whisper: false
+                whisper: false,
+                presence: true
             }
         );
         let public = id(serde_json::json!({"channel":"$pubsub","stream_name":"x"}));
@@ -256,7 +267,8 @@ mod tests {
             router.route(&turbo),
             Route::Stream {
                 stream: "chat/2023".into(),
-                whisper: false
+                whisper: false,
+                presence: false
             }
         );
         let cable_ready =
@@ -282,7 +294,8 @@ mod tests {
             router.route(&public),
             Route::Stream {
                 stream: "x".into(),
-                whisper: true
+                whisper: true,
+                presence: true
             }
         );
     }

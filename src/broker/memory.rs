@@ -5,7 +5,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Broker, HistoryError, Position, SessionSnapshot, StoredMessage, StreamPosition};
+use super::presence::PresenceStore;
+use super::{
+    Broker, HistoryError, Position, PresenceError, PresenceEvent, PresenceInfo, SessionSnapshot,
+    StoredMessage, StreamPosition,
+};
 use crate::protocol::Payload;
 use crate::transport::random_id;
 
@@ -44,7 +48,12 @@ pub struct MemoryBroker {
     history_ttl: Duration,
     sessions_ttl: Duration,
     state: Mutex<State>,
+    presence_ttl: Duration,
+    presence: Mutex<PresenceStore>,
 }
+
+/// `--presence_ttl` default.
+const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(15);
 
 impl MemoryBroker {
     pub fn new(
@@ -59,7 +68,21 @@ impl MemoryBroker {
             history_ttl,
             sessions_ttl,
             state: Mutex::default(),
+            presence_ttl: DEFAULT_PRESENCE_TTL,
+            presence: Mutex::default(),
         }
+    }
+
+    /// How long presence records live without a touch (`--presence_ttl`).
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> MemoryBroker {
+        self.presence_ttl = ttl;
+        self
+    }
+
+    fn presence(&self) -> MutexGuard<'_, PresenceStore> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Drops expired messages, idle stream counters and expired sessions. Called every second.
@@ -222,6 +245,38 @@ impl Broker for MemoryBroker {
             .get(sid)
             .filter(|s| s.expires_at > now)
             .map(|s| s.snapshot.clone())
+    }
+
+    fn presence_join(
+        &self,
+        stream: &str,
+        sid: &str,
+        id: &str,
+        info: Option<&str>,
+    ) -> Result<Option<PresenceEvent>, PresenceError> {
+        self.presence()
+            .join(Instant::now(), self.presence_ttl, stream, sid, id, info)
+    }
+
+    fn presence_leave(
+        &self,
+        stream: &str,
+        sid: &str,
+    ) -> Result<Option<PresenceEvent>, PresenceError> {
+        Ok(self.presence().leave(stream, sid))
+    }
+
+    fn presence_info(&self, stream: &str) -> Result<PresenceInfo, PresenceError> {
+        Ok(self.presence().info(stream))
+    }
+
+    fn presence_touch(&self, sid: &str) {
+        self.presence()
+            .touch(Instant::now(), self.presence_ttl, sid);
+    }
+
+    fn presence_expire(&self) -> Vec<(Arc<str>, PresenceEvent)> {
+        self.presence().expire(Instant::now())
     }
 }
 

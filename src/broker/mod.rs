@@ -9,6 +9,7 @@
 //! - Reads never block on IO: the memory broker is the only implementation for now.
 
 pub mod memory;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,10 +63,46 @@ pub struct SessionSnapshot {
 pub struct SubscriptionSnapshot {
     pub streams: Vec<Arc<str>>,
     pub whisper_stream: Option<Arc<str>>,
+    pub presence_stream: Option<Arc<str>>,
     /// The channel lives in the backend.
     pub remote: bool,
     /// Channel state (`istate`).
     pub state: HashMap<String, String>,
+}
+
+/// A presence change to broadcast on the presence stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// `info` is raw JSON text.
+    Join {
+        id: String,
+        info: Option<String>,
+    },
+    Leave {
+        id: String,
+    },
+}
+
+/// One presence id of a stream; `info` is raw JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub id: String,
+    pub info: Option<String>,
+}
+
+/// The presence of a stream: `total` distinct ids and their records (unordered).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PresenceInfo {
+    pub total: usize,
+    pub records: Vec<PresenceRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceError {
+    #[error("the broker does not keep presence")]
+    Unsupported,
+    #[error("this session already joined the stream under another presence id")]
+    IdMismatch,
 }
 
 /// History and session storage.
@@ -98,4 +135,41 @@ pub trait Broker: Send + Sync {
     /// The snapshot saved under `sid`, if it has not expired. It stays available (it simply
     /// expires), so a session can be resumed more than once.
     fn restore_session(&self, sid: &str) -> Option<SessionSnapshot>;
+
+    /// Adds session `sid` to the presence of `stream` under `id` (`info`: raw JSON, last write
+    /// wins). Returns the `join` event when the id was not present before. A session that
+    /// already joined the stream under another id gets `IdMismatch`.
+    fn presence_join(
+        &self,
+        _stream: &str,
+        _sid: &str,
+        _id: &str,
+        _info: Option<&str>,
+    ) -> Result<Option<PresenceEvent>, PresenceError> {
+        Err(PresenceError::Unsupported)
+    }
+
+    /// Removes the record of `sid` from `stream`; the `leave` event when it was the last
+    /// session of its id. Not being joined is not an error.
+    fn presence_leave(
+        &self,
+        _stream: &str,
+        _sid: &str,
+    ) -> Result<Option<PresenceEvent>, PresenceError> {
+        Err(PresenceError::Unsupported)
+    }
+
+    /// The current presence of `stream`.
+    fn presence_info(&self, _stream: &str) -> Result<PresenceInfo, PresenceError> {
+        Err(PresenceError::Unsupported)
+    }
+
+    /// Restarts the time to live of every presence record of `sid`.
+    fn presence_touch(&self, _sid: &str) {}
+
+    /// Removes the records of sessions not touched within the presence TTL; the `leave` events
+    /// by stream. Called every second.
+    fn presence_expire(&self) -> Vec<(Arc<str>, PresenceEvent)> {
+        Vec::new()
+    }
 }

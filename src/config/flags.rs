@@ -62,6 +62,7 @@ pub const BUILT: &[Feature] = &[
     Feature::Nats,
     Feature::PubSub,
     Feature::Api,
+    Feature::Presence,
 ];
 
 impl Feature {

@@ -33,6 +33,7 @@ impl Node {
             let subscription = Subscription {
                 streams: saved.streams,
                 whisper_stream: saved.whisper_stream,
+                presence_stream: saved.presence_stream,
                 awaiting_history: Some(offsets),
                 remote: saved.remote,
                 state: saved.state,

@@ -234,6 +234,8 @@ impl Node {
             }
         }
         self.touch_snapshot(session);
+        // Presence records stay until `--presence_ttl` passes (no flapping on reconnects).
+        self.touch_presence(session);
         self.notify_backend_of_disconnect(session).await;
         session.subscriptions.clear();
     }
@@ -257,6 +259,7 @@ impl Node {
                 let saved = SubscriptionSnapshot {
                     streams: s.streams.clone(),
                     whisper_stream: s.whisper_stream.clone(),
+                    presence_stream: s.presence_stream.clone(),
                     remote: s.remote,
                     state: s.state.clone(),
                 };
@@ -325,9 +328,20 @@ impl Node {
             Command::Subscribe {
                 identifier,
                 history,
+                presence,
             } => {
-                self.subscribe(session, identifier, history).await;
+                let joining = presence.map(|p| (identifier.clone(), p));
+                let outcome = self.subscribe(session, identifier, history).await;
+                if let (Subscribed::Confirmed, Some((identifier, presence))) = (outcome, joining) {
+                    self.presence_join(session, &identifier, &presence);
+                }
             }
+            Command::Join {
+                identifier,
+                presence,
+            } => self.presence_join(session, &identifier, &presence),
+            Command::Leave { identifier } => self.presence_leave(session, &identifier),
+            Command::Presence { identifier } => self.presence_query(session, &identifier),
             Command::Unsubscribe { identifier } => self.unsubscribe(session, &identifier).await,
             Command::Message { identifier, data } => self.perform(session, &identifier, data).await,
             Command::Whisper { identifier, data } => self.whisper(session, &identifier, &data),
@@ -365,7 +379,11 @@ impl Node {
             return Subscribed::Duplicate;
         }
         match self.router.route(&identifier) {
-            Route::Stream { stream, whisper } => {
+            Route::Stream {
+                stream,
+                whisper,
+                presence,
+            } => {
                 let identifier: Arc<str> = identifier.into();
                 let stream: Arc<str> = stream.into();
                 self.send(
@@ -377,6 +395,7 @@ impl Node {
                 );
                 let subscription = Subscription {
                     whisper_stream: whisper.then(|| stream.clone()),
+                    presence_stream: presence.then(|| stream.clone()),
                     streams: vec![stream],
                     ..Subscription::default()
                 };
@@ -427,6 +446,7 @@ impl Node {
         if subscription.remote && !self.unsubscribe_remote(session, identifier).await {
             return;
         }
+        self.presence_leave(session, identifier);
         if let Some(subscription) = session.subscriptions.remove(identifier) {
             self.detach(session, identifier, &subscription.streams, &subscription);
             self.save_snapshot(session);

@@ -1,6 +1,13 @@
-//! Presence: who is in a stream (`join`/`leave`/`presence` commands, the REST API query).
+//! Presence (broker.md §6, protocol.md §10.7): `join`/`leave`/`presence` commands on
+//! subscriptions with a presence stream, events broadcast on that stream, and the REST API query.
+
+use std::sync::Arc;
 
 use super::Node;
+use crate::broadcast::{Inbound, Publication, PublicationMeta};
+use crate::broker::{PresenceError, PresenceEvent, PresenceInfo};
+use crate::protocol::PresenceRequest;
+use crate::session::Session;
 
 /// Answer of a presence query for the REST API.
 pub enum PresenceLookup {
@@ -12,7 +19,186 @@ pub enum PresenceLookup {
 
 impl Node {
     /// The presence records of `stream`, as the REST API answers them.
-    pub fn presence_users(&self, _stream: &str) -> PresenceLookup {
-        PresenceLookup::Unsupported
+    pub fn presence_users(&self, stream: &str) -> PresenceLookup {
+        match self.broker.as_ref().map(|b| b.presence_info(stream)) {
+            Some(Ok(info)) => PresenceLookup::Found(info_message(&info)),
+            _ => PresenceLookup::Unsupported,
+        }
+    }
+
+    /// `join`: adds the session under `presence.id` to the subscription's presence stream.
+    pub(super) fn presence_join(
+        &self,
+        session: &Session,
+        identifier: &str,
+        presence: &PresenceRequest,
+    ) {
+        let (Some(stream), Some(broker)) =
+            (self.presence_stream(session, identifier), &self.broker)
+        else {
+            tracing::debug!(sid = &*session.sid, identifier, "join: no presence here");
+            return;
+        };
+        match broker.presence_join(
+            &stream,
+            &session.sid,
+            &presence.id,
+            presence.info.as_deref(),
+        ) {
+            Ok(Some(event)) => self.broadcast_presence(&stream, &event),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(sid = &*session.sid, identifier, "join failed: {error}"),
+        }
+    }
+
+    /// `leave` (also on unsubscribe): removes the session's record from the presence stream.
+    pub(super) fn presence_leave(&self, session: &Session, identifier: &str) {
+        let (Some(stream), Some(broker)) =
+            (self.presence_stream(session, identifier), &self.broker)
+        else {
+            return;
+        };
+        self.leave_stream(session, &stream, broker.as_ref());
+    }
+
+    fn leave_stream(&self, session: &Session, stream: &str, broker: &dyn crate::broker::Broker) {
+        match broker.presence_leave(stream, &session.sid) {
+            Ok(Some(event)) => self.broadcast_presence(stream, &event),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(sid = &*session.sid, "leave failed: {error}"),
+        }
+    }
+
+    /// `presence`: the current records, to the requester only. No reply at all without a
+    /// presence stream; an `error` message when the broker cannot answer.
+    pub(super) fn presence_query(&self, session: &Session, identifier: &str) {
+        let Some(stream) = self.presence_stream(session, identifier) else {
+            tracing::debug!(
+                sid = &*session.sid,
+                identifier,
+                "presence: no presence here"
+            );
+            return;
+        };
+        let message = match self.broker.as_ref().map(|b| b.presence_info(&stream)) {
+            Some(Ok(info)) => info_message(&info),
+            Some(Err(PresenceError::IdMismatch)) | Some(Err(PresenceError::Unsupported)) | None => {
+                r#"{"type":"error","total":0}"#.to_string()
+            }
+        };
+        self.send(session, presence_frame(identifier, &message));
+    }
+
+    /// Restarts the time to live of the session's presence records (extended-protocol
+    /// sessions, every `presence_ttl / 2`, and once on disconnect).
+    pub fn touch_presence(&self, session: &Session) {
+        if let Some(broker) = &self.broker {
+            if session
+                .subscriptions
+                .values()
+                .any(|s| s.presence_stream.is_some())
+            {
+                broker.presence_touch(&session.sid);
+            }
+        }
+    }
+
+    /// Removes expired presence records and announces the `leave`s. Called every second.
+    pub fn expire_presence(&self) {
+        let Some(broker) = &self.broker else { return };
+        for (stream, event) in broker.presence_expire() {
+            self.broadcast_presence(&stream, &event);
+        }
+    }
+
+    fn presence_stream(&self, session: &Session, identifier: &str) -> Option<Arc<str>> {
+        session
+            .subscriptions
+            .get(identifier)
+            .and_then(|s| s.presence_stream.clone())
+    }
+
+    /// A transient publication with `broadcast_type: "presence"` on the presence stream: every
+    /// subscriber (the originator included) gets `{"type":"presence",...}`.
+    fn broadcast_presence(&self, stream: &str, event: &PresenceEvent) {
+        let data = match event {
+            PresenceEvent::Join { id, info } => match info {
+                Some(info) => format!(
+                    r#"{{"type":"join","id":{},"info":{info}}}"#,
+                    json_string(id)
+                ),
+                None => format!(r#"{{"type":"join","id":{}}}"#, json_string(id)),
+            },
+            PresenceEvent::Leave { id } => {
+                format!(r#"{{"type":"leave","id":{}}}"#, json_string(id))
+            }
+        };
+        self.publish(Inbound::Publications(vec![Publication {
+            stream: stream.to_string(),
+            data,
+            meta: PublicationMeta {
+                broadcast_type: Some("presence".to_string()),
+                transient: true,
+                ..PublicationMeta::default()
+            },
+            offset: None,
+            epoch: None,
+        }]));
+    }
+}
+
+/// `{"type":"info","total":N,"records":[{"id":..,"info":..}]}`, `records` left out when empty.
+fn info_message(info: &PresenceInfo) -> String {
+    if info.records.is_empty() {
+        return format!(r#"{{"type":"info","total":{}}}"#, info.total);
+    }
+    let records: Vec<String> = info
+        .records
+        .iter()
+        .map(|r| match &r.info {
+            Some(value) => format!(r#"{{"id":{},"info":{value}}}"#, json_string(&r.id)),
+            None => format!(r#"{{"id":{}}}"#, json_string(&r.id)),
+        })
+        .collect();
+    format!(
+        r#"{{"type":"info","total":{},"records":[{}]}}"#,
+        info.total,
+        records.join(",")
+    )
+}
+
+fn presence_frame(identifier: &str, message: &str) -> String {
+    format!(
+        r#"{{"type":"presence","identifier":{},"message":{message}}}"#,
+        json_string(identifier)
+    )
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::PresenceRecord;
+
+    #[test]
+    fn info_messages_leave_out_empty_records() {
+        assert_eq!(
+            info_message(&PresenceInfo::default()),
+            r#"{"type":"info","total":0}"#
+        );
+        let info = PresenceInfo {
+            total: 1,
+            records: vec![PresenceRecord {
+                id: "42".into(),
+                info: Some(r#"{"name":"Jack"}"#.into()),
+            }],
+        };
+        assert_eq!(
+            presence_frame("x", &info_message(&info)),
+            r#"{"type":"presence","identifier":"x","message":{"type":"info","total":1,"records":[{"id":"42","info":{"name":"Jack"}}]}}"#
+        );
     }
 }

@@ -14,6 +14,9 @@ use crate::session::{merge_state, Outbox, Session, Subscription};
 /// Channel-state key naming the stream clients may whisper to.
 const WHISPER_STREAM_KEY: &str = "$w";
 
+/// Channel-state key naming the stream presence commands apply to.
+const PRESENCE_STREAM_KEY: &str = "$p";
+
 impl Node {
     /// Authentication by the backend's `Connect`.
     pub(super) async fn connect_remote(
@@ -230,6 +233,10 @@ impl Node {
                 .state
                 .get(WHISPER_STREAM_KEY)
                 .map(|s| Arc::from(s.as_str()));
+            subscription.presence_stream = subscription
+                .state
+                .get(PRESENCE_STREAM_KEY)
+                .map(|s| Arc::from(s.as_str()));
             let waiting = subscription.awaiting_history.is_some();
             for stream in &stopped {
                 if !waiting {
@@ -251,6 +258,19 @@ impl Node {
         }
         if let Some(request) = history {
             self.replay_history(session, identifier, request, true);
+        }
+        if let Some(presence) = &reply.presence {
+            match presence.kind.as_str() {
+                "join" => {
+                    let request = crate::protocol::PresenceRequest {
+                        id: presence.id.clone(),
+                        info: (!presence.info.is_empty()).then(|| json_text(&presence.info)),
+                    };
+                    self.presence_join(session, identifier, &request);
+                }
+                "leave" => self.presence_leave(session, identifier),
+                _ => {}
+            }
         }
         if reply.disconnect {
             // The reference closes with 1006, which RFC 6455 reserves; 1011 says the same.
@@ -298,4 +318,12 @@ impl Node {
 
 fn log_failure(sid: &str, command: &str, error: &RpcError) {
     tracing::error!(context = "rpc", sid, command, "RPC command failed: {error}");
+}
+
+/// `text` when it is valid JSON, otherwise `text` as a JSON string.
+fn json_text(text: &str) -> String {
+    match serde_json::from_str::<&serde_json::value::RawValue>(text) {
+        Ok(_) => text.to_string(),
+        Err(_) => serde_json::to_string(text).unwrap_or_default(),
+    }
 }

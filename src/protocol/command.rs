@@ -13,6 +13,8 @@ pub enum Command {
     Subscribe {
         identifier: String,
         history: Option<HistoryRequest>,
+        /// Join the subscription's presence stream right after the confirmation (and history).
+        presence: Option<PresenceRequest>,
     },
     Unsubscribe {
         identifier: String,
@@ -35,12 +37,48 @@ pub enum Command {
         identifier: String,
         history: Option<HistoryRequest>,
     },
+    /// Presence: add this connection under a presence id.
+    Join {
+        identifier: String,
+        presence: PresenceRequest,
+    },
+    /// Presence: remove this connection's record (a `presence` field is ignored).
+    Leave {
+        identifier: String,
+    },
+    /// Presence: ask for the current records (`data` options are ignored, as in the reference).
+    Presence {
+        identifier: String,
+    },
     /// Extended-protocol pong; it only proves liveness.
     Pong,
     /// `{"command":"ping"}`, answered with `{"type":"pong"}`.
     Ping,
     /// A well-formed command this server does not know (or does not implement yet).
     Unknown(String),
+}
+
+/// The `presence` field of `join` and `subscribe`: `id` must be a JSON string, `info` is any
+/// JSON value, kept as its raw text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRequest {
+    pub id: String,
+    pub info: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPresence {
+    id: String,
+    info: Option<Box<RawValue>>,
+}
+
+impl From<RawPresence> for PresenceRequest {
+    fn from(raw: RawPresence) -> PresenceRequest {
+        PresenceRequest {
+            id: raw.id,
+            info: raw.info.map(|i| i.get().to_string()),
+        }
+    }
 }
 
 /// What a client missed: per-stream positions, and/or a time for streams without one.
@@ -77,6 +115,8 @@ pub enum DecodeError {
     MissingIdentifier(String),
     #[error("whisper requires data")]
     MissingData,
+    #[error("join requires presence")]
+    MissingPresence,
 }
 
 /// The union of every command's fields; which ones matter depends on `command`.
@@ -88,6 +128,7 @@ struct RawCommand<'a> {
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     history: Option<HistoryRequest>,
+    presence: Option<RawPresence>,
 }
 
 /// Decodes one client frame (text or binary, parsed as JSON either way).
@@ -100,6 +141,7 @@ pub fn decode(frame: &[u8]) -> Result<Command, DecodeError> {
         "subscribe" => Command::Subscribe {
             identifier: identifier(raw.identifier)?,
             history: raw.history.and_then(HistoryRequest::into_option),
+            presence: raw.presence.map(PresenceRequest::from),
         },
         "unsubscribe" => Command::Unsubscribe {
             identifier: identifier(raw.identifier)?,
@@ -117,6 +159,19 @@ pub fn decode(frame: &[u8]) -> Result<Command, DecodeError> {
         "history" => Command::History {
             identifier: identifier(raw.identifier)?,
             history: raw.history.and_then(HistoryRequest::into_option),
+        },
+        "join" => Command::Join {
+            identifier: identifier(raw.identifier)?,
+            presence: raw
+                .presence
+                .map(PresenceRequest::from)
+                .ok_or(DecodeError::MissingPresence)?,
+        },
+        "leave" => Command::Leave {
+            identifier: identifier(raw.identifier)?,
+        },
+        "presence" => Command::Presence {
+            identifier: identifier(raw.identifier)?,
         },
         "pong" => Command::Pong,
         "ping" => Command::Ping,
@@ -136,7 +191,8 @@ mod tests {
             decode(frame.as_bytes()).unwrap(),
             Command::Subscribe {
                 identifier: id.into(),
-                history: None
+                history: None,
+                presence: None
             }
         );
     }
@@ -214,6 +270,54 @@ mod tests {
             Err(DecodeError::MissingIdentifier(_))
         ));
         assert!(decode(br#"[1,2]"#).is_err());
+    }
+
+    #[test]
+    fn decodes_presence_commands() {
+        let join =
+            br#"{"command":"join","identifier":"x","presence":{"id":"42","info":{"name":"Jack"}}}"#;
+        assert_eq!(
+            decode(join).unwrap(),
+            Command::Join {
+                identifier: "x".into(),
+                presence: PresenceRequest {
+                    id: "42".into(),
+                    info: Some(r#"{"name":"Jack"}"#.into())
+                }
+            }
+        );
+        let bare = br#"{"command":"join","identifier":"x","presence":{"id":"7"}}"#;
+        assert!(matches!(
+            decode(bare).unwrap(),
+            Command::Join {
+                presence: PresenceRequest { info: None, .. },
+                ..
+            }
+        ));
+        assert!(decode(br#"{"command":"join","identifier":"x","presence":{"id":42}}"#).is_err());
+        assert!(decode(br#"{"command":"join","identifier":"x"}"#).is_err());
+        assert_eq!(
+            decode(br#"{"command":"leave","identifier":"x"}"#).unwrap(),
+            Command::Leave {
+                identifier: "x".into()
+            }
+        );
+        assert_eq!(
+            decode(br#"{"command":"presence","identifier":"x","data":{"return_records":true}}"#)
+                .unwrap(),
+            Command::Presence {
+                identifier: "x".into()
+            }
+        );
+        let subscribe =
+            br#"{"command":"subscribe","identifier":"x","presence":{"id":"1","info":"a"}}"#;
+        assert!(matches!(
+            decode(subscribe).unwrap(),
+            Command::Subscribe {
+                presence: Some(PresenceRequest { info: Some(_), .. }),
+                ..
+            }
+        ));
     }
 
     #[test]

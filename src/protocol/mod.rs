@@ -7,7 +7,7 @@
 mod command;
 mod reply;
 
-pub use command::{decode, Command, DecodeError, HistoryRequest, StreamPosition};
+pub use command::{decode, Command, DecodeError, HistoryRequest, PresenceRequest, StreamPosition};
 pub use reply::{broadcast_frame, DisconnectReason, FramePosition, Payload, Reply};
 
 /// The base Action Cable protocol.

@@ -14,6 +14,8 @@ pub struct Subscription {
     pub streams: Vec<Arc<str>>,
     /// The stream whispers go to, when whispering is allowed.
     pub whisper_stream: Option<Arc<str>>,
+    /// The stream presence commands apply to, when presence is allowed.
+    pub presence_stream: Option<Arc<str>>,
     /// Set on a restored session until the client asks for the history it missed: the streams
     /// are attached then, atomically with the replay, so that nothing is delivered twice. Holds
     /// each stream's newest offset at restore time, to replay from if the client never asks.

@@ -59,7 +59,8 @@ pub struct WsEndpoint {
     /// `--pong_timeout`; armed for extended-protocol sessions and with native pings.
     pub pong_timeout: Option<Duration>,
     pub native_pings: bool,
-    /// How often an extended-protocol session refreshes its cached snapshot.
+    /// How often an extended-protocol session refreshes its cached snapshot and its presence
+    /// records (the shorter of half of each time to live).
     pub sessions_keepalive: Option<Duration>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -93,9 +94,7 @@ impl WsEndpoint {
             pong_timeout: (config.app.pong_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
-            sessions_keepalive: (config.broker.adapter == "memory"
-                && config.broker.sessions_ttl_secs > 1)
-                .then(|| Duration::from_secs(config.broker.sessions_ttl_secs / 2)),
+            sessions_keepalive: keepalive(config),
             shutdown,
             tracker,
         }
@@ -357,6 +356,7 @@ impl WsEndpoint {
                         if next_keepalive.is_some_and(|at| at <= now) {
                             next_keepalive = keepalive.map(|every| now + every);
                             self.node.touch_snapshot(current);
+                            self.node.touch_presence(current);
                         }
                         if restore_deadline.is_some_and(|at| at <= now) {
                             restore_deadline = None;
@@ -451,4 +451,16 @@ fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token:
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Half of the sessions TTL and of `--presence_ttl`, whichever is shorter (memory broker only).
+fn keepalive(config: &Config) -> Option<Duration> {
+    if config.broker.adapter != "memory" {
+        return None;
+    }
+    let sessions = (config.broker.sessions_ttl_secs > 1)
+        .then(|| Duration::from_secs(config.broker.sessions_ttl_secs / 2));
+    let presence = (config.broker.presence_ttl_secs > 0)
+        .then(|| Duration::from_millis(config.broker.presence_ttl_secs.saturating_mul(500)));
+    sessions.into_iter().chain(presence).min()
 }
