@@ -232,6 +232,15 @@ class ChatChannel extends Channel {
   }
 }
 
+// Presence on the room stream through the channel state `$p` (what `join_presence` sets).
+class PresenceChannel extends Channel {
+  async subscribed(handle, params) {
+    const stream = `presence_${params?.room || 'lobby'}`;
+    handle.streamFrom(stream);
+    handle.state.$p = stream;
+  }
+}
+
 class RejectChannel extends Channel {
   async subscribed(handle) {
     handle.reject();
@@ -288,6 +297,7 @@ export class TestApplication extends Application {
     this.registerChannel('EchoChannel', new EchoChannel());
     this.registerChannel('ChatChannel', new ChatChannel(this));
     this.registerChannel('RejectChannel', new RejectChannel());
+    this.registerChannel('PresenceChannel', new PresenceChannel());
     this.registerChannel('CounterChannel', new CounterChannel());
     this.registerChannel('DisconnectChannel', new DisconnectChannel());
     this.registerChannel('SlowChannel', new SlowChannel());
