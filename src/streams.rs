@@ -57,16 +57,18 @@ impl StreamVerifier {
 
 /// Lowercase hex of HMAC-SHA256(key, message).
 pub fn hex_hmac_sha256(key: &[u8], message: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         return String::new();
     };
     mac.update(message);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hex = String::with_capacity(64);
+    for byte in mac.finalize().into_bytes() {
+        hex.push(HEX[usize::from(byte >> 4)] as char);
+        hex.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    hex
 }
 
 /// What to do with a `subscribe` command, decided from its identifier alone.
