@@ -4,15 +4,11 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use subtle::ConstantTimeEq;
 
-use crate::broadcast::http::MAX_BODY_BYTES;
-use crate::broadcast::parse;
-use crate::metrics::Counter;
+use crate::broadcast::http::{bearer_matches, publish_body};
 use crate::node::{Node, PresenceLookup};
 use crate::response::{plain, Body};
 use crate::transport::{add_cors_headers, AllowedOrigins};
@@ -83,28 +79,7 @@ impl ApiEndpoint {
         if !self.authorized(&request) {
             return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
         }
-        let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n");
-            }
-            Err(_) => return plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n"),
-        };
-        self.node.metrics().inc(Counter::Publications);
-        match parse(&body) {
-            Ok(inbound) => {
-                self.node.publish(inbound);
-                plain(StatusCode::CREATED, "")
-            }
-            Err(error) => {
-                self.node.metrics().inc(Counter::FailedBroadcastMsg);
-                tracing::warn!(context = "api", "failed to parse publish request: {error}");
-                plain(StatusCode::UNPROCESSABLE_ENTITY, "invalid publication: expected {\"stream\":\"...\",\"data\":\"...\"}, an array of them, or a remote command\n")
-            }
-        }
+        publish_body(&self.node, request.into_body()).await
     }
 
     fn presence(&self, request: Request<Incoming>, stream: &str) -> Response<Body> {
@@ -132,16 +107,7 @@ impl ApiEndpoint {
 
     /// Bearer key check in constant time.
     fn authorized(&self, request: &Request<Incoming>) -> bool {
-        let Some(key) = &self.key else {
-            return true;
-        };
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+        bearer_matches(request, self.key.as_deref())
     }
 }
 

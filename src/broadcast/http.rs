@@ -58,41 +58,52 @@ impl HttpBroadcaster {
         if !self.authorized(&request) {
             return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
         }
-        let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n");
-            }
-            Err(_) => return plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n"),
-        };
-        self.node.metrics().inc(Counter::Publications);
-        match parse(&body) {
-            Ok(inbound) => {
-                self.node.publish(inbound);
-                plain(StatusCode::CREATED, "")
-            }
-            Err(error) => {
-                self.node.metrics().inc(Counter::FailedBroadcastMsg);
-                tracing::warn!("failed to parse broadcast request: {error}");
-                plain(StatusCode::UNPROCESSABLE_ENTITY, "invalid broadcast: expected {\"stream\":\"...\",\"data\":\"...\"}, an array of them, or a remote command\n")
-            }
-        }
+        publish_body(&self.node, request.into_body()).await
     }
 
-    /// Bearer token check in constant time.
     fn authorized(&self, request: &Request<Incoming>) -> bool {
-        let Some(key) = &self.key else {
-            return true;
-        };
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+        bearer_matches(request, self.key.as_deref())
+    }
+}
+
+/// Whether `request` carries `Authorization: Bearer <key>`, compared in constant time. Without
+/// a key every request passes.
+pub fn bearer_matches<B>(request: &Request<B>, key: Option<&str>) -> bool {
+    let Some(key) = key else {
+        return true;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+}
+
+/// Reads a publication body (a publication, a batch or a remote command) and applies it: the
+/// shared core of `/_broadcast` and the REST API's `/publish`.
+pub async fn publish_body(node: &Node, body: Incoming) -> Response<Body> {
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n");
+        }
+        Err(_) => return plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n"),
+    };
+    node.metrics().inc(Counter::Publications);
+    match parse(&body) {
+        Ok(inbound) => {
+            node.publish(inbound);
+            plain(StatusCode::CREATED, "")
+        }
+        Err(error) => {
+            node.metrics().inc(Counter::FailedBroadcastMsg);
+            tracing::warn!("failed to parse a publication: {error}");
+            plain(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid publication: expected {\"stream\":\"...\",\"data\":\"...\"}, an array of them, or a remote command\n",
+            )
+        }
     }
 }
