@@ -96,6 +96,16 @@ echo "    node $(node --version), npm $(npm --version 2>/dev/null)"
 )
 done_step
 
+step "Python prometheus_client (the reference text-format parser for e2e/metrics_prometheus.test.mjs)"
+command -v python3 >/dev/null || die "python3 is not installed"
+if python3 -c 'import prometheus_client' 2>/dev/null; then
+  echo "    prometheus_client present"
+else
+  python3 -m pip install --quiet --disable-pip-version-check --no-input prometheus_client
+  python3 -c 'import prometheus_client' || die "prometheus_client did not install"
+fi
+done_step
+
 # ---------------------------------------------------------------------------
 # 2. Services used by the server's tests (Redis, NATS with JetStream)
 tcp_line() { # host port [send] -> first line the server answers (2 s bound)
