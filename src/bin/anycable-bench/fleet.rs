@@ -27,6 +27,8 @@ struct Member {
 pub struct Fleet {
     members: Vec<Member>,
     delivered: Arc<AtomicU64>,
+    /// Server pings received by all members.
+    pings: Arc<AtomicU64>,
 }
 
 /// Delivery figures over a range of sequence numbers.
@@ -52,12 +54,14 @@ impl Fleet {
         concurrency: usize,
     ) -> Result<Fleet, String> {
         let delivered = Arc::new(AtomicU64::new(0));
+        let pings = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut pending = Vec::with_capacity(count);
         for _ in 0..count {
             let gate = gate.clone();
             let (addr, path, identifier) = (target.addr, path.to_string(), identifier.to_string());
             let delivered = delivered.clone();
+            let pings = pings.clone();
             pending.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
                 let mut ws = connect(addr, &path).await?;
@@ -74,6 +78,9 @@ impl Fleet {
                             continue;
                         };
                         let Some(stamp) = parse_stamp(&text) else {
+                            if text.contains("\"type\":\"ping\"") {
+                                pings.fetch_add(1, Ordering::Relaxed);
+                            }
                             continue;
                         };
                         let latency = now_nanos().saturating_sub(stamp.sent_nanos) / 1000;
@@ -95,7 +102,11 @@ impl Fleet {
         for handle in pending {
             members.push(handle.await.map_err(|e| e.to_string())??);
         }
-        Ok(Fleet { members, delivered })
+        Ok(Fleet {
+            members,
+            delivered,
+            pings,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -142,6 +153,19 @@ impl Fleet {
         stats.p99_ms = at(0.99);
         stats.max_ms = latencies.last().map_or(0.0, |&l| l as f64 / 1000.0);
         stats
+    }
+
+    /// Members whose connection is still open.
+    pub fn open(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| !m.reader.is_finished())
+            .count()
+    }
+
+    /// Server pings received so far by all members.
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
     }
 
     pub fn close(self) {

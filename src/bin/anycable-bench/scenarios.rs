@@ -37,6 +37,13 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
     // Let every connection go through a few ping rounds before measuring.
     tokio::time::sleep(options.hold).await;
     let after = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    let pings_before = fleet.pings();
+    // Leak check: hold as long again, with pings flowing; memory must not grow beyond noise and
+    // every connection must still be open.
+    tokio::time::sleep(options.hold).await;
+    let later = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    let pings = fleet.pings() - pings_before;
+    let open = fleet.open();
     let mut report = Report::new("idle");
     report.add("connections", fleet.len());
     report.add("rss_before_kib", before);
@@ -45,6 +52,23 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
         "kib_per_connection",
         after.saturating_sub(before) as f64 / fleet.len().max(1) as f64,
     );
+    report.add("rss_growth_while_idle_kib", later as i64 - after as i64);
+    report.add("pings_while_idle", pings);
+    report.add("still_open", open);
+    let allowed_growth = (after / 10).max(2048);
+    if open != fleet.len() {
+        return Err(format!(
+            "{} of {} idle connections were closed",
+            fleet.len() - open,
+            fleet.len()
+        ));
+    }
+    if pings == 0 {
+        return Err("no pings reached idle connections".into());
+    }
+    if later > after + allowed_growth {
+        return Err(format!("server RSS grew from {after} KiB to {later} KiB while idle (allowed {allowed_growth} KiB)"));
+    }
     fleet.close();
     Ok(report)
 }
