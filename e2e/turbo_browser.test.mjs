@@ -5,7 +5,6 @@
 // broadcast over HTTP must change the DOM.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -16,6 +15,7 @@ import { chromium } from 'playwright-core';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { signStreamName, tamperSignedName, makeJwt } from './support/signing.mjs';
+import { startWeb } from './support/web.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SECRET = 'e2e-turbo-browser-secret';
@@ -52,25 +52,6 @@ function pageHtml({ cableUrl, sources }) {
     <div id="messages"></div>
   </body>
 </html>`;
-}
-
-async function startWeb() {
-  const pages = new Map();
-  const srv = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    if (url.pathname === '/bundle.js') {
-      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
-      res.end(bundle);
-    } else if (pages.has(url.pathname)) {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
-      res.end(pages.get(url.pathname));
-    } else {
-      res.writeHead(404);
-      res.end('not found');
-    }
-  });
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { server: srv, port: srv.address().port, pages };
 }
 
 /** Open a page in a fresh context; record console output, page errors and WebSocket frames. */
@@ -140,7 +121,7 @@ describe('Turbo Streams in headless Chromium', () => {
     bundle = readFileSync(outfile);
 
     server = await startServer({ args: [`--secret=${SECRET}`, '--turbo_streams'], label: 'turbo-browser' });
-    web = await startWeb();
+    web = await startWeb(() => bundle);
     // playwright's launch() uses a fresh temporary --user-data-dir on every start.
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
   });

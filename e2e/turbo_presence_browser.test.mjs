@@ -13,7 +13,6 @@
 // so #online is the page's list of members.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,6 +23,7 @@ import { chromium } from 'playwright-core';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { signStreamName, makeJwt } from './support/signing.mjs';
+import { startWeb } from './support/web.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SECRET = 'e2e-turbo-presence-secret';
@@ -61,25 +61,6 @@ function pageHtml({ cableUrl, signed, presenceId, name }) {
     <ul id="online"></ul>
   </body>
 </html>`;
-}
-
-async function startWeb() {
-  const pages = new Map();
-  const srv = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    if (url.pathname === '/bundle.js') {
-      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
-      res.end(bundle);
-    } else if (pages.has(url.pathname)) {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
-      res.end(pages.get(url.pathname));
-    } else {
-      res.writeHead(404);
-      res.end('not found');
-    }
-  });
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { server: srv, port: srv.address().port, pages };
 }
 
 /** Open a page in a fresh context; record console output, page errors and WebSocket frames/commands. */
@@ -162,7 +143,7 @@ describe('Turbo presence (<turbo-cable-presence-source>) in headless Chromium', 
       args: [`--secret=${SECRET}`, '--broker=memory', '--turbo_streams', '--presence_ttl=1'],
       label: 'turbo-presence-browser',
     });
-    web = await startWeb();
+    web = await startWeb(() => bundle);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
   });
 

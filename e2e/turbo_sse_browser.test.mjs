@@ -7,7 +7,6 @@
 // browser reconnects by itself with Last-Event-ID, with every update in the DOM once, in order.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,6 +19,7 @@ import { startServer, withServerLog } from './support/server.mjs';
 import { signStreamName, makeJwt } from './support/signing.mjs';
 import { waitUntil } from './support/clients.mjs';
 import { TcpProxy } from './support/proxy.mjs';
+import { startWeb } from './support/web.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SECRET = 'e2e-turbo-sse-secret';
@@ -75,25 +75,6 @@ function instrumentEventSource() {
       }
     }
   };
-}
-
-async function startWeb() {
-  const pages = new Map();
-  const srv = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    if (url.pathname === '/bundle.js') {
-      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
-      res.end(bundle);
-    } else if (pages.has(url.pathname)) {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
-      res.end(pages.get(url.pathname));
-    } else {
-      res.writeHead(404);
-      res.end('not found');
-    }
-  });
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  return { server: srv, port: srv.address().port, pages };
 }
 
 async function openPage(name, html) {
@@ -159,7 +140,7 @@ describe('Turbo Streams over SSE (<turbo-stream-source>) in headless Chromium', 
       args: ['--sse', `--secret=${SECRET}`, '--turbo_streams', '--broker=memory'],
       label: 'turbo-sse-browser',
     });
-    web = await startWeb();
+    web = await startWeb(() => bundle);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
   });
 
