@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { RawClient, waitUntil } from './support/clients.mjs';
+import { startBackend } from './rpc/support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.PYTHON || 'python3';
@@ -158,5 +159,34 @@ describe('Prometheus /metrics parsed by prometheus_client', () => {
     await client.close();
     await scrapeUntil((s) => value(s, 'clients_num') === 0 && value(s, 'broadcast_streams_num') === 0, 5000,
       'clients_num 0 after the client left');
+  }));
+});
+
+describe('grpc_active_conn_num with a gRPC backend', () => {
+  let backend;
+  const rpcClients = [];
+
+  before(async () => {
+    backend = await startBackend('grpc');
+    server = await startServer({
+      args: [`--rpc_host=${backend.rpcHost}`, '--metrics_http=/metrics', '--stats_refresh_interval=1'],
+      label: 'metrics-grpc',
+    });
+  });
+
+  after(async () => {
+    for (const c of rpcClients) await c.close();
+    await server?.stop();
+    await backend?.stop();
+  });
+
+  it('counts the live connections to the gRPC server', withServerLog(() => server, async () => {
+    const idle = await scrapeUntil((s) => value(s, 'grpc_active_conn_num') === 0, 5000, 'no connection before any call');
+    assert.equal(idle.samples.get(`${PREFIX}grpc_active_conn_num`).type, 'gauge');
+    const client = await RawClient.connect(server.wsUrl({}), { headers: { Cookie: 'user=alice' } });
+    rpcClients.push(client);
+    assert.equal((await client.welcome()).type, 'welcome', 'the backend accepted the connection');
+    const connected = await scrapeUntil((s) => value(s, 'grpc_active_conn_num') === 1, 5000, 'one connection after the Connect call');
+    assert.ok(value(connected, 'rpc_call_total') >= 1);
   }));
 });

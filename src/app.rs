@@ -98,6 +98,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::new(Registration {
         rpc: crate::rpc::implementation(config) != "none",
         sse: config.sse.enabled,
+        grpc: crate::rpc::implementation(config) == "grpc",
     }));
     let router = StreamsRouter::new(&config.streams);
     let auth = Authenticator::new(

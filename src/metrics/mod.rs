@@ -139,10 +139,11 @@ pub enum Gauge {
     MemSysBytes,
     RpcPending,
     SseClients,
+    GrpcActiveConn,
 }
 
 impl Gauge {
-    pub const ALL: [Gauge; 8] = [
+    pub const ALL: [Gauge; 9] = [
         Gauge::ClientsNum,
         Gauge::ClientsUniqNum,
         Gauge::BroadcastStreamsNum,
@@ -151,6 +152,7 @@ impl Gauge {
         Gauge::MemSysBytes,
         Gauge::RpcPending,
         Gauge::SseClients,
+        Gauge::GrpcActiveConn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -163,6 +165,7 @@ impl Gauge {
             Gauge::MemSysBytes => "mem_sys_bytes",
             Gauge::RpcPending => "rpc_pending_num",
             Gauge::SseClients => "sse_clients_num",
+            Gauge::GrpcActiveConn => "grpc_active_conn_num",
         }
     }
 
@@ -176,6 +179,7 @@ impl Gauge {
             Gauge::MemSysBytes => "Resident memory of the process, in bytes",
             Gauge::RpcPending => "RPC calls waiting for a concurrency slot",
             Gauge::SseClients => "Connected SSE clients",
+            Gauge::GrpcActiveConn => "Live connections to the gRPC servers",
         }
     }
 }
@@ -214,14 +218,17 @@ pub struct Registration {
     pub rpc: bool,
     /// `sse_clients_num` (`--sse`).
     pub sse: bool,
+    /// `grpc_active_conn_num` (the RPC backend is reached over gRPC).
+    pub grpc: bool,
 }
 
 impl Default for Registration {
-    /// What the default configuration registers: RPC on, SSE off.
+    /// What the default configuration registers: RPC over gRPC on, SSE off.
     fn default() -> Self {
         Registration {
             rpc: true,
             sse: false,
+            grpc: true,
         }
     }
 }
@@ -290,6 +297,7 @@ impl Metrics {
             Metric::Counter(c) => !c.is_rpc() || self.registration.rpc,
             Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
             Metric::Gauge(Gauge::SseClients) => self.registration.sse,
+            Metric::Gauge(Gauge::GrpcActiveConn) => self.registration.grpc,
             Metric::Gauge(_) => true,
         }
     }
@@ -366,6 +374,7 @@ mod tests {
         let all = Metrics::new(Registration {
             rpc: true,
             sse: true,
+            grpc: true,
         });
         assert_eq!(
             all.registered().count(),
@@ -374,6 +383,7 @@ mod tests {
         let plain = Metrics::new(Registration {
             rpc: false,
             sse: false,
+            grpc: false,
         });
         let names: Vec<_> = plain.registered().map(Metric::name).collect();
         assert!(names.contains(&"clients_num"));

@@ -140,6 +140,7 @@ mod tests {
             Registration {
                 rpc: false,
                 sse: true,
+                grpc: false,
             },
         );
         let text = exporter.render();

@@ -20,6 +20,8 @@ pub struct NodeGauges {
     pub streams: usize,
     /// Queued Disconnect calls.
     pub disconnect_queue: usize,
+    /// Live connections to the gRPC servers (gRPC backends only).
+    pub grpc_connections: usize,
 }
 
 /// Starts the refresher: samples at once, then every `every`, until `shutdown`. Nothing is
@@ -54,6 +56,7 @@ fn refresh(metrics: &Metrics, node: NodeGauges) {
     metrics.set(Gauge::ClientsUniqNum, node.uniq_clients as u64);
     metrics.set(Gauge::BroadcastStreamsNum, node.streams as u64);
     metrics.set(Gauge::DisconnectQueueSize, node.disconnect_queue as u64);
+    metrics.set(Gauge::GrpcActiveConn, node.grpc_connections as u64);
     metrics.set(Gauge::GoroutinesNum, alive_tasks());
     if let Some(rss) = resident_bytes() {
         metrics.set(Gauge::MemSysBytes, rss);
@@ -99,12 +102,14 @@ mod tests {
                 uniq_clients: 2,
                 streams: 5,
                 disconnect_queue: 1,
+                grpc_connections: 2,
             },
         );
         assert_eq!(metrics.gauge(Gauge::ClientsNum), 3);
         assert_eq!(metrics.gauge(Gauge::ClientsUniqNum), 2);
         assert_eq!(metrics.gauge(Gauge::BroadcastStreamsNum), 5);
         assert_eq!(metrics.gauge(Gauge::DisconnectQueueSize), 1);
+        assert_eq!(metrics.gauge(Gauge::GrpcActiveConn), 2);
         assert!(metrics.gauge(Gauge::GoroutinesNum) >= 1);
         task.abort();
         if cfg!(target_os = "linux") {

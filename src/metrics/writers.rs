@@ -153,6 +153,7 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         failed_client_msg_total = v(Mc(C::FailedClientMsg)),
         failed_server_msg_total = v(Mc(C::FailedServerMsg)),
         goroutines_num = v(Mg(G::GoroutinesNum)),
+        grpc_active_conn_num = v(Mg(G::GrpcActiveConn)),
         mem_sys_bytes = v(Mg(G::MemSysBytes)),
         publications_total = v(Mc(C::Publications)),
         remote_commands_total = v(Mc(C::RemoteCommands)),
@@ -467,6 +468,7 @@ mod tests {
         let metrics = Metrics::new(Registration {
             rpc: true,
             sse: true,
+            grpc: true,
         });
         let format = LineFormat::new(
             "anycable_go.",
@@ -530,6 +532,7 @@ mod tests {
         let metrics = Metrics::new(Registration {
             rpc: true,
             sse: true,
+            grpc: true,
         });
         metrics.add(Counter::ClientMsg, 7);
         let fields = logged(&metrics.snapshot(), &[]);
@@ -547,6 +550,7 @@ mod tests {
         let metrics = Metrics::new(Registration {
             rpc: false,
             sse: false,
+            grpc: false,
         });
         let fields = logged(&metrics.snapshot(), &[]);
         assert!(!fields.iter().any(|(k, _)| k.starts_with("rpc_")));

@@ -296,6 +296,10 @@ impl Node {
             uniq_clients,
             streams: self.hub.streams_count(),
             disconnect_queue: self.backend.as_ref().map_or(0, |b| b.disconnector.queued()),
+            grpc_connections: self
+                .backend
+                .as_ref()
+                .map_or(0, |b| b.rpc.active_connections()),
         }
     }
 

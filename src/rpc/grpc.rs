@@ -1,13 +1,22 @@
 //! gRPC transport (tonic): unary calls to `/anycable.RPC/*` with the `sid` and `protov`
-//! metadata, round-robin over the resolved endpoints.
+//! metadata, round-robin over one channel per backend address, counting live connections.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use hyper::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
-use tonic::transport::channel::Change;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::{
@@ -24,7 +33,10 @@ const DNS_REFRESH: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
 pub struct GrpcTransport {
-    channel: Channel,
+    /// One lazily connected channel per backend address, used in turn.
+    pool: Arc<Pool>,
+    /// Live connections to the backends (`grpc_active_conn_num`).
+    live: Arc<AtomicUsize>,
     request_timeout: Option<Duration>,
     max_recv: Option<usize>,
     max_send: Option<usize>,
@@ -105,54 +117,66 @@ impl GrpcTransport {
     pub fn new(config: &RpcConfig, trust: Option<Trust>) -> Result<GrpcTransport, SetupError> {
         let invalid = |why: String| SetupError::Host(config.host.clone(), why);
         let tls = tls_config(trust);
-        let channel = match parse_target(&config.host).map_err(invalid)? {
-            Target::Single(address) => endpoint(&address, tls.as_ref(), host_of(&address))
-                .map_err(invalid)?
-                .connect_lazy(),
+        let live = Arc::new(AtomicUsize::new(0));
+        let connector = CountingConnector::new(live.clone());
+        let pool = Arc::new(Pool::default());
+        match parse_target(&config.host).map_err(invalid)? {
+            Target::Single(address) => {
+                let endpoint =
+                    endpoint(&address, tls.as_ref(), host_of(&address)).map_err(invalid)?;
+                pool.replace(vec![endpoint.connect_with_connector_lazy(connector)]);
+            }
             Target::List(addresses) => {
-                let endpoints = addresses
+                let channels = addresses
                     .iter()
-                    .map(|a| endpoint(a, tls.as_ref(), host_of(a)))
+                    .map(|a| {
+                        endpoint(a, tls.as_ref(), host_of(a))
+                            .map(|e| e.connect_with_connector_lazy(connector.clone()))
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(invalid)?;
-                Channel::balance_list(endpoints.into_iter())
+                pool.replace(channels);
             }
             Target::Dns(name) => {
                 endpoint(&name, tls.as_ref(), host_of(&name)).map_err(invalid)?;
-                let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
+                let weak = Arc::downgrade(&pool);
                 tokio::spawn(async move {
-                    let mut known: Vec<SocketAddr> = Vec::new();
+                    let mut known: HashMap<SocketAddr, Channel> = HashMap::new();
                     loop {
                         match tokio::net::lookup_host(&name).await {
                             Ok(found) => {
                                 let found: Vec<SocketAddr> = found.collect();
-                                for gone in known.iter().filter(|a| !found.contains(a)) {
-                                    let _ = changes.send(Change::Remove(*gone)).await;
-                                }
-                                for new in found.iter().filter(|a| !known.contains(a)) {
-                                    if let Ok(endpoint) =
-                                        endpoint(&new.to_string(), tls.as_ref(), host_of(&name))
-                                    {
-                                        let _ = changes.send(Change::Insert(*new, endpoint)).await;
+                                known.retain(|address, _| found.contains(address));
+                                for address in found {
+                                    if let Entry::Vacant(slot) = known.entry(address) {
+                                        if let Ok(endpoint) = endpoint(
+                                            &address.to_string(),
+                                            tls.as_ref(),
+                                            host_of(&name),
+                                        ) {
+                                            slot.insert(
+                                                endpoint
+                                                    .connect_with_connector_lazy(connector.clone()),
+                                            );
+                                        }
                                     }
                                 }
-                                known = found;
                             }
                             Err(error) => {
                                 tracing::warn!(context = "rpc", "cannot resolve {name}: {error}")
                             }
                         }
-                        if changes.is_closed() {
-                            return;
-                        }
+                        let Some(pool) = weak.upgrade() else { return };
+                        pool.replace(known.values().cloned().collect());
+                        drop(pool);
                         tokio::time::sleep(DNS_REFRESH).await;
                     }
                 });
-                channel
             }
-        };
+        }
         Ok(GrpcTransport {
-            channel,
+            pool,
+            live,
             request_timeout: (config.request_timeout_ms > 0)
                 .then(|| Duration::from_millis(config.request_timeout_ms)),
             max_recv: (config.max_recv_size > 0).then_some(config.max_recv_size),
@@ -170,7 +194,12 @@ impl GrpcTransport {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let mut client = tonic::client::Grpc::new(self.channel.clone());
+        let Some(channel) = self.pool.next() else {
+            return Err(CallError::Unavailable(
+                "no RPC server address resolved yet".into(),
+            ));
+        };
+        let mut client = tonic::client::Grpc::new(channel);
         if let Some(limit) = self.max_recv {
             client = client.max_decoding_message_size(limit);
         }
@@ -215,7 +244,122 @@ fn map_status(status: tonic::Status) -> CallError {
     }
 }
 
+/// Round-robin over the channels of every known backend address.
+#[derive(Default)]
+struct Pool {
+    channels: RwLock<Vec<Channel>>,
+    turn: AtomicUsize,
+}
+
+impl Pool {
+    fn replace(&self, channels: Vec<Channel>) {
+        *self.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
+    }
+
+    fn next(&self) -> Option<Channel> {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        if channels.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(channels[turn % channels.len()].clone())
+    }
+}
+
+/// Opens TCP connections to the backends (TLS, when configured, is layered on top by tonic) and
+/// counts the ones alive.
+#[derive(Clone)]
+struct CountingConnector {
+    inner: HttpConnector,
+    live: Arc<AtomicUsize>,
+}
+
+impl CountingConnector {
+    fn new(live: Arc<AtomicUsize>) -> CountingConnector {
+        let mut inner = HttpConnector::new();
+        inner.enforce_http(false);
+        inner.set_nodelay(true);
+        CountingConnector { inner, live }
+    }
+}
+
+impl tower_service::Service<Uri> for CountingConnector {
+    type Response = Counted<TokioIo<TcpStream>>;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let live = self.live.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            live.fetch_add(1, Ordering::Relaxed);
+            Ok(Counted { io, live })
+        })
+    }
+}
+
+/// A connection that is counted while it exists.
+struct Counted<T> {
+    io: T,
+    live: Arc<AtomicUsize>,
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
 impl Transport for GrpcTransport {
+    fn active_connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
     fn connect<'a>(
         &'a self,
         sid: &'a str,

@@ -61,6 +61,11 @@ pub trait Transport: Send + Sync {
         sid: &'a str,
         request: CommandMessage,
     ) -> BoxFuture<'a, Result<CommandResponse, CallError>>;
+    /// Live connections to the backend, when the transport keeps track of them (gRPC).
+    fn active_connections(&self) -> usize {
+        0
+    }
+
     fn disconnect<'a>(
         &'a self,
         sid: &'a str,
@@ -121,6 +126,11 @@ impl Rpc {
             metrics,
             description,
         }))
+    }
+
+    /// Live connections to the backend (`grpc_active_conn_num`).
+    pub fn active_connections(&self) -> usize {
+        self.transport.active_connections()
     }
 
     pub async fn connect(
