@@ -26,6 +26,12 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         println!("{warning}");
     }
+    if env
+        .get("ANYCABLE_MEMORY_METRICS")
+        .is_some_and(|v| v == "1" || v == "true")
+    {
+        println!("ANYCABLE_MEMORY_METRICS has no effect: there is no Go heap to report (mem_sys_bytes reports the resident memory)");
+    }
     let unsupported = config.unsupported_settings();
     if !unsupported.is_empty() {
         for message in unsupported {
