@@ -1117,3 +1117,63 @@ async fn a_client_that_goes_away_is_unsubscribed() {
     server.publish("chat", "still here").await;
     assert_eq!(other.recv().await.data, "still here");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_has_its_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(&[
+        "--sse",
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        "--debug",
+        "--ws_max_pending_size=65536",
+        "--ws_write_timeout=1",
+    ])
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(server.addr().parse().unwrap())
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /events?stream=firehose HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("confirm_subscription") {
+        let n = stalled.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Stop reading while ~6 MB are published: more than the kernel buffers hold.
+    let filler = "x".repeat(20_000);
+    for n in 0..300 {
+        server
+            .publish("firehose", &json!({"n": n, "filler": filler}).to_string())
+            .await;
+    }
+    assert!(
+        server
+            .wait_output("aborted by its handler", Duration::from_secs(10))
+            .await,
+        "the server never gave up on the stalled client"
+    );
+    // Draining what the kernel buffered must end in EOF: the server closed the socket rather
+    // than keeping a half-written response (or an idle keep-alive connection) open.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the stalled client's connection was left open"
+    );
+}

@@ -204,9 +204,17 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let permit = permit.map(Arc::new);
+    let abort = CancellationToken::new();
+    let abort_handle = abort.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         let routes = routes.clone();
         request.extensions_mut().insert(RemoteAddr(peer));
+        request
+            .extensions_mut()
+            .insert(ConnectionAbort(abort_handle.clone()));
+        request
+            .extensions_mut()
+            .insert(ConnectionAbort(abort_handle.clone()));
         if let Some(permit) = &permit {
             request
                 .extensions_mut()
@@ -228,10 +236,20 @@ async fn serve_connection<S>(
         }
         _ = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = abort.cancelled() => {}
+            }
         }
+        // Dropping the connection closes the socket.
+        _ = abort.cancelled() => tracing::debug!("HTTP connection aborted by its handler"),
     }
 }
+
+/// Lets a handler drop the whole HTTP connection, e.g. when a streaming client stopped reading
+/// and the response can never be finished.
+#[derive(Clone)]
+pub struct ConnectionAbort(pub CancellationToken);
 
 /// Keeps a `--max-conn` slot taken while a request (or the WebSocket it became) is alive.
 #[derive(Clone)]

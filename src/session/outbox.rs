@@ -39,6 +39,8 @@ struct State {
     frames: VecDeque<Outgoing>,
     bytes: usize,
     closing: bool,
+    /// The queue overflowed: the client is not reading.
+    overflowed: bool,
 }
 
 /// A connection's outbound queue.
@@ -69,6 +71,7 @@ impl Outbox {
         if self.max_pending_bytes > 0 && state.bytes >= self.max_pending_bytes {
             state.frames.clear();
             state.bytes = 0;
+            state.overflowed = true;
             Self::push_close(&mut state, DisconnectReason::TooSlow, true, 1000, "");
             drop(state);
             self.ready.notify_one();
@@ -109,6 +112,11 @@ impl Outbox {
             drop(state);
             self.ready.notify_one();
         }
+    }
+
+    /// Whether the queue overflowed (the connection is being closed as too slow).
+    pub fn overflowed(&self) -> bool {
+        self.lock().overflowed
     }
 
     /// Waits until something is queued, then moves all of it into `batch`.

@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::metrics::Gauge;
 use crate::node::{ConnectRequest, Node, Subscribed};
 use crate::protocol::{DisconnectReason, Reply};
+use crate::server::ConnectionAbort;
 use crate::session::{Outbox, Outgoing, RequestEnv, Session};
 
 /// Body chunks (one per outbox batch) that may wait for the socket before the writer task
@@ -111,6 +112,10 @@ impl SseEndpoint {
         let query = query.as_deref();
         let headers = request.headers().clone();
         let env = self.env_builder.build(&request);
+        let abort = request
+            .extensions()
+            .get::<ConnectionAbort>()
+            .map(|a| a.0.clone());
         let format = Format {
             full_messages: method == Method::POST,
             raw: request::raw_mode(query),
@@ -143,6 +148,7 @@ impl SseEndpoint {
             env,
             commands,
             format,
+            abort,
         )
         .await
     }
@@ -155,6 +161,7 @@ impl SseEndpoint {
         env: Arc<RequestEnv>,
         commands: Vec<Subscribe>,
         format: Format,
+        abort: Option<CancellationToken>,
     ) -> Response<SseBody> {
         let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
         let connect = ConnectRequest {
@@ -209,6 +216,7 @@ impl SseEndpoint {
                 ping_interval: self.ping_interval.filter(|_| !format.raw),
                 ping_precision: self.ping_precision,
                 shutdown: self.shutdown.clone(),
+                abort,
             };
             self.tracker.spawn(connection.run());
         }
@@ -244,9 +252,18 @@ struct Connection {
     ping_interval: Option<Duration>,
     ping_precision: Precision,
     shutdown: CancellationToken,
+    /// Drops the HTTP connection when the client stopped reading: the response could never be
+    /// finished, and the socket would otherwise stay open until TCP gives up.
+    abort: Option<CancellationToken>,
 }
 
 impl Connection {
+    fn abort_connection(&self) {
+        if let Some(abort) = &self.abort {
+            abort.cancel();
+        }
+    }
+
     async fn run(mut self) {
         let _client = self.node.metrics().track(Gauge::SseClients);
         let outbox = self.session.outbox.clone();
@@ -274,11 +291,17 @@ impl Connection {
                             Ok(Err(_)) => break,
                             Err(_) => {
                                 tracing::debug!(sid = &*self.session.sid, "SSE write timed out");
+                                self.abort_connection();
                                 break;
                             }
                         }
                     }
                     if closed {
+                        // A client too slow to drain its queue will not read the end of the
+                        // response either.
+                        if outbox.overflowed() {
+                            self.abort_connection();
+                        }
                         break;
                     }
                 }
