@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::broadcast::http::{bearer_matches, publish_body};
 use crate::node::{Node, PresenceLookup};
 use crate::response::{plain, Body};
-use crate::transport::{add_cors_headers, AllowedOrigins};
+use crate::transport::{with_cors, AllowedOrigins};
 
 /// The REST API endpoint, mounted under its base path.
 pub struct ApiEndpoint {
@@ -46,16 +46,7 @@ impl ApiEndpoint {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let origin = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut response = self.respond(request).await;
-        if let Some(origins) = &self.cors {
-            add_cors_headers(response.headers_mut(), origins, origin.as_deref());
-        }
-        response
+        with_cors(self.cors.as_ref(), request, |request| self.respond(request)).await
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {

@@ -12,7 +12,7 @@ use super::parse;
 use crate::metrics::Counter;
 use crate::node::Node;
 use crate::response::{plain, Body};
-use crate::transport::{add_cors_headers, AllowedOrigins};
+use crate::transport::{with_cors, AllowedOrigins};
 
 /// Publications larger than this are refused with 413 (the reference has no limit).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -36,16 +36,7 @@ impl HttpBroadcaster {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        let origin = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut response = self.respond(request).await;
-        if let Some(origins) = &self.cors {
-            add_cors_headers(response.headers_mut(), origins, origin.as_deref());
-        }
-        response
+        with_cors(self.cors.as_ref(), request, |request| self.respond(request)).await
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {

@@ -18,6 +18,28 @@ use crate::session::RequestEnv;
 const CORS_ALLOW_HEADERS: &str =
     "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
 
+/// Runs `respond` and, when CORS is on (`origins` is `Some`), adds the CORS headers for the
+/// request's `Origin` to its response.
+pub async fn with_cors<B, Fut>(
+    origins: Option<&AllowedOrigins>,
+    request: Request<hyper::body::Incoming>,
+    respond: impl FnOnce(Request<hyper::body::Incoming>) -> Fut,
+) -> hyper::Response<B>
+where
+    Fut: std::future::Future<Output = hyper::Response<B>>,
+{
+    let origin = request
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut response = respond(request).await;
+    if let Some(origins) = origins {
+        add_cors_headers(response.headers_mut(), origins, origin.as_deref());
+    }
+    response
+}
+
 /// CORS response headers: `*` without `--allowed_origins`, else the request's origin when it is
 /// allowed (never a rejection: only the WebSocket upgrade enforces origins).
 pub fn add_cors_headers(headers: &mut HeaderMap, origins: &AllowedOrigins, origin: Option<&str>) {

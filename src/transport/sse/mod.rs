@@ -31,8 +31,7 @@ pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
 pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 
 use super::{
-    add_cors_headers, connection_id, find_token, first_ping_delay, AllowedOrigins, EnvBuilder,
-    Precision,
+    connection_id, find_token, first_ping_delay, with_cors, AllowedOrigins, EnvBuilder, Precision,
 };
 use crate::config::Config;
 use crate::metrics::Gauge;
@@ -90,14 +89,10 @@ impl SseEndpoint {
 
     /// Answers one request: CORS preflight, an error status, or a stream of events.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<SseBody> {
-        let origin = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut response = self.respond(request).await;
-        add_cors_headers(response.headers_mut(), &self.origins, origin.as_deref());
-        response
+        with_cors(Some(&self.origins), request, |request| {
+            self.respond(request)
+        })
+        .await
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<SseBody> {
