@@ -13,36 +13,19 @@
 // so #online is the page's list of members.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import * as esbuild from 'esbuild';
-import { chromium } from 'playwright-core';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { signStreamName, makeJwt } from './support/signing.mjs';
-import { startWeb } from './support/web.mjs';
+import { buildBundle, escapeAttr, launchChromium, startWeb } from './support/web.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const SECRET = 'e2e-turbo-presence-secret';
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 let server;
 let browser;
 let web; // { server, port, pages: Map }
-let buildDir;
 let bundle;
 const pageDiagnostics = [];
-
-function escapeAttr(s) {
-  return String(s).replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
-}
 
 function pageHtml({ cableUrl, signed, presenceId, name }) {
   return `<!doctype html>
@@ -126,32 +109,20 @@ function withDiagnostics(fn) {
 
 describe('Turbo presence (<turbo-cable-presence-source>) in headless Chromium', () => {
   before(async () => {
-    buildDir = mkdtempSync(path.join(tmpdir(), 'anycable-e2e-presence-bundle-'));
-    const outfile = path.join(buildDir, 'bundle.js');
-    await esbuild.build({
-      entryPoints: [path.join(here, 'support', 'turbo_presence_entry.js')],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      target: 'es2022',
-      outfile,
-      logLevel: 'warning',
-    });
-    bundle = readFileSync(outfile);
+    bundle = await buildBundle('turbo_presence_entry.js');
 
     server = await startServer({
       args: [`--secret=${SECRET}`, '--broker=memory', '--turbo_streams', '--presence_ttl=1'],
       label: 'turbo-presence-browser',
     });
     web = await startWeb(() => bundle);
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+    browser = await launchChromium();
   });
 
   after(async () => {
     await browser?.close();
     await new Promise((resolve) => (web ? web.server.close(resolve) : resolve()));
     await server?.stop();
-    if (buildDir) rmSync(buildDir, { recursive: true, force: true });
   });
 
   it('two pages see each other online; closing one drops it from the other after the TTL', withDiagnostics(async () => {

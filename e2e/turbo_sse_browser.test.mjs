@@ -7,39 +7,22 @@
 // browser reconnects by itself with Last-Event-ID, with every update in the DOM once, in order.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import * as esbuild from 'esbuild';
-import { chromium } from 'playwright-core';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { signStreamName, makeJwt } from './support/signing.mjs';
 import { waitUntil } from './support/clients.mjs';
 import { TcpProxy } from './support/proxy.mjs';
-import { startWeb } from './support/web.mjs';
+import { buildBundle, escapeAttr, launchChromium, startWeb } from './support/web.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const SECRET = 'e2e-turbo-sse-secret';
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 let server;
 let browser;
 let web; // { server, port, pages }
-let buildDir;
 let bundle;
 const proxies = [];
 const pageDiagnostics = [];
-
-function escapeAttr(s) {
-  return String(s).replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
-}
 
 function pageHtml({ src }) {
   return `<!doctype html>
@@ -123,25 +106,14 @@ function withDiagnostics(fn) {
 
 describe('Turbo Streams over SSE (<turbo-stream-source>) in headless Chromium', () => {
   before(async () => {
-    buildDir = mkdtempSync(path.join(tmpdir(), 'anycable-e2e-sse-bundle-'));
-    const outfile = path.join(buildDir, 'bundle.js');
-    await esbuild.build({
-      entryPoints: [path.join(here, 'support', 'turbo_entry.js')],
-      bundle: true,
-      format: 'esm',
-      platform: 'browser',
-      target: 'es2020',
-      outfile,
-      logLevel: 'warning',
-    });
-    bundle = readFileSync(outfile);
+    bundle = await buildBundle('turbo_entry.js');
 
     server = await startServer({
       args: ['--sse', `--secret=${SECRET}`, '--turbo_streams', '--broker=memory'],
       label: 'turbo-sse-browser',
     });
     web = await startWeb(() => bundle);
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+    browser = await launchChromium();
   });
 
   after(async () => {
@@ -149,7 +121,6 @@ describe('Turbo Streams over SSE (<turbo-stream-source>) in headless Chromium', 
     await Promise.all(proxies.map((p) => p.close()));
     await new Promise((resolve) => (web ? web.server.close(resolve) : resolve()));
     await server?.stop();
-    if (buildDir) rmSync(buildDir, { recursive: true, force: true });
   });
 
   it('updates reach the DOM; after a network cut the browser resumes with Last-Event-ID and every missed update lands once, in order',
