@@ -262,25 +262,14 @@ async fn unreachable_redis_stops_the_server_after_the_reconnect_attempts() {
     // broadcasting.md §1/§4: the reference retries with backoff, then exits with status 1.
     // One attempt (TOML `redis.max_reconnect_attempts`) keeps the test short: 250 ms.
     let dead_port = free_port();
-    let dir = TempDir::new();
-    dir.write("anycable.toml", "[redis]\nmax_reconnect_attempts = 1\n");
-    // Run to exit: the server may fail before a health check could see it up.
-    let out = run_to_exit(
+    let (code, log) = run_failing(
+        "[redis]\nmax_reconnect_attempts = 1\n",
         &[
-            "--host=127.0.0.1",
-            &format!("--port={}", free_port()),
-            &format!("--http_broadcast_port={}", free_port()),
-            "--noauth",
             "--broadcast_adapter=http,redis",
             &format!("--redis_url=redis://127.0.0.1:{dead_port}"),
-            "--pubsub=none",
         ],
-        &[],
-        dir.path(),
-        Duration::from_secs(15),
     );
-    let log = format!("{}{}", out.stdout, out.stderr);
-    assert_eq!(out.code(), Some(1), "{log}");
+    assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("next Redis reconnect attempt in 250ms"),
         "{log}"
@@ -492,26 +481,15 @@ async fn rediss_verification_without_the_ca_fails() {
         ],
     );
     own.ready_at(&format!("rediss://localhost:{port}")).await;
-    let dir = TempDir::new();
-    dir.write("anycable.toml", "[redis]\nmax_reconnect_attempts = 0\n");
-    // Run to exit: the server may fail before a health check could see it up.
-    let out = run_to_exit(
+    let (code, log) = run_failing(
+        "[redis]\nmax_reconnect_attempts = 0\n",
         &[
-            "--host=127.0.0.1",
-            &format!("--port={}", free_port()),
-            &format!("--http_broadcast_port={}", free_port()),
-            "--noauth",
             "--broadcast_adapter=redis",
             &format!("--redis_url=rediss://localhost:{port}"),
             "--redis_tls_verify",
-            "--pubsub=none",
         ],
-        &[],
-        dir.path(),
-        Duration::from_secs(15),
     );
-    let log = format!("{}{}", out.stdout, out.stderr);
-    assert_eq!(out.code(), Some(1), "{log}");
+    assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("Redis TLS"), "{log}");
 }
 
@@ -788,25 +766,36 @@ async fn unreachable_nats_does_not_stop_the_server() {
 
 #[tokio::test]
 async fn invalid_nats_server_address_fails_the_start() {
-    let dir = TempDir::new();
-    let out = run_to_exit(
+    let (code, log) = run_failing(
+        "",
         &[
-            "--ignore-config-path",
-            "--noauth",
-            &format!("--port={}", free_port()),
             "--broadcast_adapter=nats",
             "--nats_servers=nats://host:notaport",
         ],
-        &[],
-        dir.path(),
-        Duration::from_secs(10),
     );
-    assert_eq!(out.code(), Some(1), "{}", out.describe());
-    assert!(
-        out.stdout.contains("invalid NATS server address"),
-        "{}",
-        out.describe()
-    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("invalid NATS server address"), "{log}");
+}
+
+/// Runs the server expecting it to stop by itself (it may fail before a health check could see
+/// it up), with `toml` as its `anycable.toml`; returns the exit code and all its output.
+fn run_failing(toml: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = TempDir::new();
+    dir.write("anycable.toml", toml);
+    let ports = [
+        format!("--port={}", free_port()),
+        format!("--http_broadcast_port={}", free_port()),
+    ];
+    let mut all = vec![
+        "--host=127.0.0.1",
+        "--noauth",
+        "--pubsub=none",
+        &ports[0],
+        &ports[1],
+    ];
+    all.extend_from_slice(args);
+    let out = run_to_exit(&all, &[], dir.path(), Duration::from_secs(15));
+    (out.code(), format!("{}{}", out.stdout, out.stderr))
 }
 
 // --- node-to-node pub/sub ---------------------------------------------------------------------
