@@ -16,6 +16,7 @@ use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
 use crate::broadcast::redis::RedisBroadcaster;
 use crate::broadcast::redisx::RedisXBroadcaster;
 use crate::broadcast::resp::RedisOptions;
+use crate::broker::nats::{NatsBroker, Retention};
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::hub::Hub;
@@ -45,6 +46,8 @@ pub enum AppError {
     Rpc(#[from] SetupError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::SetupError),
+    #[error("broker: {0}")]
+    Broker(String),
 }
 
 /// A component failure that stops the whole server with exit status 1 (the `redis`
@@ -111,10 +114,10 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     crate::metrics::spawn_writers(&config.metrics, metrics.clone(), &shutdown, &tracker)?;
-    let (broker, memory_broker) = start_broker(config);
+    let background = Background::default();
+    let (broker, memory_broker) = start_broker(config, &background).await?;
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
     let fatal = Fatal::default();
-    let background = Background::default();
     let pubsub_background = Background::default();
     let mut hub = Hub::new(config.app.hub_gopool_size);
     let pubsub_changes = match config.pubsub_adapter.as_str() {
@@ -559,29 +562,61 @@ fn start_backend(
 }
 
 /// The broker chosen in the config (also as the memory broker, for its housekeeping task).
+/// Distributed brokers keep their tasks until every connection is closed (`background`).
 #[allow(clippy::type_complexity)]
-fn start_broker(config: &Config) -> (Option<Arc<dyn Broker>>, Option<Arc<MemoryBroker>>) {
+async fn start_broker(
+    config: &Config,
+    background: &Background,
+) -> Result<(Option<Arc<dyn Broker>>, Option<Arc<MemoryBroker>>), AppError> {
     let settings = &config.broker;
-    if settings.adapter != "memory" {
-        tracing::info!("Using no-op (legacy) broker");
-        return (None, None);
+    let retention = Retention {
+        history_limit: settings.history_limit,
+        history_ttl: Duration::from_secs(settings.history_ttl_secs),
+        sessions_ttl: Duration::from_secs(settings.sessions_ttl_secs),
+    };
+    let described = format!(
+        "history limit: {}, history ttl: {}s, sessions ttl: {}s",
+        settings.history_limit, settings.history_ttl_secs, settings.sessions_ttl_secs
+    );
+    match settings.adapter.as_str() {
+        "memory" => {
+            let broker = Arc::new(
+                MemoryBroker::new(
+                    retention.history_limit,
+                    retention.history_ttl,
+                    retention.sessions_ttl,
+                )
+                .with_presence_ttl(Duration::from_secs(settings.presence_ttl_secs)),
+            );
+            tracing::info!(
+                "Using in-memory broker (epoch: {}, {described})",
+                broker.epoch()
+            );
+            Ok((Some(broker.clone()), Some(broker)))
+        }
+        "nats" => {
+            let options = NatsOptions::from_config(&config.nats)
+                .map_err(|e| AppError::Broker(e.to_string()))?;
+            let broker = NatsBroker::start(
+                &options,
+                retention,
+                &background.shutdown,
+                &background.tracker,
+            )
+            .await
+            .map_err(|e| AppError::Broker(e.to_string()))?;
+            tracing::info!(
+                "Using NATS broker: {} (epoch: {}, {described})",
+                options.description(),
+                broker.epoch()
+            );
+            Ok((Some(broker), None))
+        }
+        _ => {
+            tracing::info!("Using no-op (legacy) broker");
+            Ok((None, None))
+        }
     }
-    let broker = Arc::new(
-        MemoryBroker::new(
-            settings.history_limit,
-            Duration::from_secs(settings.history_ttl_secs),
-            Duration::from_secs(settings.sessions_ttl_secs),
-        )
-        .with_presence_ttl(Duration::from_secs(settings.presence_ttl_secs)),
-    );
-    tracing::info!(
-        "Using in-memory broker (epoch: {}, history limit: {}, history ttl: {}s, sessions ttl: {}s)",
-        broker.epoch(),
-        settings.history_limit,
-        settings.history_ttl_secs,
-        settings.sessions_ttl_secs
-    );
-    (Some(broker.clone()), Some(broker))
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed

@@ -4,6 +4,10 @@
 //! different streams rarely contend. Within a stream, subscribers are grouped by channel
 //! identifier: a broadcast frame is encoded once per identifier and the same bytes are queued
 //! to every subscriber of that group.
+//!
+//! A subscriber can be attached behind a gate: its frames are held, not queued, until the node
+//! has sent the history the client asked for. Opening the gate queues the held frames the
+//! replay did not cover, so live messages continue exactly after the replayed ones.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -12,8 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::{broadcast_frame, FramePosition, Payload};
+use crate::protocol::{broadcast_frame, DisconnectReason, FramePosition, Payload};
 use crate::session::{Outbox, Pushed};
+
+/// How many frames a gate holds before its subscriber is disconnected as too slow. A gate is
+/// open for one history read, or for the few seconds a restored session has to ask for one.
+pub const GATE_CAPACITY: usize = 4096;
 
 /// A connection as the hub sees it.
 #[derive(Clone)]
@@ -47,7 +55,26 @@ pub struct FanOut {
 
 struct Group {
     identifier: Arc<str>,
-    members: HashMap<u64, Subscriber>,
+    members: HashMap<u64, Member>,
+}
+
+struct Member {
+    subscriber: Subscriber,
+    /// Set while the subscription waits for its history (boxed: most members never have
+    /// one, and each member costs memory per subscribed connection).
+    gate: Option<Box<Gate>>,
+}
+
+/// Frames held back by a closed gate.
+#[derive(Default)]
+struct Gate {
+    held: Vec<Held>,
+}
+
+/// A frame held by a gate, with the stream offset it carries, if any.
+struct Held {
+    offset: Option<u64>,
+    frame: Utf8Bytes,
 }
 
 #[derive(Default)]
@@ -122,6 +149,42 @@ impl Hub {
         self.lock(stream).broadcast(delivery)
     }
 
+    /// Attaches a subscription behind a closed gate, or closes the gate of an attached one.
+    pub fn hold(&self, stream: &Arc<str>, identifier: &Arc<str>, subscriber: Subscriber) {
+        let mut lock = self.lock(stream);
+        let member = lock.member(stream, identifier, subscriber);
+        member.gate.get_or_insert_with(Default::default);
+    }
+
+    /// Opens the gate of a subscription: held frames are queued, except those with an offset
+    /// at or below `covered` (the client has them from the history replay).
+    pub fn release(
+        &self,
+        stream: &str,
+        identifier: &str,
+        session_id: u64,
+        covered: Option<u64>,
+    ) -> FanOut {
+        let mut result = FanOut::default();
+        let mut shard = self.shard(stream);
+        let member = shard
+            .streams
+            .get_mut(stream)
+            .and_then(|groups| groups.iter_mut().find(|g| &*g.identifier == identifier))
+            .and_then(|group| group.members.get_mut(&session_id));
+        let Some(member) = member else { return result };
+        let Some(gate) = member.gate.take() else {
+            return result;
+        };
+        for Held { offset, frame } in gate.held {
+            if offset.is_some_and(|o| covered.is_some_and(|c| o <= c)) {
+                continue;
+            }
+            result.count(member.subscriber.outbox.push(frame));
+        }
+        result
+    }
+
     /// Number of streams with at least one local subscriber.
     pub fn streams_count(&self) -> usize {
         self.shards.iter().map(|s| lock(s).streams.len()).sum()
@@ -145,6 +208,16 @@ pub struct StreamLock<'a> {
 impl StreamLock<'_> {
     /// Attaches a subscription; `key` is the locked stream's name as a shared string.
     pub fn attach(&mut self, key: &Arc<str>, identifier: &Arc<str>, subscriber: Subscriber) {
+        self.member(key, identifier, subscriber);
+    }
+
+    /// The member for a subscription, attached first when it is new.
+    fn member(
+        &mut self,
+        key: &Arc<str>,
+        identifier: &Arc<str>,
+        subscriber: Subscriber,
+    ) -> &mut Member {
         debug_assert_eq!(&**key, self.stream);
         if !self.shard.streams.contains_key(key) {
             if let Some(watcher) = self.watcher {
@@ -162,15 +235,22 @@ impl StreamLock<'_> {
                 groups.last_mut().expect("just pushed")
             }
         };
-        group.members.insert(subscriber.session_id, subscriber);
+        group
+            .members
+            .entry(subscriber.session_id)
+            .or_insert(Member {
+                subscriber,
+                gate: None,
+            })
     }
 
-    /// Queues a broadcast to every subscriber of the locked stream.
-    pub fn broadcast(&self, delivery: &Delivery) -> FanOut {
+    /// Queues a broadcast to every subscriber of the locked stream (held, for gated ones).
+    pub fn broadcast(&mut self, delivery: &Delivery) -> FanOut {
         let mut result = FanOut::default();
-        let Some(groups) = self.shard.streams.get(self.stream) else {
+        let Some(groups) = self.shard.streams.get_mut(self.stream) else {
             return result;
         };
+        let offset = delivery.position.map(|p| p.offset);
         for group in groups {
             let frame: Utf8Bytes = broadcast_frame(
                 &group.identifier,
@@ -179,20 +259,42 @@ impl StreamLock<'_> {
                 delivery.position,
             )
             .into();
-            for member in group.members.values() {
-                if delivery.exclude_session == Some(member.session_id)
-                    || delivery.exclude_sid == Some(&*member.sid)
+            for member in group.members.values_mut() {
+                let subscriber = &member.subscriber;
+                if delivery.exclude_session == Some(subscriber.session_id)
+                    || delivery.exclude_sid == Some(&*subscriber.sid)
                 {
                     continue;
                 }
-                match member.outbox.push(frame.clone()) {
-                    Pushed::Queued => result.delivered += 1,
-                    Pushed::Overflowed => result.overflowed += 1,
-                    Pushed::Closed => {}
+                match &mut member.gate {
+                    None => result.count(subscriber.outbox.push(frame.clone())),
+                    Some(gate) if gate.held.len() < GATE_CAPACITY => gate.held.push(Held {
+                        offset,
+                        frame: frame.clone(),
+                    }),
+                    Some(_) => {
+                        member.gate = None;
+                        if subscriber
+                            .outbox
+                            .disconnect(DisconnectReason::TooSlow, true, 1000, "")
+                        {
+                            result.overflowed += 1;
+                        }
+                    }
                 }
             }
         }
         result
+    }
+}
+
+impl FanOut {
+    fn count(&mut self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => self.delivered += 1,
+            Pushed::Overflowed => self.overflowed += 1,
+            Pushed::Closed => {}
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anycable_rs::broadcast::resp::{Connection, RedisOptions, Value as RedisValue};
@@ -21,21 +20,6 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Redis and NATS subscriptions are made in the background after start.
 const SUBSCRIBED_WITHIN: Duration = Duration::from_secs(10);
-
-/// A name no other test (or test run) uses.
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos % 1_000_000_000
-    )
-}
 
 async fn redis_at(url: &str) -> Connection {
     let options = RedisOptions::from_config(&RedisConfig {

@@ -11,17 +11,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-const EXT: &str = "actioncable-v1-ext-json";
-
-async fn ext_client(server: &Server, query: &str) -> (Ws, String) {
-    let mut ws = server
-        .ws_with(WsRequest::new(&format!("/cable?pi=0{query}")).protocol(EXT))
-        .await;
-    let welcome = ws.recv_json().await;
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
-    (ws, welcome["sid"].as_str().unwrap().to_string())
-}
-
 /// Publishes `{"n": k}` for k = 1, 2, ... until stopped, as fast as the endpoint answers.
 fn publisher(
     server: &Server,

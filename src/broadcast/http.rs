@@ -84,10 +84,15 @@ pub async fn publish_body(node: &Node, body: Incoming) -> Response<Body> {
     };
     node.metrics().inc(Counter::Publications);
     match parse(&body) {
-        Ok(inbound) => {
-            node.publish(inbound);
-            plain(StatusCode::CREATED, "")
-        }
+        Ok(inbound) => match node.publish(inbound).await {
+            Ok(()) => plain(StatusCode::CREATED, ""),
+            // As in the reference: the broker refused a publication (the ones before it in a
+            // batch were delivered).
+            Err(_) => plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "the broker could not store the publication\n",
+            ),
+        },
         Err(error) => {
             node.metrics().inc(Counter::FailedBroadcastMsg);
             tracing::warn!("failed to parse a publication: {error}");

@@ -208,7 +208,10 @@ impl RedisXBroadcaster {
         }
     }
 
-    /// Hands each entry to the node, then acknowledges and deletes them (one round trip).
+    /// Hands each entry to the node, then acknowledges and deletes those handled (one round
+    /// trip). An entry the broker could not store ends the batch unacknowledged: it and the
+    /// rest stay pending and are claimed again once idle, so none is lost while the broker is
+    /// away.
     async fn handle(
         &self,
         connection: &mut Connection,
@@ -217,7 +220,8 @@ impl RedisXBroadcaster {
         if entries.is_empty() {
             return Ok(());
         }
-        for entry in &entries {
+        let mut handled = entries.len();
+        for (index, entry) in entries.iter().enumerate() {
             let metrics = self.node.metrics();
             metrics.inc(Counter::Publications);
             let Some(payload) = &entry.payload else {
@@ -231,7 +235,12 @@ impl RedisXBroadcaster {
                 continue;
             };
             match parse(payload) {
-                Ok(inbound) => self.node.publish(inbound),
+                Ok(inbound) => {
+                    if self.node.publish(inbound).await.is_err() {
+                        handled = index;
+                        break;
+                    }
+                }
                 Err(error) => {
                     metrics.inc(Counter::FailedBroadcastMsg);
                     tracing::warn!(
@@ -244,7 +253,10 @@ impl RedisXBroadcaster {
         }
         let mut ack: Vec<&[u8]> = vec![b"XACK", self.stream.as_bytes(), self.group.as_bytes()];
         let mut del: Vec<&[u8]> = vec![b"XDEL", self.stream.as_bytes()];
-        for entry in &entries {
+        if handled == 0 {
+            return Ok(());
+        }
+        for entry in &entries[..handled] {
             ack.push(&entry.id);
             del.push(&entry.id);
         }

@@ -5,10 +5,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::future::ready;
+
+use futures_util::future::BoxFuture;
+
 use super::presence::PresenceStore;
 use super::{
     Broker, HistoryError, Position, PresenceError, PresenceEvent, PresenceInfo, SessionSnapshot,
-    StoredMessage, StreamPosition,
+    StoreError, StoredMessage, StreamPosition,
 };
 use crate::protocol::Payload;
 use crate::transport::random_id;
@@ -127,12 +131,10 @@ impl MemoryBroker {
     }
 }
 
-impl Broker for MemoryBroker {
-    fn epoch(&self) -> Arc<str> {
-        self.epoch.clone()
-    }
-
-    fn store(&self, stream: &str, payload: &Payload) -> Position {
+/// The operations themselves, synchronous: nothing here waits. The [`Broker`] implementation
+/// below hands them out as ready futures.
+impl MemoryBroker {
+    pub fn store(&self, stream: &str, payload: &Payload) -> Position {
         let now = Instant::now();
         let first_offset = self.first_offset(now);
         let mut state = self.lock();
@@ -161,11 +163,11 @@ impl Broker for MemoryBroker {
         }
     }
 
-    fn last_offset(&self, stream: &str) -> Option<u64> {
+    pub fn last_offset(&self, stream: &str) -> Option<u64> {
         self.lock().streams.get(stream).map(|h| h.last_offset)
     }
 
-    fn history_from(
+    pub fn history_from(
         &self,
         stream: &str,
         from: &StreamPosition,
@@ -200,7 +202,7 @@ impl Broker for MemoryBroker {
             .collect())
     }
 
-    fn history_since(&self, stream: &str, since: i64) -> Vec<StoredMessage> {
+    pub fn history_since(&self, stream: &str, since: i64) -> Vec<StoredMessage> {
         let state = self.lock();
         state
             .streams
@@ -219,7 +221,7 @@ impl Broker for MemoryBroker {
             .unwrap_or_default()
     }
 
-    fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
+    pub fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
         let expires_at = Instant::now() + self.sessions_ttl;
         self.lock().sessions.insert(
             sid.into(),
@@ -230,14 +232,14 @@ impl Broker for MemoryBroker {
         );
     }
 
-    fn touch_session(&self, sid: &str) {
+    pub fn touch_session(&self, sid: &str) {
         let expires_at = Instant::now() + self.sessions_ttl;
         if let Some(saved) = self.lock().sessions.get_mut(sid) {
             saved.expires_at = expires_at;
         }
     }
 
-    fn restore_session(&self, sid: &str) -> Option<SessionSnapshot> {
+    pub fn restore_session(&self, sid: &str) -> Option<SessionSnapshot> {
         let now = Instant::now();
         let state = self.lock();
         state
@@ -245,6 +247,48 @@ impl Broker for MemoryBroker {
             .get(sid)
             .filter(|s| s.expires_at > now)
             .map(|s| s.snapshot.clone())
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn epoch(&self) -> Arc<str> {
+        self.epoch.clone()
+    }
+
+    fn store<'a>(
+        &'a self,
+        stream: &'a str,
+        payload: &'a Payload,
+    ) -> BoxFuture<'a, Result<Position, StoreError>> {
+        Box::pin(ready(Ok(MemoryBroker::store(self, stream, payload))))
+    }
+
+    fn history_from<'a>(
+        &'a self,
+        stream: &'a str,
+        from: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, HistoryError>> {
+        Box::pin(ready(MemoryBroker::history_from(self, stream, from)))
+    }
+
+    fn history_since<'a>(
+        &'a self,
+        stream: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, HistoryError>> {
+        Box::pin(ready(Ok(MemoryBroker::history_since(self, stream, since))))
+    }
+
+    fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
+        MemoryBroker::save_session(self, sid, snapshot);
+    }
+
+    fn touch_session(&self, sid: &str) {
+        MemoryBroker::touch_session(self, sid);
+    }
+
+    fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
+        Box::pin(ready(MemoryBroker::restore_session(self, sid)))
     }
 
     fn presence_join(

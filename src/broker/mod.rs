@@ -2,17 +2,24 @@
 //! epoch), and a cache of disconnected sessions so clients can resume them.
 //!
 //! Contract for every implementation:
-//! - `store` assigns strictly increasing offsets per stream within one epoch, and a message
-//!   stored later is never returned by a history read that started earlier. The node calls
-//!   `store` and reads history for a stream while holding that stream's hub lock, which makes
-//!   "attach to the stream" and "read its history" one atomic step (no gap, no duplicate).
-//! - Reads never block on IO: the memory broker is the only implementation for now.
+//! - `store` assigns strictly increasing offsets per stream within one epoch; a message is
+//!   returned by every history read that starts after its `store` completed. The node stores
+//!   one stream's messages one at a time and delivers them in offset order.
+//! - History reads and stores may wait on IO (the NATS and Redis brokers); saving and touching
+//!   sessions never wait: an implementation queues the writes of one session in order.
+//! - The node makes "attach to a stream" and "read its history" seamless by holding live
+//!   messages back (the hub's gate) until the replay is sent, dropping those the replay covered.
+//!
+//! Implementations: `memory` (one node), `nats` (JetStream), `redis` (Redis Streams and keys).
 
 pub mod memory;
+pub mod nats;
 mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 
 use crate::protocol::Payload;
 pub use crate::protocol::StreamPosition;
@@ -45,10 +52,22 @@ pub enum HistoryError {
     Expired,
     #[error("the requested offset is ahead of the stream")]
     OffsetAhead,
+    #[error("the broker cannot be reached: {0}")]
+    Unavailable(String),
 }
 
-/// What a session looked like, kept so that a reconnecting client can resume it.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A message could not be stored (the broker cannot be reached or refused it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot store a message of stream {stream:?}: {reason}")]
+pub struct StoreError {
+    pub stream: String,
+    pub reason: String,
+}
+
+/// What a session looked like, kept so that a reconnecting client can resume it. Distributed
+/// brokers keep it as JSON (an internal format: only anycable-rs nodes read it).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SessionSnapshot {
     pub identifiers: Arc<str>,
     /// Channel identifier → its streams, whisper stream and state.
@@ -59,7 +78,8 @@ pub struct SessionSnapshot {
     pub disconnectable: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SubscriptionSnapshot {
     pub streams: Vec<Arc<str>>,
     pub whisper_stream: Option<Arc<str>>,
@@ -111,20 +131,26 @@ pub trait Broker: Send + Sync {
     fn epoch(&self) -> Arc<str>;
 
     /// Stores a message and returns its position.
-    fn store(&self, stream: &str, payload: &Payload) -> Position;
-
-    /// The newest offset of a stream, if it has history.
-    fn last_offset(&self, stream: &str) -> Option<u64>;
+    fn store<'a>(
+        &'a self,
+        stream: &'a str,
+        payload: &'a Payload,
+    ) -> BoxFuture<'a, Result<Position, StoreError>>;
 
     /// Messages after `from.offset` (exclusive), oldest first.
-    fn history_from(
-        &self,
-        stream: &str,
-        from: &StreamPosition,
-    ) -> Result<Vec<StoredMessage>, HistoryError>;
+    fn history_from<'a>(
+        &'a self,
+        stream: &'a str,
+        from: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, HistoryError>>;
 
-    /// Retained messages stored at or after the Unix second `since`, oldest first.
-    fn history_since(&self, stream: &str, since: i64) -> Vec<StoredMessage>;
+    /// Retained messages stored at or after the Unix second `since`, oldest first. An unknown
+    /// stream has none; only an unreachable broker is an error.
+    fn history_since<'a>(
+        &'a self,
+        stream: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, HistoryError>>;
 
     /// Saves (or replaces) the snapshot of a session and restarts its time to live.
     fn save_session(&self, sid: &str, snapshot: SessionSnapshot);
@@ -134,7 +160,7 @@ pub trait Broker: Send + Sync {
 
     /// The snapshot saved under `sid`, if it has not expired. It stays available (it simply
     /// expires), so a session can be resumed more than once.
-    fn restore_session(&self, sid: &str) -> Option<SessionSnapshot>;
+    fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>>;
 
     /// Adds session `sid` to the presence of `stream` under `id` (`info`: raw JSON, last write
     /// wins). Returns the `join` event when the id was not present before. A session that

@@ -218,7 +218,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("ssl_key", &["ANYCABLE_SSL_KEY"], Kind::Str, "", Some("server.ssl.key_path"), Feature::Core, "SSL", "PEM private key"),
     // BROADCASTING
     FlagDef::new("broadcast_adapter", &["ANYCABLE_BROADCAST_ADAPTER"], Kind::List { sep: ',', toml_array: true }, "http", Some("broadcast_adapters"), Feature::Core, "BROADCASTING", "Broadcasters: http, redis, redisx, nats"),
-    FlagDef::new("broker", &["ANYCABLE_BROKER"], Kind::Str, "", Some("broker.adapter"), Feature::Broker, "BROADCASTING", "memory, nats, none"),
+    FlagDef::new("broker", &["ANYCABLE_BROKER"], Kind::Str, "", Some("broker.adapter"), Feature::Broker, "BROADCASTING", "memory, nats, redis, none"),
     FlagDef::new("pubsub", &["ANYCABLE_PUBSUB"], Kind::Str, "", Some("pubsub_adapter"), Feature::PubSub, "BROADCASTING", "Node-to-node pub/sub: redis, nats, none"),
     FlagDef::new("redis_channel", &["ANYCABLE_REDIS_CHANNEL"], Kind::Str, "__anycable__", Some("redis_pubsub_broadcast.channel"), Feature::Redis, "BROADCASTING", "Channel of the legacy Redis broadcaster"),
     FlagDef::new("nats_channel", &["ANYCABLE_NATS_CHANNEL"], Kind::Str, "__anycable__", Some("nats_broadcast.channel"), Feature::Nats, "BROADCASTING", "Subject of the NATS broadcaster"),

@@ -110,7 +110,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
     check_choice(
         "broker",
         &cfg.broker.adapter,
-        &["", "none", "memory", "nats"],
+        &["", "none", "memory", "nats", "redis"],
     )?;
 
     // §6.10 the legacy Redis broadcaster and Redis pub/sub must not share a channel.

@@ -66,10 +66,9 @@ impl Config {
                 self.pubsub_adapter
             ));
         }
-        // The NATS (JetStream) broker is not built even though NATS itself is.
         let broker_ready = match self.broker.adapter.as_str() {
             "" | "none" => true,
-            "memory" => built(Feature::Broker),
+            "memory" | "nats" => built(Feature::Broker),
             _ => false,
         };
         if !broker_ready {

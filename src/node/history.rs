@@ -1,40 +1,43 @@
 //! Reliable streams in the node: history replay (on subscribe and for the `history` command)
 //! and session restore.
+//!
+//! The seam between history and live messages: a subscription is attached to its streams
+//! behind the hub's gate *before* the broker is read, so every message is either in the replay
+//! or held by the gate (or both). The replay is sent, then the gate opens and queues the held
+//! messages the replay did not cover. No gap, no duplicate, in offset order.
 
 use std::sync::Arc;
 
 use super::{subscriber, ConnectRequest, Node};
 use crate::broker::{HistoryError, StoredMessage};
-use crate::protocol::{self, FramePosition, HistoryRequest, Reply, StreamPosition};
+use crate::protocol::{self, FramePosition, HistoryRequest, Reply};
 use crate::session::{Outbox, Session, Subscription};
 
 impl Node {
     /// Resumes a cached session without authenticating again. Its subscriptions come back
-    /// detached, waiting for the client's `history` command (see [`Subscription`]).
-    pub(super) fn try_restore(
+    /// attached behind the gate, waiting for the client's `history` command.
+    pub(super) async fn try_restore(
         &self,
-        request: &ConnectRequest,
+        request: &ConnectRequest<'_>,
         outbox: &Arc<Outbox>,
     ) -> Option<Session> {
         if !(request.extended && self.sessions_cache) {
             return None;
         }
         let broker = self.broker.as_ref()?;
-        let snapshot = broker.restore_session(request.restore_sid?)?;
+        let snapshot = broker.restore_session(request.restore_sid?).await?;
         let mut session = self.register(request, snapshot.identifiers.clone(), outbox.clone());
         session.state = snapshot.state;
         session.disconnectable = snapshot.disconnectable;
         for (identifier, saved) in snapshot.subscriptions {
-            let offsets = saved
-                .streams
-                .iter()
-                .map(|s| broker.last_offset(s))
-                .collect();
+            for stream in &saved.streams {
+                self.hub.hold(stream, &identifier, subscriber(&session));
+            }
             let subscription = Subscription {
                 streams: saved.streams,
                 whisper_stream: saved.whisper_stream,
                 presence_stream: saved.presence_stream,
-                awaiting_history: Some(offsets),
+                awaiting_history: true,
                 remote: saved.remote,
                 state: saved.state,
             };
@@ -54,99 +57,79 @@ impl Node {
         Some(session)
     }
 
-    /// Attaches restored subscriptions whose client did not ask for history in time, replaying
-    /// what was published to their streams since the restore.
+    /// Lets through what restored subscriptions held since the restore when their client did
+    /// not ask for history in time.
     pub fn finish_restore(&self, session: &mut Session) {
-        let waiting: Vec<Arc<str>> = session
-            .subscriptions
-            .iter()
-            .filter(|(_, s)| s.awaiting_history.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for identifier in waiting {
-            let Some(subscription) = session.subscriptions.get_mut(&identifier) else {
-                continue;
-            };
-            let offsets = subscription.awaiting_history.take().unwrap_or_default();
-            let streams = subscription.streams.clone();
-            for (stream, offset) in streams.iter().zip(offsets) {
-                let mut lock = self.hub.lock(stream);
-                lock.attach(stream, &identifier, subscriber(session));
-                let since_restore = match (&self.broker, offset) {
-                    (Some(broker), Some(offset)) => broker.history_from(
-                        stream,
-                        &StreamPosition {
-                            epoch: broker.epoch().to_string(),
-                            offset,
-                        },
-                    ),
-                    (Some(broker), None) => Ok(broker.history_since(stream, 0)),
-                    (None, _) => Ok(Vec::new()),
-                };
-                self.send_history(
-                    session,
-                    &identifier,
-                    stream,
-                    &since_restore.unwrap_or_default(),
-                );
+        for (identifier, subscription) in session.subscriptions.iter_mut() {
+            if std::mem::take(&mut subscription.awaiting_history) {
+                for stream in &subscription.streams {
+                    let fan_out = self.hub.release(stream, identifier, session.id, None);
+                    self.count_fan_out(&fan_out);
+                }
             }
         }
     }
 
     /// Serves a history request for a subscription: all streams succeed or nothing is
-    /// replayed. With `attach` (a new or restored subscription), each stream is attached in the
-    /// same critical section as its read, so live messages continue exactly after the replayed
-    /// ones.
-    pub(super) fn replay_history(
+    /// replayed. The subscription's streams are held (attached first, when new) for the time
+    /// of the read, so live messages continue exactly after the replayed ones.
+    pub(super) async fn replay_history(
         &self,
         session: &Session,
         identifier: &Arc<str>,
         request: &HistoryRequest,
-        attach: bool,
     ) {
         let streams = session
             .subscriptions
             .get(identifier)
             .map(|s| s.streams.clone())
             .unwrap_or_default();
-        let available = self.broker.is_some()
-            && streams
-                .iter()
-                .all(|stream| self.read_history(stream, request).is_ok());
         for stream in &streams {
-            let mut lock = self.hub.lock(stream);
-            if attach {
-                lock.attach(stream, identifier, subscriber(session));
-            }
-            if available {
-                // Read again under the lock: it can only have grown since the check.
-                let messages = self.read_history(stream, request).unwrap_or_default();
-                self.send_history(session, identifier, stream, &messages);
-            }
+            self.hub.hold(stream, identifier, subscriber(session));
         }
-        let reply = if available {
-            Reply::ConfirmHistory { identifier }
-        } else {
-            Reply::RejectHistory { identifier }
+        let replay = self.read_histories(&streams, request).await;
+        for (index, stream) in streams.iter().enumerate() {
+            let covered = match &replay {
+                Ok(replay) => {
+                    self.send_history(session, identifier, stream, &replay[index]);
+                    let requested = request.streams.as_ref().and_then(|s| s.get(&**stream));
+                    replay[index]
+                        .last()
+                        .map(|m| m.offset)
+                        .or(requested.map(|p| p.offset))
+                }
+                Err(_) => None,
+            };
+            let fan_out = self.hub.release(stream, identifier, session.id, covered);
+            self.count_fan_out(&fan_out);
+        }
+        let reply = match replay {
+            Ok(_) => Reply::ConfirmHistory { identifier },
+            Err(error) => {
+                tracing::debug!(sid = &*session.sid, %identifier, "history rejected: {error}");
+                Reply::RejectHistory { identifier }
+            }
         };
         self.send(session, reply.encode());
     }
 
-    fn read_history(
+    /// Each stream's part of a history request, in the order of `streams`.
+    async fn read_histories(
         &self,
-        stream: &str,
+        streams: &[Arc<str>],
         request: &HistoryRequest,
-    ) -> Result<Vec<StoredMessage>, HistoryError> {
+    ) -> Result<Vec<Vec<StoredMessage>>, HistoryError> {
         let broker = self.broker.as_ref().ok_or(HistoryError::UnknownStream)?;
-        match request
-            .streams
-            .as_ref()
-            .and_then(|streams| streams.get(stream))
-        {
-            Some(position) => broker.history_from(stream, position),
-            None if request.since > 0 => Ok(broker.history_since(stream, request.since)),
-            None => Ok(Vec::new()),
+        let mut replay = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let position = request.streams.as_ref().and_then(|s| s.get(&**stream));
+            replay.push(match position {
+                Some(position) => broker.history_from(stream, position).await?,
+                None if request.since > 0 => broker.history_since(stream, request.since).await?,
+                None => Vec::new(),
+            });
         }
+        Ok(replay)
     }
 
     fn send_history(

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::broadcast::{Inbound, Publication, PublicationMeta, RemoteCommand};
-use crate::broker::{Broker, SessionSnapshot, SubscriptionSnapshot};
+use crate::broker::{Broker, SessionSnapshot, StoreError, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
 use crate::metrics::{Counter, Metrics};
@@ -103,7 +103,13 @@ pub struct Node {
     next_session_id: AtomicU64,
     /// Node-to-node pub/sub (`--pubsub`), set once at start.
     pubsub: OnceLock<Arc<dyn PubSub>>,
+    /// Publications of one stream are stored and dispatched under one of these locks (picked
+    /// by the stream's hash), so that their offsets and their delivery have the same order.
+    publish_order: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Streams stored concurrently with a broker (see `Node::publish_order`).
+const PUBLISH_ORDER_LOCKS: usize = 64;
 
 /// What the node is built from.
 pub struct Parts {
@@ -129,6 +135,9 @@ impl Node {
             metrics: parts.metrics,
             next_session_id: AtomicU64::new(1),
             pubsub: OnceLock::new(),
+            publish_order: (0..PUBLISH_ORDER_LOCKS)
+                .map(|_| Default::default())
+                .collect(),
         }
     }
 
@@ -148,7 +157,7 @@ impl Node {
         request: ConnectRequest<'_>,
         outbox: Arc<Outbox>,
     ) -> Option<Session> {
-        if let Some(session) = self.try_restore(&request, &outbox) {
+        if let Some(session) = self.try_restore(&request, &outbox).await {
             return Some(session);
         }
         match self.auth.authenticate(request.token, &request.sid) {
@@ -218,10 +227,8 @@ impl Node {
     /// resume the session.
     pub async fn disconnect(&self, session: &mut Session) {
         for (identifier, subscription) in &session.subscriptions {
-            if subscription.awaiting_history.is_none() {
-                for stream in &subscription.streams {
-                    self.hub.unsubscribe(stream, identifier, session.id);
-                }
+            for stream in &subscription.streams {
+                self.hub.unsubscribe(stream, identifier, session.id);
             }
         }
         {
@@ -355,8 +362,8 @@ impl Node {
             } => {
                 let identifier: Arc<str> = identifier.into();
                 if let Some(subscription) = session.subscriptions.get_mut(&identifier) {
-                    let attach = subscription.awaiting_history.take().is_some();
-                    self.replay_history(session, &identifier, &request, attach);
+                    subscription.awaiting_history = false;
+                    self.replay_history(session, &identifier, &request).await;
                 }
             }
             Command::History { history: None, .. } | Command::Pong => {}
@@ -407,8 +414,8 @@ impl Node {
                     .subscriptions
                     .insert(identifier.clone(), subscription);
                 match history {
-                    // Attached inside the replay, atomically with reading the history.
-                    Some(request) => self.replay_history(session, &identifier, &request, true),
+                    // Attached inside the replay, behind the gate while history is read.
+                    Some(request) => self.replay_history(session, &identifier, &request).await,
                     None => self.attach_all(session, &identifier),
                 }
                 self.save_snapshot(session);
@@ -452,23 +459,10 @@ impl Node {
         }
         self.presence_leave(session, identifier);
         if let Some(subscription) = session.subscriptions.remove(identifier) {
-            self.detach(session, identifier, &subscription.streams, &subscription);
-            self.save_snapshot(session);
-        }
-    }
-
-    /// Detaches `streams` of one subscription from the hub.
-    fn detach(
-        &self,
-        session: &Session,
-        identifier: &str,
-        streams: &[Arc<str>],
-        subscription: &Subscription,
-    ) {
-        if subscription.awaiting_history.is_none() {
-            for stream in streams {
+            for stream in &subscription.streams {
                 self.hub.unsubscribe(stream, identifier, session.id);
             }
+            self.save_snapshot(session);
         }
     }
 
@@ -538,60 +532,90 @@ impl Node {
         self.count_fan_out(&fan_out);
     }
 
-    /// Applies a message of a single-delivery source (HTTP, `redisx`): registered with the
-    /// broker and delivered here or, with node-to-node pub/sub, handed to it so that every
-    /// node with subscribers delivers it.
-    pub fn publish(&self, inbound: Inbound) {
-        match self.pubsub.get() {
-            Some(pubsub) => self.distribute(pubsub.as_ref(), inbound),
-            None => self.apply_inbound(inbound, true),
-        }
-    }
-
-    /// Registers publications (positions from the broker, never from the publisher) and
-    /// publishes them and remote commands on the pub/sub. A stream's messages are queued in
-    /// offset order: storing and queueing happen under the stream's lock.
-    fn distribute(&self, pubsub: &dyn PubSub, inbound: Inbound) {
+    /// Applies a message of a single-delivery source (HTTP, `redisx`, the REST API): each
+    /// publication is registered with the broker (positions come from the broker, never from
+    /// the publisher), then delivered here or, with node-to-node pub/sub, published so that
+    /// every node with subscribers delivers it. Stops at the first publication the broker
+    /// could not store; what came before it is delivered.
+    pub async fn publish(&self, inbound: Inbound) -> Result<(), StoreError> {
         match inbound {
             Inbound::Publications(publications) => {
                 for mut publication in publications {
                     publication.offset = None;
                     publication.epoch = None;
-                    let _lock = self.hub.lock(&publication.stream);
-                    if let (Some(broker), false) = (&self.broker, publication.meta.transient) {
-                        let payload = Payload::from_data(&publication.data);
-                        let position = broker.store(&publication.stream, &payload);
-                        publication.offset = Some(position.offset);
-                        publication.epoch = Some(position.epoch.to_string());
-                    }
-                    pubsub.publish(&publication);
+                    self.register_and_dispatch(publication).await?;
                 }
             }
             Inbound::Command(RemoteCommand::Other(name)) => {
                 tracing::debug!(command = name, "remote command ignored: not supported");
             }
-            Inbound::Command(command) => pubsub.publish_command(&command),
+            Inbound::Command(command) => match self.pubsub.get() {
+                Some(pubsub) => pubsub.publish_command(&command),
+                None => self.apply_command(command),
+            },
+        }
+        Ok(())
+    }
+
+    /// Stores a publication (unless transient) and dispatches it with its position. One
+    /// stream's publications are stored and dispatched one at a time, so that they are
+    /// delivered in offset order.
+    async fn register_and_dispatch(&self, mut publication: Publication) -> Result<(), StoreError> {
+        let broker = match &self.broker {
+            Some(broker) if !publication.meta.transient => broker,
+            _ => {
+                self.dispatch(&publication);
+                return Ok(());
+            }
+        };
+        let _in_order = self.publish_order(&publication.stream).lock().await;
+        let payload = Payload::from_data(&publication.data);
+        let position = broker
+            .store(&publication.stream, &payload)
+            .await
+            .inspect_err(|error| tracing::error!(context = "broker", "{error}"))?;
+        publication.offset = Some(position.offset);
+        publication.epoch = Some(position.epoch.to_string());
+        self.dispatch(&publication);
+        Ok(())
+    }
+
+    fn publish_order(&self, stream: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(stream, &mut hasher);
+        let index = std::hash::Hasher::finish(&hasher) as usize % self.publish_order.len();
+        &self.publish_order[index]
+    }
+
+    /// Delivers a publication that is ready (registered, or needing no registration) to this
+    /// node's subscribers, or through the pub/sub to every node's.
+    fn dispatch(&self, publication: &Publication) {
+        match self.pubsub.get() {
+            Some(pubsub) => pubsub.publish(publication),
+            None => self.deliver(publication),
         }
     }
 
-    /// Applies a message of a fan-out source (the `redis` and `nats` broadcasters): delivered
-    /// to this node's clients as is, without the broker, so it gets no position (a position the
-    /// message already carries is kept).
+    /// Applies a message of a fan-out source (the `redis` and `nats` broadcasters, and what
+    /// other nodes publish on the pub/sub): delivered to this node's clients as is, without
+    /// the broker, so it only has the position it already carries.
     pub fn publish_local(&self, inbound: Inbound) {
-        self.apply_inbound(inbound, false);
-    }
-
-    fn apply_inbound(&self, inbound: Inbound, register: bool) {
         match inbound {
             Inbound::Publications(publications) => {
                 for publication in &publications {
-                    self.deliver(publication, register);
+                    self.deliver(publication);
                 }
             }
-            Inbound::Command(RemoteCommand::Disconnect {
+            Inbound::Command(command) => self.apply_command(command),
+        }
+    }
+
+    fn apply_command(&self, command: RemoteCommand) {
+        match command {
+            RemoteCommand::Disconnect {
                 identifiers,
                 reconnect,
-            }) => {
+            } => {
                 self.metrics.inc(Counter::RemoteCommands);
                 self.metrics.inc(Counter::BroadcastMsg);
                 let outboxes: Vec<Arc<Outbox>> = self
@@ -604,33 +628,19 @@ impl Node {
                     outbox.disconnect(DisconnectReason::Remote, reconnect, 1000, "Closed remotely");
                 }
             }
-            Inbound::Command(RemoteCommand::Other(name)) => {
+            RemoteCommand::Other(name) => {
                 tracing::debug!(command = name, "remote command ignored: not supported");
             }
         }
     }
 
-    /// Stores (with `register`, unless transient) and fans out one publication. Both happen
-    /// under the stream's lock, so a concurrent history read sees the message either in
-    /// history or live.
-    fn deliver(&self, publication: &Publication, register: bool) {
+    /// Fans out one publication to this node's subscribers, with the position it carries.
+    fn deliver(&self, publication: &Publication) {
         self.metrics.inc(Counter::BroadcastMsg);
         let payload = Payload::from_data(&publication.data);
         let stream = publication.stream.as_str();
-        let lock = self.hub.lock(stream);
-        let stored = match &self.broker {
-            Some(broker) if register && !publication.meta.transient => {
-                Some(broker.store(stream, &payload))
-            }
-            _ => None,
-        };
-        let position = match (&stored, &publication.epoch, publication.offset) {
-            (Some(p), _, _) => Some(FramePosition {
-                stream,
-                epoch: &p.epoch,
-                offset: p.offset,
-            }),
-            (None, Some(epoch), Some(offset)) if !register => Some(FramePosition {
+        let position = match (&publication.epoch, publication.offset) {
+            (Some(epoch), Some(offset)) => Some(FramePosition {
                 stream,
                 epoch,
                 offset,
@@ -644,8 +654,7 @@ impl Node {
             exclude_session: None,
             position,
         };
-        let fan_out = lock.broadcast(&delivery);
-        drop(lock);
+        let fan_out = self.hub.broadcast(stream, &delivery);
         self.count_fan_out(&fan_out);
     }
 

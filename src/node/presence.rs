@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::Node;
-use crate::broadcast::{Inbound, Publication, PublicationMeta};
+use crate::broadcast::{Publication, PublicationMeta};
 use crate::broker::{PresenceError, PresenceEvent, PresenceInfo};
 use crate::protocol::PresenceRequest;
 use crate::session::Session;
@@ -133,7 +133,7 @@ impl Node {
                 format!(r#"{{"type":"leave","id":{}}}"#, json_string(id))
             }
         };
-        self.publish(Inbound::Publications(vec![Publication {
+        self.dispatch(&Publication {
             stream: stream.to_string(),
             data,
             meta: PublicationMeta {
@@ -143,7 +143,7 @@ impl Node {
             },
             offset: None,
             epoch: None,
-        }]));
+        });
     }
 }
 

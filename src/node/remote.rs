@@ -102,11 +102,12 @@ impl Node {
                     ..Subscription::default()
                 },
             );
-            self.apply(session, &identifier, reply, history.as_ref());
+            self.apply(session, &identifier, reply, history.as_ref())
+                .await;
             self.save_snapshot(session);
             Subscribed::Confirmed
         } else {
-            self.apply(session, &identifier, reply, None);
+            self.apply(session, &identifier, reply, None).await;
             Subscribed::Rejected
         }
     }
@@ -123,7 +124,7 @@ impl Node {
         };
         reply.stop_streams = true;
         reply.streams.clear();
-        self.apply(session, &identifier, reply, None);
+        self.apply(session, &identifier, reply, None).await;
         true
     }
 
@@ -136,7 +137,7 @@ impl Node {
     ) {
         let identifier: Arc<str> = identifier.into();
         if let Some(reply) = self.command(session, "message", &identifier, data).await {
-            self.apply(session, &identifier, reply, None);
+            self.apply(session, &identifier, reply, None).await;
             self.save_snapshot(session);
         }
     }
@@ -198,7 +199,7 @@ impl Node {
     /// states, send transmissions, then close if asked. With a history request (subscribe),
     /// the confirmation goes out first and the new streams are attached atomically with the
     /// replay.
-    fn apply(
+    async fn apply(
         &self,
         session: &mut Session,
         identifier: &Arc<str>,
@@ -237,16 +238,18 @@ impl Node {
                 .state
                 .get(PRESENCE_STREAM_KEY)
                 .map(|s| Arc::from(s.as_str()));
-            let waiting = subscription.awaiting_history.is_some();
+            let waiting = subscription.awaiting_history;
             for stream in &stopped {
-                if !waiting {
-                    self.hub.unsubscribe(stream, identifier, session.id);
-                }
+                self.hub.unsubscribe(stream, identifier, session.id);
             }
-            if history.is_none() && !waiting {
+            if history.is_none() {
                 for stream in &added {
-                    self.hub
-                        .subscribe(stream, identifier, super::subscriber(session));
+                    let subscriber = super::subscriber(session);
+                    if waiting {
+                        self.hub.hold(stream, identifier, subscriber);
+                    } else {
+                        self.hub.subscribe(stream, identifier, subscriber);
+                    }
                 }
             }
         }
@@ -257,7 +260,7 @@ impl Node {
             self.send(session, transmission);
         }
         if let Some(request) = history {
-            self.replay_history(session, identifier, request, true);
+            self.replay_history(session, identifier, request).await;
         }
         if let Some(presence) = &reply.presence {
             match presence.kind.as_str() {

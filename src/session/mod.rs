@@ -16,10 +16,10 @@ pub struct Subscription {
     pub whisper_stream: Option<Arc<str>>,
     /// The stream presence commands apply to, when presence is allowed.
     pub presence_stream: Option<Arc<str>>,
-    /// Set on a restored session until the client asks for the history it missed: the streams
-    /// are attached then, atomically with the replay, so that nothing is delivered twice. Holds
-    /// each stream's newest offset at restore time, to replay from if the client never asks.
-    pub awaiting_history: Option<Vec<Option<u64>>>,
+    /// Set on a restored session until the client asks for the history it missed: its streams
+    /// are attached behind the hub's gate meanwhile, so that live messages follow the replay
+    /// without duplicates (or are let through if the client never asks).
+    pub awaiting_history: bool,
     /// The channel lives in the application backend (commands go over RPC).
     pub remote: bool,
     /// Channel state (`istate`) kept for the backend and sent back with every command.

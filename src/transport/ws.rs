@@ -248,11 +248,9 @@ impl WsEndpoint {
         let mut pong_deadline: Option<Instant> = None;
         let keepalive = self.sessions_keepalive.filter(|_| options.extended);
         let mut next_keepalive = keepalive.map(|every| Instant::now() + every);
-        let restored = session.as_ref().is_some_and(|s| {
-            s.subscriptions
-                .values()
-                .any(|sub| sub.awaiting_history.is_some())
-        });
+        let restored = session
+            .as_ref()
+            .is_some_and(|s| s.subscriptions.values().any(|sub| sub.awaiting_history));
         let mut restore_deadline = restored.then(|| Instant::now() + RESTORE_HISTORY_GRACE);
         let mut shutting_down = false;
 
@@ -453,9 +451,9 @@ fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token:
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Half of the sessions TTL and of `--presence_ttl`, whichever is shorter (memory broker only).
+/// Half of the sessions TTL and of `--presence_ttl`, whichever is shorter (with a broker).
 fn keepalive(config: &Config) -> Option<Duration> {
-    if config.broker.adapter != "memory" {
+    if matches!(config.broker.adapter.as_str(), "" | "none") {
         return None;
     }
     let sessions = (config.broker.sessions_ttl_secs > 1)

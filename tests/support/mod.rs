@@ -1262,3 +1262,33 @@ pub async fn recv_n(ws: &mut Ws, n: usize) -> Vec<Value> {
 pub fn lines_containing<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.contains(needle)).collect()
 }
+
+/// The extended protocol's sub-protocol.
+pub const EXT: &str = "actioncable-v1-ext-json";
+
+/// Connects with the extended protocol (`query` is appended to `/cable?pi=0`) and returns the
+/// socket and the welcome's `sid`.
+pub async fn ext_client(server: &Server, query: &str) -> (Ws, String) {
+    let mut ws = server
+        .ws_with(WsRequest::new(&format!("/cable?pi=0{query}")).protocol(EXT))
+        .await;
+    let welcome = ws.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome["sid"].as_str().unwrap().to_string())
+}
+
+/// A name no other test (or test run) uses: Redis, NATS and the brokers' data outlive the
+/// processes. Only letters, digits, `_` and `-`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
+}

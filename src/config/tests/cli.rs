@@ -112,7 +112,7 @@ fn invalid_choices() {
     assert!(error(&["--ping_timestamp_precision=us"], &[]).contains("--ping_timestamp_precision"));
     assert!(error(&["--broadcast_adapter=http,kafka"], &[])
         .contains("Unsupported broadcast adapter: kafka"));
-    assert!(error(&["--broker=redis"], &[]).contains("--broker"));
+    assert!(error(&["--broker=postgres"], &[]).contains("--broker"));
     assert!(error(&["--pubsub=kafka"], &[]).contains("--pubsub"));
     assert!(error(&["--rpc_impl=soap"], &[]).contains("--rpc_impl"));
     assert!(error(&["--disconnect_mode=sometimes"], &[]).contains("--disconnect_mode"));
