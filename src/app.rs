@@ -16,8 +16,9 @@ use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
 use crate::broadcast::redis::RedisBroadcaster;
 use crate::broadcast::redisx::RedisXBroadcaster;
 use crate::broadcast::resp::RedisOptions;
-use crate::broker::nats::{NatsBroker, Retention};
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::nats::NatsBroker;
+use crate::broker::redis::RedisBroker;
+use crate::broker::{Broker, MemoryBroker, Retention};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
@@ -608,6 +609,24 @@ async fn start_broker(
             tracing::info!(
                 "Using NATS broker: {} (epoch: {}, {described})",
                 options.description(),
+                broker.epoch()
+            );
+            Ok((Some(broker), None))
+        }
+        "redis" => {
+            let options = RedisOptions::from_config(&config.redis)
+                .map_err(|e| AppError::Broker(e.to_string()))?;
+            let broker = RedisBroker::start(
+                &options,
+                retention,
+                &background.shutdown,
+                &background.tracker,
+            )
+            .await
+            .map_err(|e| AppError::Broker(e.to_string()))?;
+            tracing::info!(
+                "Using Redis broker: {} (epoch: {}, {described})",
+                options.address(),
                 broker.epoch()
             );
             Ok((Some(broker), None))

@@ -51,7 +51,21 @@ async fn publish_until_delivered(publisher: &Server, stream: &str, ws: &mut Ws) 
 
 #[tokio::test]
 async fn nats_broker_shares_positions_and_sessions_across_nodes() {
-    let (a, b) = (node("nats", "nats").await, node("nats", "nats").await);
+    shares("nats", "nats").await;
+}
+
+#[tokio::test]
+async fn redis_broker_shares_positions_and_sessions_across_nodes() {
+    shares("redis", "redis").await;
+}
+
+#[tokio::test]
+async fn redis_broker_with_nats_pubsub() {
+    shares("redis", "nats").await;
+}
+
+async fn shares(broker: &str, pubsub: &str) {
+    let (a, b) = (node(broker, pubsub).await, node(broker, pubsub).await);
     let stream = unique("shared");
     let identifier = public_id(&stream);
     let (mut ws, sid) = ext_client(&a, "").await;

@@ -15,9 +15,11 @@
 pub mod memory;
 pub mod nats;
 mod presence;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
@@ -25,6 +27,15 @@ use crate::protocol::Payload;
 pub use crate::protocol::StreamPosition;
 
 pub use memory::MemoryBroker;
+
+/// How much history and how long sessions are kept (`--history_limit`, `--history_ttl`,
+/// `--sessions_ttl`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub history_limit: usize,
+    pub history_ttl: Duration,
+    pub sessions_ttl: Duration,
+}
 
 /// Where a stored message sits in its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

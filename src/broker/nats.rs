@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    Broker, HistoryError, Position, SessionSnapshot, StoreError, StoredMessage, StreamPosition,
+    Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
+    StreamPosition,
 };
 use crate::broadcast::nats::NatsOptions;
 use crate::protocol::Payload;
@@ -52,14 +53,6 @@ const SESSION_WRITES_QUEUE: usize = 10_000;
 const START_ATTEMPTS: u32 = 5;
 /// A history read waits this long for messages JetStream reported as present.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `--history_limit`, `--history_ttl`, `--sessions_ttl`.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub history_limit: usize,
-    pub history_ttl: Duration,
-    pub sessions_ttl: Duration,
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("JetStream is unavailable: {0}")]

@@ -68,7 +68,7 @@ impl Config {
         }
         let broker_ready = match self.broker.adapter.as_str() {
             "" | "none" => true,
-            "memory" | "nats" => built(Feature::Broker),
+            "memory" | "nats" | "redis" => built(Feature::Broker),
             _ => false,
         };
         if !broker_ready {

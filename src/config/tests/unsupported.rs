@@ -27,10 +27,10 @@ fn defaults_and_built_features_are_fine() {
 
 #[test]
 fn messages_name_the_flag() {
-    let messages = run(&["--broker=redis"], &[]).unsupported_settings();
+    let messages = run(&["--redis_sentinels=s1:26379"], &[]).unsupported_settings();
     assert_eq!(
         messages,
-        vec!["--broker=redis: the redis broker is not implemented yet"]
+        vec!["--redis_sentinels: Redis Sentinel is not implemented yet"]
     );
     let messages = run(&["--ds", "--presence_ttl=10"], &[]).unsupported_settings();
     assert_eq!(

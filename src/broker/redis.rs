@@ -1,0 +1,550 @@
+//! The Redis broker (`--broker=redis`): history and sessions in Redis, shared by every node of
+//! a cluster, so a client can resume its session on any node and get the messages it missed.
+//!
+//! Keys (`{stream}` is the AnyCable stream name):
+//! - `_ac_history:{stream}`: a Redis stream of the retained messages, capped at
+//!   `--history_limit` entries (`MAXLEN`), entry id `0-<offset>`, fields `d` (the data) and `t`
+//!   (Unix seconds when stored). It expires `--history_ttl` after the last message; a message
+//!   older than the TTL is treated as gone even while its stream still holds it.
+//! - `_ac_offset:{stream}`: the stream's offset counter. It lives 10 × `--history_ttl` after the
+//!   last message, like the memory broker's; a counter created again later starts above any
+//!   offset issued before in the same epoch (one per microsecond since the epoch began), so an
+//!   old position can never point into new messages.
+//! - `_ac_session:{sid}`: a session snapshot (JSON), expiring `--sessions_ttl` after the last
+//!   save or touch.
+//! - `_ac_epoch`: `<epoch>:<Unix microseconds when it began>`, created by the first node and
+//!   adopted by the others; it lives 10 × max(history TTL, sessions TTL) after the last check.
+//!
+//! Storing is one Lua script (counter, append, trim, expiry: atomic), reading one command.
+//! Memory: about (message size + 60 bytes) × `--history_limit` per active stream, plus one
+//! snapshot per session seen within `--sessions_ttl`.
+//! Presence is not kept by this broker.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
+    StreamPosition,
+};
+use crate::broadcast::resp::{Connection, RedisError, RedisOptions, Value};
+use crate::protocol::Payload;
+use crate::transport::random_id;
+
+const EPOCH_KEY: &str = "_ac_epoch";
+/// A stream's counter outlives its messages by this factor of `--history_ttl`.
+const COUNTER_TTL_FACTOR: u64 = 10;
+/// How often each node checks the shared epoch.
+const EPOCH_CHECK: Duration = Duration::from_secs(60);
+/// One command (connecting included) must be answered within this time.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Session writes waiting for Redis; beyond this, writes are dropped (and logged).
+const SESSION_WRITES_QUEUE: usize = 10_000;
+
+/// KEYS: history stream, offset counter. ARGV: data, Unix seconds, history limit, history TTL,
+/// counter TTL, the first offset minus one for a new counter.
+const STORE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[6]) end
+local offset = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[1], 't', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return offset
+";
+
+/// KEYS: history stream, offset counter. Returns the counter and every entry.
+const READ_SCRIPT: &str = r"
+return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], '-', '+')}
+";
+
+#[derive(Debug, thiserror::Error)]
+#[error("Redis is unavailable: {0}")]
+pub struct StartError(String);
+
+/// One Redis connection shared by the callers of a task, opened on demand and dropped after
+/// an IO error or a timeout (its state is unknown then); the next call opens a new one.
+struct Link {
+    options: RedisOptions,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl Link {
+    fn new(options: RedisOptions) -> Link {
+        Link {
+            options,
+            connection: Mutex::new(None),
+        }
+    }
+
+    async fn call(&self, args: &[&[u8]]) -> Result<Value, RedisError> {
+        let mut slot = self.connection.lock().await;
+        let attempt = async {
+            if slot.is_none() {
+                *slot = Some(Connection::open(&self.options).await?);
+            }
+            let connection = slot.as_mut().expect("just opened");
+            connection.call(args).await
+        };
+        let result = tokio::time::timeout(CALL_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(RedisError::Protocol("no answer in time".into())));
+        if matches!(&result, Err(error) if !matches!(error, RedisError::Server(_))) {
+            *slot = None;
+        }
+        result
+    }
+}
+
+enum SessionWrite {
+    Save(String, Vec<u8>),
+    Touch(String),
+}
+
+/// The shared epoch and when it began.
+#[derive(Clone)]
+struct Epoch {
+    id: Arc<str>,
+    began_micros: u64,
+}
+
+impl Epoch {
+    fn parse(value: &str) -> Option<Epoch> {
+        let (id, began) = value.split_once(':')?;
+        Some(Epoch {
+            id: id.into(),
+            began_micros: began.parse().ok()?,
+        })
+    }
+}
+
+pub struct RedisBroker {
+    link: Link,
+    epoch: RwLock<Epoch>,
+    retention: Retention,
+    session_writes: mpsc::Sender<SessionWrite>,
+}
+
+impl RedisBroker {
+    /// Connects, adopts or creates the epoch, and starts the session writer and the epoch
+    /// check (both stop with `shutdown`).
+    pub async fn start(
+        options: &RedisOptions,
+        retention: Retention,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<RedisBroker>, StartError> {
+        let link = Link::new(options.clone());
+        let epoch = shared_epoch(&link, epoch_ttl(&retention))
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        let (session_writes, queue) = mpsc::channel(SESSION_WRITES_QUEUE);
+        let broker = Arc::new(RedisBroker {
+            link,
+            epoch: RwLock::new(epoch),
+            retention,
+            session_writes,
+        });
+        let writer = Link::new(options.clone());
+        tracker.spawn(write_sessions(
+            writer,
+            retention.sessions_ttl,
+            queue,
+            shutdown.clone(),
+        ));
+        tracker.spawn(check_epoch(broker.clone(), shutdown.clone()));
+        Ok(broker)
+    }
+
+    fn current_epoch(&self) -> Epoch {
+        self.epoch
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The counter and the retained messages of a stream; `None` when it has no counter.
+    async fn read(&self, stream: &str) -> Result<Option<(u64, Vec<Retained>)>, HistoryError> {
+        let (history, counter) = keys(stream);
+        let reply = self
+            .link
+            .call(&[
+                b"EVAL",
+                READ_SCRIPT.as_bytes(),
+                b"2",
+                history.as_bytes(),
+                counter.as_bytes(),
+            ])
+            .await
+            .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+        let invalid = || HistoryError::Unavailable("unexpected reply to a history read".into());
+        let mut parts = reply.into_array().ok_or_else(invalid)?.into_iter();
+        let last = match parts.next() {
+            Some(Value::Nil) | None => return Ok(None),
+            Some(value) => value
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(invalid)?,
+        };
+        let oldest_kept = unix_now().saturating_sub(self.retention.history_ttl.as_secs() as i64);
+        let entries = parts
+            .next()
+            .and_then(Value::into_array)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Retained::parse)
+            .filter(|m| m.unix_secs > oldest_kept || self.retention.history_ttl.is_zero())
+            .collect();
+        Ok(Some((last, entries)))
+    }
+}
+
+/// A message read back from a history stream.
+struct Retained {
+    offset: u64,
+    unix_secs: i64,
+    data: String,
+}
+
+impl Retained {
+    /// `[id, [field, value, ...]]` → the message (offset from the id `0-<offset>`).
+    fn parse(entry: Value) -> Option<Retained> {
+        let mut parts = entry.into_array()?.into_iter();
+        let offset = parts.next()?.as_str()?.strip_prefix("0-")?.parse().ok()?;
+        let fields = parts.next()?.into_array()?;
+        let (mut data, mut unix_secs) = (None, 0);
+        for pair in fields.chunks(2) {
+            match (pair[0].as_str(), pair.get(1).and_then(Value::as_str)) {
+                (Some("d"), Some(value)) => data = Some(value.to_string()),
+                (Some("t"), Some(value)) => unix_secs = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Some(Retained {
+            offset,
+            unix_secs,
+            data: data?,
+        })
+    }
+
+    fn into_stored(self) -> StoredMessage {
+        StoredMessage {
+            offset: self.offset,
+            payload: Payload::from_json(&self.data),
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn epoch(&self) -> Arc<str> {
+        self.current_epoch().id
+    }
+
+    fn store<'a>(
+        &'a self,
+        stream: &'a str,
+        payload: &'a Payload,
+    ) -> BoxFuture<'a, Result<Position, StoreError>> {
+        Box::pin(async move {
+            let epoch = self.current_epoch();
+            let (history, counter) = keys(stream);
+            let history_ttl = self.retention.history_ttl.as_secs().max(1);
+            let counter_ttl = history_ttl * COUNTER_TTL_FACTOR;
+            // A counter created after an idle period longer than its TTL starts above every
+            // offset that may have been issued in this epoch.
+            let age_micros = unix_micros().saturating_sub(epoch.began_micros);
+            let base = if age_micros / 1_000_000 < counter_ttl {
+                0
+            } else {
+                age_micros
+            };
+            let args = [
+                history_ttl.to_string(),
+                counter_ttl.to_string(),
+                base.to_string(),
+                unix_now().to_string(),
+                self.retention.history_limit.max(1).to_string(),
+            ];
+            let reply = self
+                .link
+                .call(&[
+                    b"EVAL",
+                    STORE_SCRIPT.as_bytes(),
+                    b"2",
+                    history.as_bytes(),
+                    counter.as_bytes(),
+                    payload.as_json().as_bytes(),
+                    args[3].as_bytes(),
+                    args[4].as_bytes(),
+                    args[0].as_bytes(),
+                    args[1].as_bytes(),
+                    args[2].as_bytes(),
+                ])
+                .await;
+            match reply {
+                Ok(Value::Int(offset)) if offset > 0 => Ok(Position {
+                    offset: offset as u64,
+                    epoch: epoch.id,
+                }),
+                other => Err(StoreError {
+                    stream: stream.to_string(),
+                    reason: match other {
+                        Err(error) => error.to_string(),
+                        Ok(value) => format!("unexpected reply {value:?}"),
+                    },
+                }),
+            }
+        })
+    }
+
+    fn history_from<'a>(
+        &'a self,
+        stream: &'a str,
+        from: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, HistoryError>> {
+        Box::pin(async move {
+            if from.epoch != *self.epoch() {
+                return Err(HistoryError::EpochMismatch);
+            }
+            let (last, retained) = self
+                .read(stream)
+                .await?
+                .ok_or(HistoryError::UnknownStream)?;
+            // The memory broker's rules: the client's own last message must still be
+            // retained, and it cannot be ahead of the stream.
+            let oldest = retained.first().ok_or(HistoryError::Expired)?.offset;
+            if from.offset < oldest {
+                return Err(HistoryError::Expired);
+            }
+            if from.offset > last {
+                return Err(HistoryError::OffsetAhead);
+            }
+            Ok(retained
+                .into_iter()
+                .filter(|m| m.offset > from.offset)
+                .map(Retained::into_stored)
+                .collect())
+        })
+    }
+
+    fn history_since<'a>(
+        &'a self,
+        stream: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, HistoryError>> {
+        Box::pin(async move {
+            let Some((_, retained)) = self.read(stream).await? else {
+                return Ok(Vec::new());
+            };
+            Ok(retained
+                .into_iter()
+                .filter(|m| m.unix_secs >= since)
+                .map(Retained::into_stored)
+                .collect())
+        })
+    }
+
+    fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
+        match serde_json::to_vec(&snapshot) {
+            Ok(bytes) => self.queue(SessionWrite::Save(sid.to_string(), bytes)),
+            Err(error) => tracing::warn!(context = "broker", "cannot encode a session: {error}"),
+        }
+    }
+
+    fn touch_session(&self, sid: &str) {
+        self.queue(SessionWrite::Touch(sid.to_string()));
+    }
+
+    fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
+        Box::pin(async move {
+            let key = session_key(sid);
+            let value = match self.link.call(&[b"GET", key.as_bytes()]).await {
+                Ok(value) => value,
+                Err(error) => {
+                    tracing::warn!(
+                        context = "broker",
+                        provider = "redis",
+                        "cannot read a session: {error}"
+                    );
+                    return None;
+                }
+            };
+            serde_json::from_slice(value.as_bytes()?)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        context = "broker",
+                        provider = "redis",
+                        "cannot decode a session: {error}"
+                    )
+                })
+                .ok()
+        })
+    }
+}
+
+impl RedisBroker {
+    fn queue(&self, write: SessionWrite) {
+        if self.session_writes.try_send(write).is_err() {
+            tracing::warn!(
+                context = "broker",
+                provider = "redis",
+                "session writes are not keeping up: one dropped"
+            );
+        }
+    }
+}
+
+/// The history stream's and the counter's keys of `stream`.
+fn keys(stream: &str) -> (String, String) {
+    (
+        format!("_ac_history:{stream}"),
+        format!("_ac_offset:{stream}"),
+    )
+}
+
+fn session_key(sid: &str) -> String {
+    format!("_ac_session:{sid}")
+}
+
+fn epoch_ttl(retention: &Retention) -> Duration {
+    10 * retention
+        .history_ttl
+        .max(retention.sessions_ttl)
+        .max(Duration::from_secs(1))
+}
+
+/// The cluster's epoch: created with a new random id when there is none.
+async fn shared_epoch(link: &Link, ttl: Duration) -> Result<Epoch, RedisError> {
+    let fresh = format!("{}:{}", &random_id()[..4], unix_micros());
+    let ttl = ttl.as_secs().to_string();
+    link.call(&[
+        b"SET",
+        EPOCH_KEY.as_bytes(),
+        fresh.as_bytes(),
+        b"NX",
+        b"EX",
+        ttl.as_bytes(),
+    ])
+    .await?;
+    let value = link.call(&[b"GET", EPOCH_KEY.as_bytes()]).await?;
+    value
+        .as_str()
+        .and_then(Epoch::parse)
+        .ok_or_else(|| RedisError::Protocol(format!("{EPOCH_KEY} holds no epoch: {value:?}")))
+}
+
+/// Keeps the epoch alive and adopts a changed one.
+async fn check_epoch(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
+    let ttl = epoch_ttl(&broker.retention);
+    let mut tick = tokio::time::interval(EPOCH_CHECK);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(shared) = shared_epoch(&broker.link, ttl).await else {
+            continue;
+        };
+        let seconds = ttl.as_secs().to_string();
+        let _ = broker
+            .link
+            .call(&[b"EXPIRE", EPOCH_KEY.as_bytes(), seconds.as_bytes()])
+            .await;
+        let mut current = broker
+            .epoch
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.id != shared.id {
+            tracing::warn!(context = "broker", provider = "redis", epoch = %shared.id, "epoch changed");
+            *current = shared;
+        }
+    }
+}
+
+/// Applies session writes in order, one at a time, on a connection of their own.
+async fn write_sessions(
+    link: Link,
+    ttl: Duration,
+    mut queue: mpsc::Receiver<SessionWrite>,
+    shutdown: CancellationToken,
+) {
+    let seconds = ttl.as_secs().max(1).to_string();
+    loop {
+        let write = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            write = queue.recv() => match write {
+                Some(write) => write,
+                None => break,
+            },
+        };
+        let result = match &write {
+            SessionWrite::Save(sid, bytes) => {
+                let key = session_key(sid);
+                link.call(&[b"SET", key.as_bytes(), bytes, b"EX", seconds.as_bytes()])
+                    .await
+            }
+            SessionWrite::Touch(sid) => {
+                let key = session_key(sid);
+                link.call(&[b"EXPIRE", key.as_bytes(), seconds.as_bytes()])
+                    .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                context = "broker",
+                provider = "redis",
+                "cannot write a session: {error}"
+            );
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_carry_their_start() {
+        let epoch = Epoch::parse("ab_9:1700000000000000").unwrap();
+        assert_eq!(
+            (&*epoch.id, epoch.began_micros),
+            ("ab_9", 1_700_000_000_000_000)
+        );
+        assert!(Epoch::parse("nocolon").is_none());
+    }
+
+    #[test]
+    fn entries_parse_into_offsets_and_data() {
+        let entry = Value::Array(vec![
+            Value::Bulk(b"0-42".to_vec()),
+            Value::Array(vec![
+                Value::Bulk(b"d".to_vec()),
+                Value::Bulk(br#"{"n":1}"#.to_vec()),
+                Value::Bulk(b"t".to_vec()),
+                Value::Bulk(b"1700000000".to_vec()),
+            ]),
+        ]);
+        let retained = Retained::parse(entry).unwrap();
+        assert_eq!((retained.offset, retained.unix_secs), (42, 1_700_000_000));
+        assert_eq!(retained.data, r#"{"n":1}"#);
+    }
+}
