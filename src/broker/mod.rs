@@ -16,6 +16,7 @@ pub mod memory;
 pub mod nats;
 mod presence;
 pub mod redis;
+mod session_writes;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -26,10 +26,10 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::session_writes::{SessionStore, SessionWrites};
 use super::{
     Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
     StreamPosition,
@@ -47,8 +47,6 @@ const HASHED_STREAM_PREFIX: &str = "_acx_";
 const MAX_PLAIN_NAME: usize = 200;
 /// How often each node checks the shared epoch.
 const EPOCH_CHECK: Duration = Duration::from_secs(60);
-/// Session writes waiting for NATS; beyond this, writes are dropped (and logged).
-const SESSION_WRITES_QUEUE: usize = 10_000;
 /// Start-up: JetStream must answer within this many attempts (1 s apart, then 2 s, ...).
 const START_ATTEMPTS: u32 = 5;
 /// A history read waits this long for messages JetStream reported as present.
@@ -150,11 +148,6 @@ fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'='))
 }
 
-enum SessionWrite {
-    Save(String, Bytes),
-    Touch(String),
-}
-
 pub struct NatsBroker {
     jetstream: jetstream::Context,
     sessions: Bucket,
@@ -162,7 +155,7 @@ pub struct NatsBroker {
     retention: Retention,
     /// JetStream streams this node created (or found) since it started.
     streams: Mutex<HashSet<String>>,
-    session_writes: mpsc::Sender<SessionWrite>,
+    session_writes: SessionWrites,
 }
 
 impl NatsBroker {
@@ -203,7 +196,7 @@ impl NatsBroker {
             }
         };
         let epoch = shared_epoch(&epochs).await.map_err(StartError)?;
-        let (session_writes, queue) = mpsc::channel(SESSION_WRITES_QUEUE);
+        let session_writes = SessionWrites::start(sessions.clone(), "nats", shutdown, tracker);
         let broker = Arc::new(NatsBroker {
             jetstream,
             sessions,
@@ -212,11 +205,6 @@ impl NatsBroker {
             streams: Mutex::default(),
             session_writes,
         });
-        tracker.spawn(write_sessions(
-            broker.sessions.clone(),
-            queue,
-            shutdown.clone(),
-        ));
         tracker.spawn(check_epoch(broker.clone(), epochs, shutdown.clone()));
         Ok(broker)
     }
@@ -419,14 +407,11 @@ impl Broker for NatsBroker {
     }
 
     fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
-        match serde_json::to_vec(&snapshot) {
-            Ok(bytes) => self.queue(SessionWrite::Save(sid.to_string(), bytes.into())),
-            Err(error) => tracing::warn!(context = "broker", "cannot encode a session: {error}"),
-        }
+        self.session_writes.save(sid, &snapshot);
     }
 
     fn touch_session(&self, sid: &str) {
-        self.queue(SessionWrite::Touch(sid.to_string()));
+        self.session_writes.touch(sid);
     }
 
     fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
@@ -452,18 +437,6 @@ impl Broker for NatsBroker {
                 })
                 .ok()
         })
-    }
-}
-
-impl NatsBroker {
-    fn queue(&self, write: SessionWrite) {
-        if self.session_writes.try_send(write).is_err() {
-            tracing::warn!(
-                context = "broker",
-                provider = "nats",
-                "session writes are not keeping up: one dropped"
-            );
-        }
     }
 }
 
@@ -527,46 +500,20 @@ async fn check_epoch(broker: Arc<NatsBroker>, epochs: Bucket, shutdown: Cancella
     }
 }
 
-/// Applies session writes in order, one at a time.
-async fn write_sessions(
-    sessions: Bucket,
-    mut queue: mpsc::Receiver<SessionWrite>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let write = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            write = queue.recv() => match write {
-                Some(write) => write,
-                None => break,
-            },
-        };
-        let result = match write {
-            SessionWrite::Save(sid, bytes) => sessions.put(&sid, bytes).await,
-            // A key-value entry's time to live restarts when it is written again.
-            SessionWrite::Touch(sid) => match sessions.get(&sid).await {
-                Ok(Some(bytes)) => sessions.put(&sid, bytes).await,
-                Ok(None) => Ok(()),
-                Err(error) => Err(error),
-            },
-        };
-        if let Err(error) = result {
-            tracing::warn!(
-                context = "broker",
-                provider = "nats",
-                "cannot write a session: {error}"
-            );
-        }
+impl SessionStore for Bucket {
+    fn save<'a>(&'a self, sid: &'a str, snapshot: Vec<u8>) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.put(sid, snapshot.into()))
     }
-    // Sessions written at shutdown (the disconnect touches) are flushed, within bounds.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(write) = queue.try_recv() {
-            if let SessionWrite::Save(sid, bytes) = write {
-                let _ = sessions.put(&sid, bytes).await;
+
+    /// A key's time to live restarts when it is written again.
+    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match self.get(sid).await? {
+                Some(bytes) => self.put(sid, bytes).await,
+                None => Ok(()),
             }
-        }
-    })
-    .await;
+        })
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

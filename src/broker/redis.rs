@@ -24,10 +24,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::session_writes::{SessionStore, SessionWrites};
 use super::{
     Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
     StreamPosition,
@@ -43,8 +44,6 @@ const COUNTER_TTL_FACTOR: u64 = 10;
 const EPOCH_CHECK: Duration = Duration::from_secs(60);
 /// One command (connecting included) must be answered within this time.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Session writes waiting for Redis; beyond this, writes are dropped (and logged).
-const SESSION_WRITES_QUEUE: usize = 10_000;
 
 /// KEYS: history stream, offset counter. ARGV: data, Unix seconds, history limit, history TTL,
 /// counter TTL, the first offset minus one for a new counter.
@@ -100,11 +99,6 @@ impl Link {
     }
 }
 
-enum SessionWrite {
-    Save(String, Vec<u8>),
-    Touch(String),
-}
-
 /// The shared epoch and when it began.
 #[derive(Clone)]
 struct Epoch {
@@ -126,7 +120,7 @@ pub struct RedisBroker {
     link: Link,
     epoch: RwLock<Epoch>,
     retention: Retention,
-    session_writes: mpsc::Sender<SessionWrite>,
+    session_writes: SessionWrites,
 }
 
 impl RedisBroker {
@@ -142,20 +136,17 @@ impl RedisBroker {
         let epoch = shared_epoch(&link, epoch_ttl(&retention))
             .await
             .map_err(|e| StartError(e.to_string()))?;
-        let (session_writes, queue) = mpsc::channel(SESSION_WRITES_QUEUE);
+        // Session writes have a connection of their own.
+        let sessions = Sessions {
+            link: Link::new(options.clone()),
+            ttl_secs: retention.sessions_ttl.as_secs().max(1).to_string(),
+        };
         let broker = Arc::new(RedisBroker {
             link,
             epoch: RwLock::new(epoch),
             retention,
-            session_writes,
+            session_writes: SessionWrites::start(sessions, "redis", shutdown, tracker),
         });
-        let writer = Link::new(options.clone());
-        tracker.spawn(write_sessions(
-            writer,
-            retention.sessions_ttl,
-            queue,
-            shutdown.clone(),
-        ));
         tracker.spawn(check_epoch(broker.clone(), shutdown.clone()));
         Ok(broker)
     }
@@ -349,14 +340,11 @@ impl Broker for RedisBroker {
     }
 
     fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
-        match serde_json::to_vec(&snapshot) {
-            Ok(bytes) => self.queue(SessionWrite::Save(sid.to_string(), bytes)),
-            Err(error) => tracing::warn!(context = "broker", "cannot encode a session: {error}"),
-        }
+        self.session_writes.save(sid, &snapshot);
     }
 
     fn touch_session(&self, sid: &str) {
-        self.queue(SessionWrite::Touch(sid.to_string()));
+        self.session_writes.touch(sid);
     }
 
     fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
@@ -383,18 +371,6 @@ impl Broker for RedisBroker {
                 })
                 .ok()
         })
-    }
-}
-
-impl RedisBroker {
-    fn queue(&self, write: SessionWrite) {
-        if self.session_writes.try_send(write).is_err() {
-            tracing::warn!(
-                context = "broker",
-                provider = "redis",
-                "session writes are not keeping up: one dropped"
-            );
-        }
     }
 }
 
@@ -466,41 +442,35 @@ async fn check_epoch(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
     }
 }
 
-/// Applies session writes in order, one at a time, on a connection of their own.
-async fn write_sessions(
+/// Session snapshots as keys with a time to live.
+struct Sessions {
     link: Link,
-    ttl: Duration,
-    mut queue: mpsc::Receiver<SessionWrite>,
-    shutdown: CancellationToken,
-) {
-    let seconds = ttl.as_secs().max(1).to_string();
-    loop {
-        let write = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            write = queue.recv() => match write {
-                Some(write) => write,
-                None => break,
-            },
-        };
-        let result = match &write {
-            SessionWrite::Save(sid, bytes) => {
-                let key = session_key(sid);
-                link.call(&[b"SET", key.as_bytes(), bytes, b"EX", seconds.as_bytes()])
-                    .await
-            }
-            SessionWrite::Touch(sid) => {
-                let key = session_key(sid);
-                link.call(&[b"EXPIRE", key.as_bytes(), seconds.as_bytes()])
-                    .await
-            }
-        };
-        if let Err(error) = result {
-            tracing::warn!(
-                context = "broker",
-                provider = "redis",
-                "cannot write a session: {error}"
-            );
-        }
+    ttl_secs: String,
+}
+
+impl SessionStore for Sessions {
+    fn save<'a>(&'a self, sid: &'a str, snapshot: Vec<u8>) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let key = session_key(sid);
+            let ttl = self.ttl_secs.as_bytes();
+            self.link
+                .call(&[b"SET", key.as_bytes(), &snapshot, b"EX", ttl])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let key = session_key(sid);
+            let ttl = self.ttl_secs.as_bytes();
+            self.link
+                .call(&[b"EXPIRE", key.as_bytes(), ttl])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
