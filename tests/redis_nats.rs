@@ -1001,3 +1001,136 @@ async fn redis_pubsub_carries_whispers_to_every_node_but_the_author() {
     }
     alice.expect_pong_next().await;
 }
+
+// --- Redis Sentinel -------------------------------------------------------------------------
+
+/// `SENTINEL get-master-addr-by-name` as the sentinel at `port` answers it.
+async fn sentinel_master(port: u16, name: &str) -> Option<u16> {
+    let mut sentinel = redis_at(&format!("redis://127.0.0.1:{port}")).await;
+    let reply = call(
+        &mut sentinel,
+        &["SENTINEL", "get-master-addr-by-name", name],
+    )
+    .await;
+    reply.into_array()?.get(1)?.as_str()?.parse().ok()
+}
+
+#[tokio::test]
+async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
+    let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
+    let mut master = OwnRedis::start(master_port);
+    master.ready().await;
+    let replica = OwnRedis::start_with(
+        replica_port,
+        &[
+            "--port",
+            &replica_port.to_string(),
+            "--replicaof",
+            "127.0.0.1",
+            &master_port.to_string(),
+        ],
+    );
+    let mut replica_connection = replica.ready().await;
+    // The sentinel learns about the replica from the master: the replica must be attached.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = call(&mut replica_connection, &["INFO", "replication"]).await;
+        if info
+            .as_str()
+            .is_some_and(|i| i.contains("master_link_status:up"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not attach: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = TempDir::new();
+    let config = dir.write(
+        "sentinel.conf",
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\n\
+             sentinel monitor ac-master 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds ac-master 500\n\
+             sentinel failover-timeout ac-master 2000\n"
+        ),
+    );
+    let _sentinel = OwnRedis {
+        port: sentinel_port,
+        child: Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel"),
+    };
+    _sentinel.ready().await;
+    assert_eq!(
+        sentinel_master(sentinel_port, "ac-master").await,
+        Some(master_port)
+    );
+
+    let channel = unique("ac-sentinel");
+    let server = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--broadcast_adapter=redis",
+            "--redis_url=redis://ac-master",
+            &format!("--redis_sentinels=127.0.0.1:{sentinel_port}"),
+            &format!("--redis_channel={channel}"),
+            "--pubsub=none",
+        ])
+        .start()
+        .await;
+    assert!(
+        server
+            .wait_output("subscribed to Redis channel", SUBSCRIBED_WITHIN)
+            .await,
+        "{}",
+        server.output.all()
+    );
+    let (mut ws, _) = server.ws_welcomed().await;
+    ws.subscribe_ok(&public_id("s")).await;
+    let mut on_master = master.ready().await;
+    assert_eq!(
+        publish(&mut on_master, &channel, &publication("s", &json!("first"))).await,
+        1
+    );
+    assert_eq!(
+        ws.recv_json_with_pings(RECV_TIMEOUT).await,
+        json!({"identifier": public_id("s"), "message": "first"})
+    );
+
+    // The master dies; the sentinel promotes the replica and the server follows it.
+    master.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sentinel_master(sentinel_port, "ac-master").await != Some(replica_port) {
+        assert!(Instant::now() < deadline, "the sentinel did not fail over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server
+            .wait_output("reconnected to Redis channel", Duration::from_secs(30))
+            .await,
+        "{}",
+        server.output.all()
+    );
+    let mut on_new_master = replica.ready().await;
+    assert_eq!(
+        publish(
+            &mut on_new_master,
+            &channel,
+            &publication("s", &json!("after failover"))
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        ws.recv_json_with_pings(RECV_TIMEOUT).await,
+        json!({"identifier": public_id("s"), "message": "after failover"})
+    );
+}

@@ -106,6 +106,18 @@ pub struct RedisOptions {
     pub keepalive: Duration,
     /// Consecutive failed reconnections before giving up (`redis.max_reconnect_attempts`).
     pub max_reconnect_attempts: u64,
+    /// `--redis_sentinels`: when set, `host` is the name of the master set, and every
+    /// connection asks the sentinels (in order) where its master is now.
+    pub sentinels: Vec<Sentinel>,
+}
+
+/// One `--redis_sentinels` entry: address and the sentinel's own credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sentinel {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 impl fmt::Debug for RedisOptions {
@@ -117,19 +129,23 @@ impl fmt::Debug for RedisOptions {
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("db", &self.db)
             .field("tls", &self.tls.is_some())
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(Sentinel::address)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 impl RedisOptions {
     /// Parses `--redis_url` (`redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS, the
-    /// scheme may be left out) and the TLS settings. Sentinels and clusters are refused.
+    /// scheme may be left out), `--redis_sentinels` and the TLS settings. Clusters are
+    /// refused.
     pub fn from_config(config: &RedisConfig) -> Result<RedisOptions, RedisError> {
-        if !config.sentinels.is_empty() {
-            return Err(RedisError::Unsupported(
-                "--redis_sentinels: Redis Sentinel is not implemented yet".into(),
-            ));
-        }
         if config.url.contains(',') {
             return Err(RedisError::Unsupported(
                 "--redis_url: Redis Cluster (a list of URLs) is not implemented yet".into(),
@@ -147,18 +163,7 @@ impl RedisOptions {
             "rediss" => true,
             other => return Err(RedisError::Url(format!("unknown scheme {other}://"))),
         };
-        let host = match url.host() {
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            Some(host) => host.to_string(),
-            None => return Err(RedisError::Url("no host".into())),
-        };
-        let decode =
-            |s: &str| percent_decode(s).map_err(|_| RedisError::Url("bad percent-encoding".into()));
-        let username = Some(url.username())
-            .filter(|u| !u.is_empty())
-            .map(decode)
-            .transpose()?;
-        let password = url.password().map(decode).transpose()?;
+        let (host, username, password) = host_and_credentials(&url)?;
         let path = url.path().trim_matches('/');
         let db = if path.is_empty() {
             0
@@ -180,17 +185,121 @@ impl RedisOptions {
             tls,
             keepalive: Duration::from_secs(config.keepalive_interval_secs.max(1)),
             max_reconnect_attempts: config.max_reconnect_attempts,
+            sentinels: config
+                .sentinels
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Sentinel::parse)
+                .collect::<Result<_, _>>()?,
         })
     }
 
-    /// `host:port`, for logs (never the credentials).
+    /// `host:port` or the master set and its sentinels, for logs (never the credentials).
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        if self.sentinels.is_empty() {
+            return host_port(&self.host, self.port);
+        }
+        let sentinels: Vec<String> = self.sentinels.iter().map(Sentinel::address).collect();
+        format!("{} (sentinels: {})", self.host, sentinels.join(","))
+    }
+
+    /// Where the data node is: the configured address, or the master the sentinels name.
+    async fn data_node(&self) -> Result<(String, u16), RedisError> {
+        if self.sentinels.is_empty() {
+            return Ok((self.host.clone(), self.port));
+        }
+        let mut last_error = None;
+        for sentinel in &self.sentinels {
+            match sentinel.master(&self.host).await {
+                Ok(address) => return Ok(address),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| RedisError::Protocol("no sentinel".into())))
+    }
+}
+
+impl Sentinel {
+    /// `host:port`, `[user]:password@host:port` or a `redis://` URL.
+    fn parse(entry: &str) -> Result<Sentinel, RedisError> {
+        let with_scheme = if entry.contains("://") {
+            entry.to_string()
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("redis://{entry}")
+        };
+        let url = url::Url::parse(&with_scheme)
+            .map_err(|e| RedisError::Url(format!("sentinel {entry:?}: {e}")))?;
+        let (host, username, password) = host_and_credentials(&url)?;
+        Ok(Sentinel {
+            host,
+            port: url.port().unwrap_or(26379),
+            username,
+            password,
+        })
+    }
+
+    fn address(&self) -> String {
+        host_port(&self.host, self.port)
+    }
+
+    /// Asks this sentinel for the current master of `name`.
+    async fn master(&self, name: &str) -> Result<(String, u16), RedisError> {
+        let mut connection = Connection::connect(
+            &self.host,
+            self.port,
+            None,
+            self.username.as_deref(),
+            self.password.as_deref(),
+        )
+        .await?;
+        let reply = connection
+            .call(&[b"SENTINEL", b"get-master-addr-by-name", name.as_bytes()])
+            .await?;
+        let parts = reply.into_array().unwrap_or_default();
+        match (
+            parts.first().and_then(Value::as_str),
+            parts
+                .get(1)
+                .and_then(Value::as_str)
+                .and_then(|p| p.parse().ok()),
+        ) {
+            (Some(host), Some(port)) => Ok((host.to_string(), port)),
+            _ => Err(RedisError::Protocol(format!(
+                "sentinel {} does not know the master {name:?}",
+                self.address()
+            ))),
         }
     }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The host and the (percent-decoded) user and password of a URL.
+#[allow(clippy::type_complexity)]
+fn host_and_credentials(
+    url: &url::Url,
+) -> Result<(String, Option<String>, Option<String>), RedisError> {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => return Err(RedisError::Url("no host".into())),
+    };
+    let decode =
+        |s: &str| percent_decode(s).map_err(|_| RedisError::Url("bad percent-encoding".into()));
+    let username = Some(url.username())
+        .filter(|u| !u.is_empty())
+        .map(decode)
+        .transpose()?;
+    let password = url.password().map(decode).transpose()?;
+    Ok((host, username, password))
 }
 
 fn percent_decode(text: &str) -> Result<String, ()> {
@@ -327,27 +436,52 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects, authenticates and selects the database, all within [`CONNECT_TIMEOUT`].
+    /// Connects (to the master the sentinels name, with sentinels), authenticates and
+    /// selects the database, all within [`CONNECT_TIMEOUT`].
     pub async fn open(options: &RedisOptions) -> Result<Connection, RedisError> {
         let address = options.address();
-        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::open_inner(options)).await {
+        let open = async {
+            let (host, port) = options.data_node().await?;
+            let mut connection = Connection::connect(
+                &host,
+                port,
+                options.tls.as_ref(),
+                options.username.as_deref(),
+                options.password.as_deref(),
+            )
+            .await?;
+            if options.db != 0 {
+                connection
+                    .call(&[b"SELECT", options.db.to_string().as_bytes()])
+                    .await?;
+            }
+            Ok(connection)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
             Ok(result) => result,
             Err(_) => Err(RedisError::ConnectTimeout(address)),
         }
     }
 
-    async fn open_inner(options: &RedisOptions) -> Result<Connection, RedisError> {
-        let addr = options.address();
-        let tcp = TcpStream::connect((options.host.as_str(), options.port))
+    /// TCP (and TLS) to one server, then `AUTH` when there is a password.
+    async fn connect(
+        host: &str,
+        port: u16,
+        tls: Option<&Arc<ClientConfig>>,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<Connection, RedisError> {
+        let addr = host_port(host, port);
+        let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|source| RedisError::Connect {
                 addr: addr.clone(),
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
-        let io: Box<dyn Io> = match &options.tls {
+        let io: Box<dyn Io> = match tls {
             Some(config) => {
-                let name = ServerName::try_from(options.host.clone())
+                let name = ServerName::try_from(host.to_string())
                     .map_err(|e| RedisError::Tls(e.to_string()))?;
                 let stream = TlsConnector::from(config.clone())
                     .connect(name, tcp)
@@ -361,18 +495,13 @@ impl Connection {
             io,
             buffer: BytesMut::with_capacity(8 * 1024),
         };
-        if let Some(password) = &options.password {
+        if let Some(password) = password {
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = &options.username {
+            if let Some(user) = username {
                 auth.push(user.as_bytes());
             }
             auth.push(password.as_bytes());
             connection.call(&auth).await?;
-        }
-        if options.db != 0 {
-            connection
-                .call(&[b"SELECT", options.db.to_string().as_bytes()])
-                .await?;
         }
         Ok(connection)
     }
@@ -547,11 +676,28 @@ mod tests {
         assert!(options("redis://a:1,redis://b:2").is_err());
         assert!(options("redis://host/x").is_err());
         assert!(options("http://host").is_err());
-        let sentinel = RedisOptions::from_config(&RedisConfig {
-            sentinels: vec!["s:26379".into()],
+        let o = RedisOptions::from_config(&RedisConfig {
+            url: "redis://:datapw@mymaster/2".into(),
+            sentinels: vec!["s1:26380, :sentpw@s2".into(), "redis://u:p@s3:1".into()],
             ..RedisConfig::default()
-        });
-        assert!(matches!(sentinel, Err(RedisError::Unsupported(_))));
+        })
+        .unwrap();
+        assert_eq!((o.host.as_str(), o.db), ("mymaster", 2));
+        assert_eq!(o.password.as_deref(), Some("datapw"));
+        let sentinels: Vec<_> = o
+            .sentinels
+            .iter()
+            .map(|s| (s.address(), s.username.as_deref(), s.password.as_deref()))
+            .collect();
+        assert_eq!(
+            sentinels,
+            vec![
+                ("s1:26380".to_string(), None, None),
+                ("s2:26379".to_string(), None, Some("sentpw")),
+                ("s3:1".to_string(), Some("u"), Some("p")),
+            ]
+        );
+        assert_eq!(o.address(), "mymaster (sentinels: s1:26380,s2:26379,s3:1)");
     }
 
     #[test]

@@ -10,7 +10,6 @@ const SPECIAL: &[&str] = &[
     "pubsub",
     "broker",
     "rpc_impl",
-    "redis_sentinels",
     "metrics_log_formatter",
 ];
 
@@ -76,9 +75,6 @@ impl Config {
                 "--broker={0}: the {0} broker is not implemented yet",
                 self.broker.adapter
             ));
-        }
-        if !self.redis.sentinels.is_empty() {
-            messages.push("--redis_sentinels: Redis Sentinel is not implemented yet".to_string());
         }
         if self.redis.url.contains(',') {
             messages.push(
