@@ -424,7 +424,7 @@ fn start_pubsub(
             "Starting Redis pub/sub: {}",
             options.address()
         );
-        let (queue, outgoing) = pubsub::Queue::new(&config.redis.pubsub_channel);
+        let (queue, outgoing, readiness) = pubsub::Queue::new(&config.redis.pubsub_channel);
         node.set_pubsub(Arc::new(queue));
         background.tracker.spawn(pubsub::redis::run_publisher(
             options.clone(),
@@ -438,7 +438,8 @@ fn start_pubsub(
         );
         background.tracker.spawn(async move {
             let result =
-                pubsub::redis::run_subscriber(node, options, control, changes, shutdown).await;
+                pubsub::redis::run_subscriber(node, options, control, changes, readiness, shutdown)
+                    .await;
             if let Err(reason) = result {
                 tracing::error!(context = "pubsub", provider = "redis", "{reason}");
                 fatal.raise(reason);
@@ -452,7 +453,7 @@ fn start_pubsub(
             "Starting NATS pub/sub: {}",
             options.description()
         );
-        let (queue, outgoing) = pubsub::Queue::new(&config.nats.pubsub_channel);
+        let (queue, outgoing, readiness) = pubsub::Queue::new(&config.nats.pubsub_channel);
         node.set_pubsub(Arc::new(queue));
         background.tracker.spawn(pubsub::nats::run(
             node.clone(),
@@ -460,6 +461,7 @@ fn start_pubsub(
             config.nats.pubsub_channel.clone(),
             changes,
             outgoing,
+            readiness,
             shutdown,
         ));
     }

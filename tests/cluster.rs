@@ -100,3 +100,27 @@ async fn shares(broker: &str, pubsub: &str) {
     let confirm = ws.recv_json().await;
     assert_eq!(confirm["type"], "confirm_history", "{confirm}");
 }
+
+/// A node with no subscriber of a stream subscribes to it on the pub/sub only when a client
+/// does: the client's confirmation waits for that, so a message published right after the
+/// confirmation reaches it.
+async fn first_subscriber_gets_what_follows_the_confirmation(pubsub: &str) {
+    let (a, b) = (node("none", pubsub).await, node("none", pubsub).await);
+    let (mut ws, _) = a.ws_welcomed().await;
+    for round in 0..20 {
+        let stream = unique("fresh");
+        ws.subscribe_ok(&public_id(&stream)).await;
+        b.publish(&stream, &json!({ "n": round }).to_string()).await;
+        assert_eq!(next_n(&mut ws).await.0, round);
+    }
+}
+
+#[tokio::test]
+async fn first_subscriber_on_a_node_misses_nothing_with_redis_pubsub() {
+    first_subscriber_gets_what_follows_the_confirmation("redis").await;
+}
+
+#[tokio::test]
+async fn first_subscriber_on_a_node_misses_nothing_with_nats_pubsub() {
+    first_subscriber_gets_what_follows_the_confirmation("nats").await;
+}

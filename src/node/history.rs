@@ -87,6 +87,8 @@ impl Node {
         for stream in &streams {
             self.hub.hold(stream, identifier, subscriber(session));
         }
+        // Whatever is stored after the read must reach the gate.
+        self.await_pubsub(&streams).await;
         let replay = self.read_histories(&streams, request).await;
         for (index, stream) in streams.iter().enumerate() {
             let covered = match &replay {

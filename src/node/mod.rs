@@ -397,26 +397,38 @@ impl Node {
             } => {
                 let identifier: Arc<str> = identifier.into();
                 let stream: Arc<str> = stream.into();
-                self.send(
-                    session,
-                    Reply::ConfirmSubscription {
-                        identifier: &identifier,
-                    }
-                    .encode(),
-                );
                 let subscription = Subscription {
                     whisper_stream: whisper.then(|| stream.clone()),
                     presence_stream: presence.then(|| stream.clone()),
-                    streams: vec![stream],
+                    streams: vec![stream.clone()],
                     ..Subscription::default()
                 };
                 session
                     .subscriptions
                     .insert(identifier.clone(), subscription);
+                let confirm = Reply::ConfirmSubscription {
+                    identifier: &identifier,
+                }
+                .encode();
                 match history {
                     // Attached inside the replay, behind the gate while history is read.
-                    Some(request) => self.replay_history(session, &identifier, &request).await,
-                    None => self.attach_all(session, &identifier),
+                    Some(request) => {
+                        self.send(session, confirm);
+                        self.replay_history(session, &identifier, &request).await;
+                    }
+                    // Held until this node receives the stream from the pub/sub, so that what
+                    // is published after the confirmation reaches the client.
+                    None if self.pubsub.get().is_some() => {
+                        self.hub.hold(&stream, &identifier, subscriber(session));
+                        self.await_pubsub(std::slice::from_ref(&stream)).await;
+                        self.send(session, confirm);
+                        let fan_out = self.hub.release(&stream, &identifier, session.id, None);
+                        self.count_fan_out(&fan_out);
+                    }
+                    None => {
+                        self.send(session, confirm);
+                        self.attach_all(session, &identifier);
+                    }
                 }
                 self.save_snapshot(session);
                 Subscribed::Confirmed
@@ -433,6 +445,22 @@ impl Node {
                     .encode(),
                 );
                 Subscribed::Rejected
+            }
+        }
+    }
+
+    /// Waits until the pub/sub delivers these streams to this node (bounded; at once without
+    /// pub/sub or when already subscribed).
+    async fn await_pubsub(&self, streams: &[Arc<str>]) {
+        let Some(pubsub) = self.pubsub.get() else {
+            return;
+        };
+        for stream in streams {
+            if !pubsub.subscribed(stream).await {
+                tracing::warn!(
+                    stream = &**stream,
+                    "pub/sub subscription not confirmed in time"
+                );
             }
         }
     }

@@ -206,6 +206,7 @@ impl Node {
         reply: CommandResponse,
         history: Option<&HistoryRequest>,
     ) {
+        let mut added = Vec::new();
         if let Some(subscription) = session.subscriptions.get_mut(identifier) {
             let stopped: Vec<Arc<str>> = if reply.stop_streams {
                 std::mem::take(&mut subscription.streams)
@@ -219,7 +220,6 @@ impl Node {
                 subscription.streams.retain(|s| !stop.contains(s));
                 stop
             };
-            let mut added = Vec::new();
             for stream in &reply.streams {
                 if !subscription.streams.iter().any(|s| &**s == stream.as_str()) {
                     let stream: Arc<str> = stream.as_str().into();
@@ -256,6 +256,8 @@ impl Node {
         if let Some(changes) = &reply.env {
             merge_state(&mut session.state, &changes.cstate);
         }
+        // The confirmation is among the transmissions.
+        self.await_pubsub(&added).await;
         for transmission in reply.transmissions {
             self.send(session, transmission);
         }

@@ -12,15 +12,21 @@
 //! - The publishing node does not deliver locally: its own copy comes back through its
 //!   subscription, like everyone else's.
 //!
-//! As in the reference, a subscription is made asynchronously: a message published at the
-//! same moment a node's first client subscribes to that stream may miss that node.
+//! A node's subscription to a stream is made in the background, but a client subscribing to a
+//! stream waits (up to [`READY_WITHIN`]) until the pub/sub has confirmed it before its
+//! subscription is confirmed or its history read ([`Readiness`]): a message published after the
+//! client got `confirm_subscription` reaches it, even on a node that had no subscriber of that
+//! stream before.
 
 pub mod nats;
 pub mod redis;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, Notify};
 
 use crate::broadcast::{Publication, RemoteCommand};
 use crate::hub::StreamWatcher;
@@ -31,6 +37,57 @@ pub trait PubSub: Send + Sync {
     fn publish(&self, publication: &Publication);
     /// Sends a remote command to every node.
     fn publish_command(&self, command: &RemoteCommand);
+    /// Resolves once this node receives what is published on `stream` from now on (false
+    /// when that did not happen within [`READY_WITHIN`]: the pub/sub server is away).
+    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool>;
+}
+
+/// How long a subscribing client waits for the pub/sub to confirm a stream's subscription.
+pub const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// The streams whose pub/sub subscription the server confirmed. Subscriber tasks record
+/// confirmations; clients wait for them.
+#[derive(Default)]
+pub struct Readiness {
+    confirmed: Mutex<HashSet<Arc<str>>>,
+    changed: Notify,
+}
+
+impl Readiness {
+    pub(crate) fn confirm(&self, stream: &str) {
+        self.lock().insert(stream.into());
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn forget(&self, stream: &str) {
+        self.lock().remove(stream);
+    }
+
+    /// The connection was lost: nothing is confirmed until the subscriptions are made again.
+    pub(crate) fn forget_all(&self) {
+        self.lock().clear();
+    }
+
+    pub async fn wait(&self, stream: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.lock().contains(stream) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>>> {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A change in the set of streams this node needs.
@@ -62,22 +119,24 @@ pub fn watcher() -> (Arc<ChannelWatcher>, mpsc::UnboundedReceiver<StreamChange>)
 /// One message to publish: channel (subject) and body.
 pub(crate) type Outgoing = (Arc<str>, String);
 
-/// The [`PubSub`] handle: queues messages for the publisher task of either implementation.
+/// The [`PubSub`] handle: queues messages for the publisher task of either implementation,
+/// and shares the subscriber task's [`Readiness`].
 pub struct Queue {
     tx: mpsc::UnboundedSender<Outgoing>,
     control: Arc<str>,
+    readiness: Arc<Readiness>,
 }
 
 impl Queue {
-    pub(crate) fn new(control: &str) -> (Queue, mpsc::UnboundedReceiver<Outgoing>) {
+    pub(crate) fn new(control: &str) -> (Queue, mpsc::UnboundedReceiver<Outgoing>, Arc<Readiness>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Queue {
-                tx,
-                control: control.into(),
-            },
-            rx,
-        )
+        let readiness = Arc::new(Readiness::default());
+        let queue = Queue {
+            tx,
+            control: control.into(),
+            readiness: readiness.clone(),
+        };
+        (queue, rx, readiness)
     }
 }
 
@@ -95,6 +154,10 @@ impl PubSub for Queue {
 
     fn publish_command(&self, command: &RemoteCommand) {
         let _ = self.tx.send((self.control.clone(), command.to_json()));
+    }
+
+    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.readiness.wait(stream, READY_WITHIN))
     }
 }
 
@@ -116,7 +179,7 @@ mod tests {
 
     #[test]
     fn queue_encodes_messages_for_their_channels() {
-        let (queue, mut rx) = Queue::new("__control__");
+        let (queue, mut rx, _) = Queue::new("__control__");
         queue.publish(&Publication {
             stream: "s".into(),
             data: "1".into(),
@@ -136,6 +199,22 @@ mod tests {
         let (channel, body) = rx.try_recv().unwrap();
         assert_eq!(&*channel, "__control__");
         assert!(body.contains(r#""command":"disconnect""#), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_waits_for_a_confirmation_or_gives_up() {
+        let readiness = Arc::new(Readiness::default());
+        assert!(!readiness.wait("s", Duration::from_secs(1)).await);
+        let waiting = tokio::spawn({
+            let readiness = readiness.clone();
+            async move { readiness.wait("s", Duration::from_secs(1)).await }
+        });
+        tokio::task::yield_now().await;
+        readiness.confirm("other");
+        readiness.confirm("s");
+        assert!(waiting.await.unwrap());
+        readiness.forget_all();
+        assert!(!readiness.wait("s", Duration::from_millis(10)).await);
     }
 
     #[test]

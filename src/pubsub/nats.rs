@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Outgoing, StreamChange};
+use super::{Outgoing, Readiness, StreamChange};
 use crate::broadcast::nats::NatsOptions;
 use crate::broadcast::parse;
 use crate::metrics::Counter;
@@ -25,6 +25,7 @@ pub async fn run(
     control: String,
     mut changes: mpsc::UnboundedReceiver<StreamChange>,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {
     let client = tokio::select! {
@@ -40,18 +41,23 @@ pub async fn run(
     };
     let mut subscriptions: HashMap<Arc<str>, CancellationToken> = HashMap::new();
     subscribe(&client, &node, control.as_str().into(), &shutdown).await;
+    let mut echo = Echo::new(&client).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             change = changes.recv() => match change {
                 Some(StreamChange::Subscribe(stream)) => {
                     if let Entry::Vacant(slot) = subscriptions.entry(stream.clone()) {
-                        if let Some(token) = subscribe(&client, &node, stream, &shutdown).await {
+                        if let Some(token) = subscribe(&client, &node, stream.clone(), &shutdown).await {
                             slot.insert(token);
+                            if echo.round_trip(&client).await {
+                                readiness.confirm(&stream);
+                            }
                         }
                     }
                 }
                 Some(StreamChange::Unsubscribe(stream)) => {
+                    readiness.forget(&stream);
                     if let Some(token) = subscriptions.remove(&stream) {
                         token.cancel();
                     }
@@ -69,6 +75,40 @@ pub async fn run(
         }
     }
     let _ = client.flush().await;
+}
+
+/// A subject of this connection's own: when a message published on it comes back, the
+/// server has processed every command this connection sent before it (a subscription made
+/// just before is in place). A flush only proves that the bytes were written.
+struct Echo {
+    subject: String,
+    subscriber: Option<async_nats::Subscriber>,
+}
+
+impl Echo {
+    async fn new(client: &async_nats::Client) -> Echo {
+        let subject = client.new_inbox();
+        let subscriber = client.subscribe(subject.clone()).await.ok();
+        Echo {
+            subject,
+            subscriber,
+        }
+    }
+
+    async fn round_trip(&mut self, client: &async_nats::Client) -> bool {
+        let Some(subscriber) = self.subscriber.as_mut() else {
+            return false;
+        };
+        if client
+            .publish(self.subject.clone(), bytes::Bytes::new())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let echoed = tokio::time::timeout(super::READY_WITHIN, subscriber.next()).await;
+        matches!(echoed, Ok(Some(_)))
+    }
 }
 
 /// Subscribes to `subject` and forwards its messages to the node in a task of their own,

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{apply_change, Outgoing, StreamChange};
+use super::{apply_change, Outgoing, Readiness, StreamChange};
 use crate::broadcast::parse;
 use crate::broadcast::resp::{
     backoff, go_duration, Connection, RedisError, RedisOptions, Value, CONNECT_TIMEOUT,
@@ -41,6 +41,7 @@ pub async fn run_subscriber(
     options: RedisOptions,
     control: String,
     mut changes: mpsc::UnboundedReceiver<StreamChange>,
+    readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let mut streams: HashSet<Arc<str>> = HashSet::new();
@@ -68,11 +69,11 @@ pub async fn run_subscriber(
                     &node,
                     &options,
                     &mut connection,
-                    &mut streams,
-                    &mut changes,
+                    (&mut streams, &mut changes, &readiness),
                     &shutdown,
                 )
                 .await;
+                readiness.forget_all();
                 match ended {
                     Ok(()) => return Ok(()),
                     Err(error) => tracing::warn!(
@@ -139,8 +140,11 @@ async fn receive(
     node: &Node,
     options: &RedisOptions,
     connection: &mut Connection,
-    streams: &mut HashSet<Arc<str>>,
-    changes: &mut mpsc::UnboundedReceiver<StreamChange>,
+    (streams, changes, readiness): (
+        &mut HashSet<Arc<str>>,
+        &mut mpsc::UnboundedReceiver<StreamChange>,
+        &Readiness,
+    ),
     shutdown: &CancellationToken,
 ) -> Result<(), RedisError> {
     let keepalive = options.keepalive;
@@ -155,13 +159,16 @@ async fn receive(
                 if apply_change(streams, &change) {
                     match &change {
                         StreamChange::Subscribe(s) => connection.send(&[b"SUBSCRIBE", s.as_bytes()]).await?,
-                        StreamChange::Unsubscribe(s) => connection.send(&[b"UNSUBSCRIBE", s.as_bytes()]).await?,
+                        StreamChange::Unsubscribe(s) => {
+                            readiness.forget(s);
+                            connection.send(&[b"UNSUBSCRIBE", s.as_bytes()]).await?
+                        }
                     }
                 }
             }
             reply = connection.read() => {
                 last_seen = Instant::now();
-                handle(node, reply?);
+                handle(node, readiness, reply?);
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > keepalive * 2 + Duration::from_secs(1) {
@@ -173,12 +180,22 @@ async fn receive(
     }
 }
 
-fn handle(node: &Node, value: Value) {
+fn handle(node: &Node, readiness: &Readiness, value: Value) {
     let Some(mut items) = value.into_array() else {
         return;
     };
-    if items.len() != 3 || items[0].as_str() != Some("message") {
+    if items.len() != 3 {
         return;
+    }
+    match items[0].as_str() {
+        Some("message") => {}
+        Some("subscribe") => {
+            if let Some(channel) = items[1].as_str() {
+                readiness.confirm(channel);
+            }
+            return;
+        }
+        _ => return,
     }
     let Some(body) = items.pop() else { return };
     let Some(body) = body.as_bytes() else { return };
