@@ -60,6 +60,10 @@ struct Group {
 
 struct Member {
     subscriber: Subscriber,
+    /// What the last history replay covered: frames at or below it that arrive late (they
+    /// were stored before the read but were still on their way through the pub/sub) are
+    /// dropped, until the stream moves past it.
+    covered: Option<Box<Covered>>,
     /// Set while the subscription waits for its history (boxed: most members never have
     /// one, and each member costs memory per subscribed connection).
     gate: Option<Box<Gate>>,
@@ -69,6 +73,13 @@ struct Member {
 #[derive(Default)]
 struct Gate {
     held: Vec<Held>,
+}
+
+/// A stream position a history replay delivered up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covered {
+    pub offset: u64,
+    pub epoch: Arc<str>,
 }
 
 /// A frame held by a gate, with the stream offset it carries, if any.
@@ -157,13 +168,14 @@ impl Hub {
     }
 
     /// Opens the gate of a subscription: held frames are queued, except those with an offset
-    /// at or below `covered` (the client has them from the history replay).
+    /// at or below `covered` (the client has them from the history replay); later frames at or
+    /// below it are dropped too.
     pub fn release(
         &self,
         stream: &str,
         identifier: &str,
         session_id: u64,
-        covered: Option<u64>,
+        covered: Option<Covered>,
     ) -> FanOut {
         let mut result = FanOut::default();
         let mut shard = self.shard(stream);
@@ -176,12 +188,14 @@ impl Hub {
         let Some(gate) = member.gate.take() else {
             return result;
         };
+        let covered_offset = covered.as_ref().map(|c| c.offset);
         for Held { offset, frame } in gate.held {
-            if offset.is_some_and(|o| covered.is_some_and(|c| o <= c)) {
+            if offset.is_some_and(|o| covered_offset.is_some_and(|c| o <= c)) {
                 continue;
             }
             result.count(member.subscriber.outbox.push(frame));
         }
+        member.covered = covered.map(Box::new);
         result
     }
 
@@ -240,6 +254,7 @@ impl StreamLock<'_> {
             .entry(subscriber.session_id)
             .or_insert(Member {
                 subscriber,
+                covered: None,
                 gate: None,
             })
     }
@@ -265,6 +280,12 @@ impl StreamLock<'_> {
                     || delivery.exclude_sid == Some(&*subscriber.sid)
                 {
                     continue;
+                }
+                if let (Some(covered), Some(position)) = (&member.covered, delivery.position) {
+                    if position.epoch == &*covered.epoch && position.offset <= covered.offset {
+                        continue;
+                    }
+                    member.covered = None;
                 }
                 match &mut member.gate {
                     None => result.count(subscriber.outbox.push(frame.clone())),

@@ -82,6 +82,23 @@ impl Link {
 
     async fn call(&self, args: &[&[u8]]) -> Result<Value, RedisError> {
         let mut slot = self.connection.lock().await;
+        let reused = slot.is_some();
+        let result = self.attempt(&mut slot, args).await;
+        match result {
+            // A kept connection found dead (Redis restarted meanwhile): the command never ran,
+            // try once more on a new one.
+            Err(RedisError::Io(_) | RedisError::Closed) if reused => {
+                self.attempt(&mut slot, args).await
+            }
+            result => result,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        slot: &mut Option<Connection>,
+        args: &[&[u8]],
+    ) -> Result<Value, RedisError> {
         let attempt = async {
             if slot.is_none() {
                 *slot = Some(Connection::open(&self.options).await?);

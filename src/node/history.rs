@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::{subscriber, ConnectRequest, Node};
 use crate::broker::{HistoryError, StoredMessage};
+use crate::hub::Covered;
 use crate::protocol::{self, FramePosition, HistoryRequest, Reply};
 use crate::session::{Outbox, Session, Subscription};
 
@@ -90,17 +91,22 @@ impl Node {
         // Whatever is stored after the read must reach the gate.
         self.await_pubsub(&streams).await;
         let replay = self.read_histories(&streams, request).await;
+        let epoch = self.broker.as_ref().map(|b| b.epoch());
         for (index, stream) in streams.iter().enumerate() {
-            let covered = match &replay {
-                Ok(replay) => {
+            let covered = match (&replay, &epoch) {
+                (Ok(replay), Some(epoch)) => {
                     self.send_history(session, identifier, stream, &replay[index]);
                     let requested = request.streams.as_ref().and_then(|s| s.get(&**stream));
                     replay[index]
                         .last()
                         .map(|m| m.offset)
                         .or(requested.map(|p| p.offset))
+                        .map(|offset| Covered {
+                            offset,
+                            epoch: epoch.clone(),
+                        })
                 }
-                Err(_) => None,
+                _ => None,
             };
             let fan_out = self.hub.release(stream, identifier, session.id, covered);
             self.count_fan_out(&fan_out);
