@@ -1292,3 +1292,381 @@ pub fn unique(prefix: &str) -> String {
         nanos % 1_000_000_000
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redis and NATS servers of a test's own (so that it can stop and restart them)
+// ---------------------------------------------------------------------------------------------
+
+/// A child process killed (and reaped) on drop, even when the test panics.
+pub struct Guarded {
+    child: Option<Child>,
+    pub output: Output,
+}
+
+impl Guarded {
+    fn spawn(cmd: &mut Command, what: &str) -> Guarded {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let output = Output::capture(&mut child);
+        Guarded {
+            child: Some(child),
+            output,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) and waits (bounded) for the exit.
+    pub fn stop_with(&mut self, signal: &str) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status();
+        if wait_child(&mut child, Duration::from_secs(10)).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits (bounded) until something accepts TCP connections on `port`.
+pub async fn wait_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the real `redis-cli` (as the docs show) against `127.0.0.1:<port>` and returns its
+/// output, trimmed; panics when it fails.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("redis-cli task")
+        .expect("redis-cli (Debian package redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !text.starts_with("ERR"),
+        "redis-cli {args:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A `redis-server` on a free port, without persistence.
+pub struct OwnRedis {
+    pub port: u16,
+    process: Guarded,
+}
+
+impl OwnRedis {
+    pub fn start(port: u16) -> OwnRedis {
+        OwnRedis::start_with(port, &["--port", &port.to_string()])
+    }
+
+    pub fn start_with(port: u16, args: &[&str]) -> OwnRedis {
+        let process = Guarded::spawn(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(args),
+            "redis-server (Debian package redis-server)",
+        );
+        OwnRedis { port, process }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until it answers `PING` through the server's own RESP client.
+    pub async fn ready(&self) -> anycable_rs::broadcast::resp::Connection {
+        self.ready_at(&self.url()).await
+    }
+
+    pub async fn ready_at(&self, url: &str) -> anycable_rs::broadcast::resp::Connection {
+        use anycable_rs::broadcast::resp::{Connection, RedisOptions};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let options = RedisOptions::from_config(&anycable_rs::config::RedisConfig {
+                url: url.into(),
+                ..Default::default()
+            })
+            .unwrap();
+            if let Ok(mut connection) = Connection::open(&options).await {
+                if connection.call(&[b"PING"]).await.is_ok() {
+                    return connection;
+                }
+            }
+            assert!(Instant::now() < deadline, "own redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.process.stop_with("KILL");
+    }
+}
+
+/// A `nats-server` with JetStream on a free port, storing in a directory of its own that
+/// survives [`OwnNats::restart`].
+pub struct OwnNats {
+    pub port: u16,
+    store: TempDir,
+    process: Guarded,
+}
+
+impl OwnNats {
+    pub async fn start() -> OwnNats {
+        let port = free_port();
+        let store = TempDir::new();
+        let process = OwnNats::spawn(port, &store);
+        let nats = OwnNats {
+            port,
+            store,
+            process,
+        };
+        nats.ready().await;
+        nats
+    }
+
+    fn spawn(port: u16, store: &TempDir) -> Guarded {
+        let bin = if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        Guarded::spawn(
+            Command::new(bin).args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+                store.path().to_str().unwrap(),
+            ]),
+            "nats-server (Debian package nats-server)",
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until JetStream answers.
+    pub async fn ready(&self) {
+        wait_port(self.port, Duration::from_secs(10)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                if async_nats::jetstream::new(client)
+                    .query_account()
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "own nats-server has no JetStream:\n{}",
+                self.process.output.all()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops it gracefully (`SIGTERM`, so JetStream's files are complete).
+    pub fn stop(&mut self) {
+        self.process.stop_with("TERM");
+    }
+
+    /// Starts it again on the same port with the same store, and waits for JetStream.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.process = OwnNats::spawn(self.port, &self.store);
+        self.ready().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Continuous publishing and reading of numbered messages
+// ---------------------------------------------------------------------------------------------
+
+/// What became of one publication attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// `201 Created`.
+    Accepted,
+    /// Another status (the broker refused: `501`).
+    Refused(u16),
+    /// No answer in time, or the connection failed.
+    Failed,
+}
+
+/// Publishes `{"n": k}` for k = 1, 2, ... to a stream through a node's `/_broadcast`, one at a
+/// time, as fast as the endpoint answers, until stopped; every attempt gets the next `k`, and
+/// its outcome is recorded.
+pub struct Publisher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub fn start(server: &Server, stream: &str) -> Publisher {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+        let address = server.broadcast_addr();
+        let stream = stream.to_string();
+        let (stop_flag, record) = (stop.clone(), outcomes.clone());
+        let task = tokio::spawn(async move {
+            while !stop_flag.load(Ordering::Relaxed) {
+                let n = record.lock().unwrap().len() + 1;
+                let data = serde_json::json!({ "n": n }).to_string();
+                let body = serde_json::json!({"stream": stream, "data": data}).to_string();
+                let headers = [("Content-Type", "application/json")];
+                let request = http_request(
+                    &address,
+                    None,
+                    "POST",
+                    "/_broadcast",
+                    &headers,
+                    body.as_bytes(),
+                );
+                let outcome = match tokio::time::timeout(Duration::from_secs(15), request).await {
+                    Ok(Ok(response)) if response.status == 201 => Outcome::Accepted,
+                    Ok(Ok(response)) => Outcome::Refused(response.status),
+                    _ => Outcome::Failed,
+                };
+                record.lock().unwrap().push(outcome);
+                if outcome != Outcome::Accepted {
+                    // Not a busy loop while the node cannot store.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        Publisher {
+            stop,
+            outcomes,
+            task: Some(task),
+        }
+    }
+
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.outcomes()
+            .iter()
+            .filter(|o| **o == Outcome::Accepted)
+            .count()
+    }
+
+    /// Waits (bounded) until `count` publications more than now were accepted.
+    pub async fn wait_accepted(&self, more: usize, limit: Duration) {
+        let target = self.accepted() + more;
+        self.wait_for(limit, |outcomes| {
+            outcomes.iter().filter(|o| **o == Outcome::Accepted).count() >= target
+        })
+        .await;
+    }
+
+    /// Waits (bounded) until one attempt made from now on is not accepted.
+    pub async fn wait_not_accepted(&self, limit: Duration) {
+        let from = self.outcomes().len();
+        self.wait_for(limit, |outcomes| {
+            outcomes[from..].iter().any(|o| *o != Outcome::Accepted)
+        })
+        .await;
+    }
+
+    async fn wait_for(&self, limit: Duration, done: impl Fn(&[Outcome]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(&self.outcomes()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "publisher: not there within {limit:?}; outcomes: {:?}",
+                self.outcomes()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops after the attempt in progress and returns every outcome (`k` = index + 1).
+    pub async fn stop(mut self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(task) = self.task.take() {
+            task.await.expect("publisher task");
+        }
+        self.outcomes()
+    }
+
+    /// Stops and asserts that every attempt was accepted; returns the last `n`.
+    pub async fn stop_all_accepted(self) -> u64 {
+        let outcomes = self.stop().await;
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Accepted),
+            "{outcomes:?}"
+        );
+        outcomes.len() as u64
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Reads frames until the broadcast `{"n": last}` arrived, returning every `n` seen in order
+/// and the position of the last one.
+pub async fn read_until(ws: &mut Ws, last: u64) -> (Vec<u64>, Value) {
+    let mut seen = Vec::new();
+    let mut position = Value::Null;
+    while seen.last() != Some(&last) {
+        let frame = ws.recv_json().await;
+        if let Some(n) = frame["message"]["n"].as_u64() {
+            seen.push(n);
+            position = serde_json::json!({"epoch": frame["epoch"], "offset": frame["offset"]});
+        }
+    }
+    (seen, position)
+}
+
+pub fn assert_contiguous(seen: &[u64], from: u64) {
+    let expected: Vec<u64> = (from..from + seen.len() as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "messages must arrive once each, in order, without gaps"
+    );
+}
