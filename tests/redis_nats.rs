@@ -52,22 +52,6 @@ async fn publish(redis: &mut Connection, channel: &str, body: &str) -> i64 {
     int(&call(redis, &["PUBLISH", channel, body]).await)
 }
 
-/// The next frame that is not a ping (nor another typed message), if one comes in time.
-async fn next_broadcast(ws: &mut Ws, limit: Duration) -> Option<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        match ws.next_frame(left).await {
-            Some(Frame::Json(value, _)) if value.get("type").is_none() => return Some(value),
-            Some(Frame::Json(..)) => continue,
-            _ => return None,
-        }
-    }
-}
-
 fn publication(stream: &str, data: &Value) -> String {
     json!({"stream": stream, "data": data.to_string()}).to_string()
 }

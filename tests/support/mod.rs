@@ -1663,6 +1663,22 @@ pub async fn read_until(ws: &mut Ws, last: u64) -> (Vec<u64>, Value) {
     (seen, position)
 }
 
+/// The next frame that is not a ping (nor another typed message), if one comes in time.
+pub async fn next_broadcast(ws: &mut Ws, limit: Duration) -> Option<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match ws.next_frame(left).await {
+            Some(Frame::Json(value, _)) if value.get("type").is_none() => return Some(value),
+            Some(Frame::Json(..)) => continue,
+            _ => return None,
+        }
+    }
+}
+
 pub fn assert_contiguous(seen: &[u64], from: u64) {
     let expected: Vec<u64> = (from..from + seen.len() as u64).collect();
     assert_eq!(
