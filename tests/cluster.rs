@@ -152,6 +152,7 @@ impl Setup {
 /// A subscriber: its socket, whether it speaks the extended protocol, and its streams.
 struct Client {
     ws: Ws,
+    sid: String,
     node: usize,
     ext: bool,
     streams: Vec<String>,
@@ -159,16 +160,17 @@ struct Client {
 
 impl Client {
     async fn connect(server: &Server, node: usize, ext: bool, streams: &[String]) -> Client {
-        let mut ws = if ext {
-            ext_client(server, "").await.0
+        let (mut ws, sid) = if ext {
+            ext_client(server, "").await
         } else {
-            server.ws_welcomed().await.0
+            server.ws_welcomed().await
         };
         for stream in streams {
             ws.subscribe_ok(&public_id(stream)).await;
         }
         Client {
             ws,
+            sid,
             node,
             ext,
             streams: streams.to_vec(),
@@ -399,22 +401,6 @@ async fn next_n(ws: &mut Ws) -> (u64, Value) {
     }
 }
 
-/// Waits until a publication on `publisher` reaches `ws` (the node of `ws` subscribes to the
-/// stream's pub/sub channel in the background), then returns the `n` it got.
-async fn publish_until_delivered(publisher: &Server, stream: &str, ws: &mut Ws) -> u64 {
-    for n in 1.. {
-        publisher
-            .publish(stream, &json!({"probe": n}).to_string())
-            .await;
-        if let Some(Frame::Json(frame, _)) = ws.next_frame(Duration::from_millis(300)).await {
-            if frame["message"]["probe"].is_number() {
-                return n;
-            }
-        }
-    }
-    unreachable!()
-}
-
 #[tokio::test]
 async fn nats_broker_shares_positions_and_sessions_across_nodes() {
     shares("nats", "nats").await;
@@ -452,17 +438,208 @@ async fn shares(broker: &str, pubsub: &str) {
         a.publish(&stream, &json!({ "n": n }).to_string()).await;
     }
     // The session comes back on the other node, and the history there has what was missed.
-    let mut ws = b
-        .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
-        .await;
-    let welcome = ws.recv_json().await;
-    assert_eq!(welcome["restored"], true, "{welcome}");
-    assert_eq!(welcome["restored_ids"], json!([identifier]));
-    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": {"streams": {stream.clone(): position}}}))
-        .await;
+    let mut ws = restore(&b, &sid, &[&identifier]).await;
+    request_history(&mut ws, &identifier, &stream, &position).await;
     for n in 4..=6 {
         assert_eq!(next_n(&mut ws).await.0, n);
     }
     let confirm = ws.recv_json().await;
     assert_eq!(confirm["type"], "confirm_history", "{confirm}");
+}
+
+#[tokio::test]
+async fn nats_broker_positions_and_history_agree_on_every_node() {
+    let setup = Setup::new(Source::Http, "nats", "nats").await;
+    let servers = setup.start(3).await;
+    let since = now_secs() - 1;
+    let stream = unique("positions");
+    let streams = [stream.clone()];
+    let mut clients = Vec::new();
+    for (node, server) in servers.iter().enumerate() {
+        clients.push(Client::connect(server, node, true, &streams).await);
+    }
+    wait_routes(&setup, &servers, &mut clients, &streams).await;
+    // 1..=10 through node 0, then 11..=20 through nodes 2, 0, 1, 2, ...
+    for n in 1..=N {
+        let via = if n <= 10 { 0 } else { n as usize };
+        setup
+            .publish(&servers, via, &stream, &json!({ "n": n }))
+            .await;
+    }
+    setup
+        .publish(&servers, 0, &stream, &json!({"end": true}))
+        .await;
+
+    let mut offsets: Option<Vec<u64>> = None;
+    let mut epoch = None;
+    for client in clients.iter_mut() {
+        let seen = read_to_end(client).await.remove(&stream).unwrap();
+        let context = format!("node {}: {seen:?}", client.node);
+        // Through one node, in order; through several, the pub/sub paths may overtake.
+        let first_ten: Vec<u64> = seen.iter().map(|m| m.n).filter(|n| *n <= 10).collect();
+        assert_eq!(first_ten, (1..=10).collect::<Vec<_>>(), "{context}");
+        let mut by_n = seen.clone();
+        by_n.sort_by_key(|m| m.n);
+        assert_eq!(
+            by_n.iter().map(|m| m.n).collect::<Vec<_>>(),
+            (1..=N).collect::<Vec<_>>(),
+            "{context}"
+        );
+        // Stored one after the other: consecutive offsets, whichever node stored them.
+        let node_offsets: Vec<u64> = by_n.iter().map(|m| m.offset.unwrap()).collect();
+        let expected: Vec<u64> = (node_offsets[0]..node_offsets[0] + N).collect();
+        assert_eq!(node_offsets, expected, "{context}");
+        assert_eq!(*offsets.get_or_insert(node_offsets.clone()), node_offsets);
+        let node_epoch = by_n[0].epoch.clone().expect("an epoch");
+        assert!(by_n.iter().all(|m| m.epoch.as_ref() == Some(&node_epoch)));
+        assert_eq!(*epoch.get_or_insert(node_epoch.clone()), node_epoch);
+    }
+    let offsets = offsets.unwrap();
+    let epoch = epoch.unwrap();
+    let identifier = public_id(&stream);
+
+    // History by time, on a node that published only a third of it.
+    let (mut fresh, _) = ext_client(&servers[1], "").await;
+    fresh
+        .send_json(
+            &json!({"command": "subscribe", "identifier": identifier, "history": {"since": since}}),
+        )
+        .await;
+    assert_eq!(fresh.recv_json().await["type"], "confirm_subscription");
+    let replayed = read_history(&mut fresh).await;
+    assert_eq!(
+        replayed,
+        (1..=N).zip(offsets.iter().copied()).collect::<Vec<_>>()
+    );
+
+    // History from a position, on a node that did not store the message of that position.
+    let client = &mut clients[2].ws;
+    let position = json!({"epoch": epoch, "offset": offsets[4]});
+    request_history(client, &identifier, &stream, &position).await;
+    let replayed = read_history(client).await;
+    assert_eq!(
+        replayed,
+        (6..=N)
+            .zip(offsets[5..].iter().copied())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Reads replayed messages up to `confirm_history`; returns each counted message's `n` and
+/// offset (probes and markers are skipped).
+async fn read_history(ws: &mut Ws) -> Vec<(u64, u64)> {
+    let mut replayed = Vec::new();
+    loop {
+        let frame = ws.recv_json().await;
+        match frame["type"].as_str() {
+            Some("confirm_history") => return replayed,
+            Some(other) => panic!("{other} while replaying: {frame}"),
+            None => {
+                if let Some(n) = frame["message"]["n"].as_u64() {
+                    replayed.push((n, frame["offset"].as_u64().expect("an offset")));
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_resumes_on_another_node_while_publishing_continues() {
+    let setup = Setup::new(Source::Http, "nats", "nats").await;
+    let servers = setup.start(2).await;
+    // Subscribed on node 0, publishing through node 1, resumed on node 1 (which has no other
+    // subscriber of the stream, so it subscribes to the pub/sub only with the restore).
+    resume_while_publishing(&servers[0], &servers[1], &servers[1], &unique("resume")).await;
+}
+
+/// Waits until the NATS broker holds the session of each sid with `stream` among its
+/// subscriptions (sessions are written in the background after each subscribe).
+async fn wait_sessions_saved(sids: &[&str], stream: &str) {
+    let jetstream = async_nats::jetstream::new(async_nats::connect(NATS_URL).await.unwrap());
+    let sessions = jetstream
+        .get_stream("KV__anycable_")
+        .await
+        .expect("the sessions bucket of the NATS broker");
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    for sid in sids {
+        loop {
+            let saved = sessions
+                .get_last_raw_message_by_subject(&format!("$KV._anycable_.{sid}"))
+                .await
+                .map(|m| String::from_utf8_lossy(&m.payload).contains(stream));
+            if saved.unwrap_or(false) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "session {sid} not saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Reads until the connection ends; returns the `n`s that came and the last position.
+async fn read_to_eof(ws: &mut Ws) -> (Vec<u64>, Value) {
+    let mut seen = Vec::new();
+    let mut position = Value::Null;
+    loop {
+        match ws.next_frame(RECV_TIMEOUT).await {
+            Some(Frame::Json(frame, _)) => {
+                if let Some(n) = frame["message"]["n"].as_u64() {
+                    seen.push(n);
+                    position = json!({"epoch": frame["epoch"], "offset": frame["offset"]});
+                }
+            }
+            Some(Frame::Close(_) | Frame::Eof(_)) => return (seen, position),
+            None => panic!("the connection to a killed node did not end"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_node_resume_on_another_one() {
+    let setup = Setup::new(Source::Http, "nats", "nats").await;
+    let mut servers = setup.start(2).await;
+    let stream = unique("killed");
+    let identifier = public_id(&stream);
+    let streams = [stream.clone()];
+    let mut clients = Vec::new();
+    for node in [0, 0, 1] {
+        clients.push(Client::connect(&servers[node], node, true, &streams).await);
+    }
+    wait_routes(&setup, &servers, &mut clients, &streams).await;
+    let sids: Vec<&str> = clients[..2].iter().map(|c| c.sid.as_str()).collect();
+    wait_sessions_saved(&sids, &stream).await;
+    let publisher = Publisher::start(&servers[1], &stream);
+    let mut positions = Vec::new();
+    for client in clients.iter_mut() {
+        let (_, position) = read_until(&mut client.ws, 10).await;
+        positions.push((10, position));
+    }
+
+    servers[0].signal("KILL");
+    assert!(servers[0].wait_exit(RECV_TIMEOUT).await.is_some());
+    // Its clients see their connections end (after what was on its way).
+    for (client, (last, position)) in clients[..2].iter_mut().zip(positions.iter_mut()) {
+        let (seen, at) = read_to_eof(&mut client.ws).await;
+        if let Some(n) = seen.last() {
+            assert_contiguous(&seen, *last + 1);
+            *last = *n;
+            *position = at;
+        }
+    }
+    publisher.wait_accepted(30, PUBLISHING).await;
+    let mut resumed = Vec::new();
+    for (client, (last, position)) in clients[..2].iter().zip(&positions) {
+        let mut ws = restore(&servers[1], &client.sid, &[&identifier]).await;
+        request_history(&mut ws, &identifier, &stream, position).await;
+        resumed.push((ws, *last));
+    }
+    publisher.wait_accepted(20, PUBLISHING).await;
+    let last = publisher.stop_all_accepted().await;
+    for (ws, seen_last) in resumed.iter_mut() {
+        let (seen, _) = read_until(ws, last).await;
+        assert_contiguous(&seen, *seen_last + 1);
+    }
+    // The other node's client never noticed anything.
+    let (seen, _) = read_until(&mut clients[2].ws, last).await;
+    assert_contiguous(&seen, 11);
 }

@@ -9,9 +9,6 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-/// How long a publisher may take for a few dozen publications.
-const PUBLISHING: Duration = Duration::from_secs(10);
-
 #[tokio::test]
 async fn broadcasts_carry_positions_with_a_broker_only() {
     let server = start(&["--noauth", "--public_streams", "--norpc", "--broker=memory"]).await;
@@ -80,31 +77,7 @@ async fn restored_sessions_get_every_missed_message_once_while_publishing_contin
         "--history_limit=100000",
     ])
     .await;
-    let identifier = public_id("resume");
-    let (mut ws, sid) = ext_client(&server, "").await;
-    ws.subscribe_ok(&identifier).await;
-    let publisher = Publisher::start(&server, "resume");
-    let (seen_before, position) = read_until(&mut ws, 10).await;
-    assert_contiguous(&seen_before, 1);
-    drop(ws);
-    // Miss some messages, then resume while the publisher keeps going.
-    publisher.wait_accepted(30, PUBLISHING).await;
-    let (mut ws, new_sid) = {
-        let mut ws = server
-            .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
-            .await;
-        let welcome = ws.recv_json().await;
-        assert_eq!(welcome["restored"], true, "{welcome}");
-        assert_eq!(welcome["restored_ids"], json!([identifier]));
-        (ws, welcome["sid"].as_str().unwrap().to_string())
-    };
-    assert_ne!(new_sid, sid);
-    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": {"streams": {"resume": position}}}))
-        .await;
-    publisher.wait_accepted(20, PUBLISHING).await;
-    let last = publisher.stop_all_accepted().await;
-    let (seen_after, _) = read_until(&mut ws, last).await;
-    assert_contiguous(&seen_after, 11);
+    resume_while_publishing(&server, &server, &server, "resume").await;
 }
 
 #[tokio::test]

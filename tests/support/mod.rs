@@ -1277,6 +1277,20 @@ pub async fn ext_client(server: &Server, query: &str) -> (Ws, String) {
     (ws, welcome["sid"].as_str().unwrap().to_string())
 }
 
+/// Reconnects with `?sid=<sid>` on the extended protocol and expects the session restored with
+/// exactly these identifiers, under a new sid.
+pub async fn restore(server: &Server, sid: &str, identifiers: &[&str]) -> Ws {
+    let mut ws = server
+        .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
+        .await;
+    let welcome = ws.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["restored"], true, "{welcome}");
+    assert_eq!(welcome["restored_ids"], serde_json::json!(identifiers));
+    assert_ne!(welcome["sid"], sid, "{welcome}");
+    ws
+}
+
 /// A name no other test (or test run) uses: Redis, NATS and the brokers' data outlive the
 /// processes. Only letters, digits, `_` and `-`.
 pub fn unique(prefix: &str) -> String {
@@ -1677,6 +1691,63 @@ pub async fn next_broadcast(ws: &mut Ws, limit: Duration) -> Option<Value> {
             _ => return None,
         }
     }
+}
+
+/// How long a [`Publisher`] may take for a few dozen publications.
+pub const PUBLISHING: Duration = Duration::from_secs(10);
+
+/// Publishes probes through `publisher` until one reaches `ws` (the node of `ws` subscribes to
+/// the stream's pub/sub channel in the background), then returns the probe's number.
+pub async fn publish_until_delivered(publisher: &Server, stream: &str, ws: &mut Ws) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 1.. {
+        publisher
+            .publish(stream, &serde_json::json!({"probe": n}).to_string())
+            .await;
+        if let Some(Frame::Json(frame, _)) = ws.next_frame(Duration::from_millis(300)).await {
+            if frame["message"]["probe"].is_number() {
+                return n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no probe reached the client");
+    }
+    unreachable!()
+}
+
+/// `{"command":"history"}` for one stream of `identifier`, from `position`.
+pub async fn request_history(ws: &mut Ws, identifier: &str, stream: &str, position: &Value) {
+    let history = serde_json::json!({"streams": {stream: position}});
+    ws.send_json(
+        &serde_json::json!({"command": "history", "identifier": identifier, "history": history}),
+    )
+    .await;
+}
+
+/// A client subscribed to `stream` on `first` reads messages 1–10 of a publisher on
+/// `publishing`, drops off, misses about 30, and resumes its session on `second` while
+/// publishing goes on; after asking for the history from its last position it must get
+/// 11, 12, ... up to the last publication, each once, in order.
+pub async fn resume_while_publishing(
+    first: &Server,
+    publishing: &Server,
+    second: &Server,
+    stream: &str,
+) {
+    let identifier = public_id(stream);
+    let (mut ws, sid) = ext_client(first, "").await;
+    ws.subscribe_ok(&identifier).await;
+    publish_until_delivered(publishing, stream, &mut ws).await;
+    let publisher = Publisher::start(publishing, stream);
+    let (seen_before, position) = read_until(&mut ws, 10).await;
+    assert_contiguous(&seen_before, 1);
+    drop(ws);
+    publisher.wait_accepted(30, PUBLISHING).await;
+    let mut ws = restore(second, &sid, &[&identifier]).await;
+    request_history(&mut ws, &identifier, stream, &position).await;
+    publisher.wait_accepted(20, PUBLISHING).await;
+    let last = publisher.stop_all_accepted().await;
+    let (seen_after, _) = read_until(&mut ws, last).await;
+    assert_contiguous(&seen_after, 11);
 }
 
 pub fn assert_contiguous(seen: &[u64], from: u64) {
