@@ -525,24 +525,6 @@ async fn nats_broker_positions_and_history_agree_on_every_node() {
     );
 }
 
-/// Reads replayed messages up to `confirm_history`; returns each counted message's `n` and
-/// offset (probes and markers are skipped).
-async fn read_history(ws: &mut Ws) -> Vec<(u64, u64)> {
-    let mut replayed = Vec::new();
-    loop {
-        let frame = ws.recv_json().await;
-        match frame["type"].as_str() {
-            Some("confirm_history") => return replayed,
-            Some(other) => panic!("{other} while replaying: {frame}"),
-            None => {
-                if let Some(n) = frame["message"]["n"].as_u64() {
-                    replayed.push((n, frame["offset"].as_u64().expect("an offset")));
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_session_resumes_on_another_node_while_publishing_continues() {
     let setup = Setup::new(Source::Http, "nats", "nats").await;

@@ -1494,18 +1494,25 @@ impl OwnNats {
         wait_port(self.port, Duration::from_secs(10)).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(client) = async_nats::connect(self.url()).await {
-                if async_nats::jetstream::new(client)
-                    .query_account()
+            // The account information request, raw (the client's parser does not know every
+            // server version's answer).
+            let answer = match async_nats::connect(self.url()).await {
+                Ok(client) => client
+                    .request("$JS.API.INFO", "".into())
                     .await
-                    .is_ok()
-                {
-                    return;
-                }
+                    .map(|reply| String::from_utf8_lossy(&reply.payload).into_owned())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if answer
+                .as_ref()
+                .is_ok_and(|a| a.contains("account_info_response") && !a.contains("\"error\""))
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "own nats-server has no JetStream:\n{}",
+                "own nats-server has no JetStream ({answer:?}):\n{}",
                 self.process.output.all()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1551,6 +1558,11 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn start(server: &Server, stream: &str) -> Publisher {
+        Publisher::paced(server, stream, Duration::ZERO)
+    }
+
+    /// Like [`Publisher::start`], waiting `pace` after each attempt.
+    pub fn paced(server: &Server, stream: &str, pace: Duration) -> Publisher {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
         let address = server.broadcast_addr();
@@ -1578,7 +1590,9 @@ impl Publisher {
                 record.lock().unwrap().push(outcome);
                 if outcome != Outcome::Accepted {
                     // Not a busy loop while the node cannot store.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(pace.max(Duration::from_millis(50))).await;
+                } else if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
                 }
             }
         });
@@ -1721,6 +1735,27 @@ pub async fn request_history(ws: &mut Ws, identifier: &str, stream: &str, positi
         &serde_json::json!({"command": "history", "identifier": identifier, "history": history}),
     )
     .await;
+}
+
+/// Reads replayed messages up to `confirm_history`; returns each counted message's `n` and
+/// offset (probes and markers are skipped).
+pub async fn read_history(ws: &mut Ws) -> Vec<(u64, u64)> {
+    let mut replayed = Vec::new();
+    loop {
+        let frame = ws.recv_json().await;
+        match frame["type"].as_str() {
+            Some("confirm_history") => return replayed,
+            Some(other) => panic!(
+                "{other} while replaying: {frame}; frames so far: {:?}",
+                ws.log
+            ),
+            None => {
+                if let Some(n) = frame["message"]["n"].as_u64() {
+                    replayed.push((n, frame["offset"].as_u64().expect("an offset")));
+                }
+            }
+        }
+    }
 }
 
 /// A client subscribed to `stream` on `first` reads messages 1–10 of a publisher on

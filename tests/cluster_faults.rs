@@ -1,0 +1,225 @@
+//! Fault tests of a two-node cluster: the NATS server (JetStream broker and pub/sub) and the
+//! Redis server (pub/sub) are stopped mid-stream and started again. Each test runs its own
+//! `nats-server` / `redis-server` on a spare port (killed on drop, even on panic).
+//!
+//! What must hold: connected clients stay connected, delivery resumes by itself once the
+//! service is back, and no publication acknowledged with `201` is lost — the history after
+//! the outage has every one of them, in order, exactly once. (A publication refused while the
+//! broker is down may or may not have been stored; it is only reported.)
+//!
+//! Killing a node is in `tests/cluster.rs`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// How long the cluster may take to get going again after the service came back.
+const RECOVERY: Duration = Duration::from_secs(30);
+/// Publications about every 20 ms: a few hundred over an outage.
+const PACE: Duration = Duration::from_millis(20);
+
+/// Starts a node with these flags and `anycable.toml`.
+async fn node(args: &[String], toml: &str) -> Server {
+    let builder = ServerBuilder::new()
+        .args([
+            "--noauth",
+            "--public_streams",
+            "--norpc",
+            "--history_limit=10000",
+        ])
+        .args(args.iter().cloned())
+        .with_config_lookup();
+    builder.dir.write("anycable.toml", toml);
+    builder.start().await
+}
+
+/// Two nodes with a client each on one stream, and a publisher on node 0 that has had ten
+/// publications delivered to both clients.
+struct Traffic {
+    nodes: Vec<Server>,
+    stream: String,
+    /// Each client with the position of message 10 and the messages it got live.
+    clients: Vec<(Ws, Value, Vec<u64>)>,
+    publisher: Publisher,
+}
+
+/// Reads live messages until one published after attempt `after` arrives (bounded by
+/// [`RECOVERY`]), adding every `n` to `live`.
+async fn wait_live(ws: &mut Ws, after: u64, live: &mut Vec<u64>) {
+    let deadline = tokio::time::Instant::now() + RECOVERY;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_frame(left).await {
+            Some(Frame::Json(frame, _)) => {
+                if let Some(n) = frame["message"]["n"].as_u64() {
+                    live.push(n);
+                    if n > after {
+                        return;
+                    }
+                }
+            }
+            other => {
+                panic!("no live message after {after} within {RECOVERY:?}: {other:?}; got {live:?}")
+            }
+        }
+    }
+}
+
+impl Traffic {
+    async fn start(args: &[String], toml: &str) -> Traffic {
+        let nodes = vec![node(args, toml).await, node(args, toml).await];
+        let stream = unique("outage");
+        let mut clients = Vec::new();
+        for node in &nodes {
+            let (mut ws, _) = ext_client(node, "").await;
+            ws.subscribe_ok(&public_id(&stream)).await;
+            publish_until_delivered(&nodes[0], &stream, &mut ws).await;
+            clients.push(ws);
+        }
+        // The first client may have missed nothing but still holds probes: skip them.
+        let publisher = Publisher::paced(&nodes[0], &stream, PACE);
+        let mut with_positions = Vec::new();
+        for mut ws in clients {
+            let (seen, position) = read_until(&mut ws, 10).await;
+            assert_contiguous(&seen, 1);
+            with_positions.push((ws, position, seen));
+        }
+        Traffic {
+            nodes,
+            stream,
+            clients: with_positions,
+            publisher,
+        }
+    }
+
+    /// Waits until every node logged `needle`.
+    async fn wait_logs(&self, needle: &str) {
+        for node in &self.nodes {
+            assert!(
+                node.wait_output(needle, RECV_TIMEOUT).await,
+                "no {needle:?} in:\n{}",
+                node.output.all()
+            );
+        }
+    }
+
+    /// After the outage: waits until every client gets live messages again and 20 more
+    /// publications were accepted, stops publishing, and checks every client: still
+    /// connected, live messages in order without duplicates, and the history from message 10
+    /// holds every accepted publication once, in order, at consecutive offsets in the same
+    /// epoch.
+    async fn check_recovery(mut self) {
+        let from = self.publisher.outcomes().len() as u64;
+        for (ws, _, live) in self.clients.iter_mut() {
+            wait_live(ws, from, live).await;
+        }
+        self.publisher.wait_accepted(20, RECOVERY).await;
+        let outcomes = self.publisher.stop().await;
+        let accepted: Vec<u64> = (1..=outcomes.len() as u64)
+            .filter(|n| outcomes[*n as usize - 1] == Outcome::Accepted)
+            .collect();
+        let refused: Vec<u64> = (1..=outcomes.len() as u64)
+            .filter(|n| outcomes[*n as usize - 1] != Outcome::Accepted)
+            .collect();
+        let last = *accepted.last().unwrap();
+        let identifier = public_id(&self.stream);
+        for (node, (mut ws, position, mut live)) in self.clients.into_iter().enumerate() {
+            // Live delivery came back: the last publication arrives.
+            live.extend(read_until(&mut ws, last).await.0);
+            assert!(
+                live.windows(2).all(|w| w[0] < w[1]),
+                "node {node}: live messages out of order or repeated: {live:?}"
+            );
+            request_history(&mut ws, &identifier, &self.stream, &position).await;
+            let replayed = read_history(&mut ws).await;
+            let offsets: Vec<u64> = replayed.iter().map(|(_, offset)| *offset).collect();
+            let first = position["offset"].as_u64().unwrap() + 1;
+            assert_eq!(
+                offsets,
+                (first..first + offsets.len() as u64).collect::<Vec<_>>(),
+                "node {node}: {replayed:?}"
+            );
+            let stored: Vec<u64> = replayed.iter().map(|(n, _)| *n).collect();
+            let accepted_after_10: Vec<u64> =
+                accepted.iter().copied().filter(|n| *n > 10).collect();
+            let stored_accepted: Vec<u64> = stored
+                .iter()
+                .copied()
+                .filter(|n| accepted.binary_search(n).is_ok())
+                .collect();
+            assert_eq!(
+                stored_accepted, accepted_after_10,
+                "node {node}: every publication answered 201 is stored once, in order \
+                 (refused: {refused:?}; outcomes: {outcomes:?})"
+            );
+            assert!(
+                stored.windows(2).all(|w| w[0] < w[1]),
+                "node {node}: {stored:?}"
+            );
+            let stored_refused = stored.len() - stored_accepted.len();
+            eprintln!(
+                "node {node}: {} accepted, {} refused ({stored_refused} of them stored anyway), {} delivered live",
+                accepted.len(),
+                refused.len(),
+                live.len()
+            );
+            ws.expect_pong_next().await;
+        }
+        for node in &self.nodes {
+            assert_eq!(node.get("/health").await.status, 200);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_nats_restart_loses_no_acknowledged_publication() {
+    let mut nats = OwnNats::start().await;
+    let args = [
+        "--broker=nats".to_string(),
+        "--pubsub=nats".to_string(),
+        "--broadcast_adapter=http".to_string(),
+        format!("--nats_servers={}", nats.url()),
+    ];
+    // More reconnect attempts than the default five (2 s apart), for a loaded machine.
+    let toml = "[nats]\nmax_reconnect_attempts = 30\n";
+    let traffic = Traffic::start(&args, toml).await;
+
+    nats.stop();
+    traffic.wait_logs("disconnected from NATS").await;
+    // While JetStream is away, publications are refused (501) rather than acknowledged.
+    traffic
+        .publisher
+        .wait_not_accepted(Duration::from_secs(20))
+        .await;
+    nats.restart().await;
+    traffic.check_recovery().await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_survived_by_the_redis_pubsub() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    redis.ready().await;
+    let args = [
+        "--broker=nats".to_string(),
+        "--pubsub=redis".to_string(),
+        "--broadcast_adapter=http".to_string(),
+        format!("--nats_servers={NATS_URL}"),
+        format!("--redis_url={}", redis.url()),
+    ];
+    let traffic = Traffic::start(&args, "").await;
+
+    redis.stop();
+    traffic.wait_logs("next Redis reconnect attempt").await;
+    // The broker still stores: publications go on being accepted (their live delivery is
+    // dropped while Redis is away, the history keeps them).
+    traffic.publisher.wait_accepted(5, RECV_TIMEOUT).await;
+    let mut redis = OwnRedis::start(port);
+    redis.ready().await;
+    traffic.check_recovery().await;
+    redis.stop();
+}
