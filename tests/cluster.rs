@@ -369,11 +369,8 @@ exactly_once! {
     redisx_nats_pubsub_nats_broker: Redisx, "nats", "nats", 3;
     redis_fan_out_without_pubsub: Redis, "none", "none", 3;
     nats_fan_out_without_pubsub: Nats, "none", "none", 3;
-    #[ignore = "--broker=redis is refused at start until it is implemented"]
     http_redis_pubsub_redis_broker: Http, "redis", "redis", 3;
-    #[ignore = "--broker=redis is refused at start until it is implemented"]
     redisx_redis_pubsub_redis_broker: Redisx, "redis", "redis", 3;
-    #[ignore = "--broker=redis is refused at start until it is implemented"]
     http_nats_pubsub_redis_broker: Http, "nats", "redis", 2;
 }
 
@@ -447,9 +444,34 @@ async fn shares(broker: &str, pubsub: &str) {
     assert_eq!(confirm["type"], "confirm_history", "{confirm}");
 }
 
-#[tokio::test]
-async fn nats_broker_positions_and_history_agree_on_every_node() {
-    let setup = Setup::new(Source::Http, "nats", "nats").await;
+/// The tests below run with each distributed broker (and the pub/sub of the same service).
+macro_rules! per_broker {
+    ($($nats:ident, $redis:ident => $test:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $nats() {
+                $test("nats", "nats").await;
+            }
+
+            #[tokio::test]
+            async fn $redis() {
+                $test("redis", "redis").await;
+            }
+        )*
+    };
+}
+
+per_broker! {
+    nats_broker_positions_and_history_agree_on_every_node,
+    redis_broker_positions_and_history_agree_on_every_node => positions_and_history_agree;
+    nats_broker_session_resumes_on_another_node_while_publishing,
+    redis_broker_session_resumes_on_another_node_while_publishing => resume_elsewhere;
+    nats_broker_clients_of_a_killed_node_resume_on_another_one,
+    redis_broker_clients_of_a_killed_node_resume_on_another_one => survive_a_killed_node;
+}
+
+async fn positions_and_history_agree(broker: &'static str, pubsub: &'static str) {
+    let setup = Setup::new(Source::Http, pubsub, broker).await;
     let servers = setup.start(3).await;
     let since = now_secs() - 1;
     let stream = unique("positions");
@@ -525,31 +547,42 @@ async fn nats_broker_positions_and_history_agree_on_every_node() {
     );
 }
 
-#[tokio::test]
-async fn a_session_resumes_on_another_node_while_publishing_continues() {
-    let setup = Setup::new(Source::Http, "nats", "nats").await;
+async fn resume_elsewhere(broker: &'static str, pubsub: &'static str) {
+    let setup = Setup::new(Source::Http, pubsub, broker).await;
     let servers = setup.start(2).await;
     // Subscribed on node 0, publishing through node 1, resumed on node 1 (which has no other
     // subscriber of the stream, so it subscribes to the pub/sub only with the restore).
     resume_while_publishing(&servers[0], &servers[1], &servers[1], &unique("resume")).await;
 }
 
-/// Waits until the NATS broker holds the session of each sid with `stream` among its
-/// subscriptions (sessions are written in the background after each subscribe).
-async fn wait_sessions_saved(sids: &[&str], stream: &str) {
-    let jetstream = async_nats::jetstream::new(async_nats::connect(NATS_URL).await.unwrap());
-    let sessions = jetstream
-        .get_stream("KV__anycable_")
-        .await
-        .expect("the sessions bucket of the NATS broker");
+/// Waits until the broker holds the session of each sid with `stream` among its subscriptions
+/// (sessions are written in the background after each subscribe).
+async fn wait_sessions_saved(broker: &str, sids: &[&str], stream: &str) {
+    let sessions = match broker {
+        "nats" => {
+            let jetstream =
+                async_nats::jetstream::new(async_nats::connect(NATS_URL).await.unwrap());
+            Some(
+                jetstream
+                    .get_stream("KV__anycable_")
+                    .await
+                    .expect("the sessions bucket of the NATS broker"),
+            )
+        }
+        _ => None,
+    };
     let deadline = Instant::now() + RECV_TIMEOUT;
     for sid in sids {
         loop {
-            let saved = sessions
-                .get_last_raw_message_by_subject(&format!("$KV._anycable_.{sid}"))
-                .await
-                .map(|m| String::from_utf8_lossy(&m.payload).contains(stream));
-            if saved.unwrap_or(false) {
+            let saved = match &sessions {
+                Some(bucket) => bucket
+                    .get_last_raw_message_by_subject(&format!("$KV._anycable_.{sid}"))
+                    .await
+                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                    .unwrap_or_default(),
+                None => redis_cli(REDIS_PORT, &["GET", &format!("_ac_session:{sid}")]).await,
+            };
+            if saved.contains(stream) {
                 break;
             }
             assert!(Instant::now() < deadline, "session {sid} not saved");
@@ -576,9 +609,10 @@ async fn read_to_eof(ws: &mut Ws) -> (Vec<u64>, Value) {
     }
 }
 
-#[tokio::test]
-async fn clients_of_a_killed_node_resume_on_another_one() {
-    let setup = Setup::new(Source::Http, "nats", "nats").await;
+/// Two clients on node 0 and one on node 1; node 0 is killed (SIGKILL) while node 1 keeps
+/// publishing; the clients of node 0 resume on node 1 and get every message once.
+async fn survive_a_killed_node(broker: &'static str, pubsub: &'static str) {
+    let setup = Setup::new(Source::Http, pubsub, broker).await;
     let mut servers = setup.start(2).await;
     let stream = unique("killed");
     let identifier = public_id(&stream);
@@ -589,7 +623,7 @@ async fn clients_of_a_killed_node_resume_on_another_one() {
     }
     wait_routes(&setup, &servers, &mut clients, &streams).await;
     let sids: Vec<&str> = clients[..2].iter().map(|c| c.sid.as_str()).collect();
-    wait_sessions_saved(&sids, &stream).await;
+    wait_sessions_saved(broker, &sids, &stream).await;
     let publisher = Publisher::start(&servers[1], &stream);
     let mut positions = Vec::new();
     for client in clients.iter_mut() {
