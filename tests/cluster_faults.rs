@@ -201,11 +201,33 @@ async fn a_nats_restart_loses_no_acknowledged_publication() {
 
 #[tokio::test]
 async fn a_redis_restart_is_survived_by_the_redis_pubsub() {
+    // The NATS broker keeps storing while Redis is away: publications go on being accepted,
+    // their live delivery is dropped, the history keeps them.
+    redis_restart("nats").await;
+}
+
+/// KNOWN FAILURE — server bug, not a test bug: the Redis broker keeps one connection
+/// (`Link`, src/broker/redis.rs) that is only dropped *after* a call failed on it. After a
+/// Redis restart, the first broker call of every node fails on the dead connection instead of
+/// reconnecting and retrying: here node 1 (which published nothing, so its connection was
+/// not reset by a failed store) answers the client's `history` with `reject_history`. The same
+/// stale connection fails the first session restore (`restore_session`, a GET) and the first
+/// store (501) after any outage.
+#[tokio::test]
+async fn a_redis_restart_loses_no_acknowledged_publication_of_the_redis_broker() {
+    // Redis is both the broker and the pub/sub: while it is away, publications are refused.
+    redis_restart("redis").await;
+}
+
+/// Two nodes with `--pubsub=redis` and `broker`; the own Redis (persistent: the broker's data
+/// must survive) is killed mid-stream and started again.
+async fn redis_restart(broker: &str) {
     let port = free_port();
-    let mut redis = OwnRedis::start(port);
+    let dir = TempDir::new();
+    let mut redis = OwnRedis::start_persistent(port, &dir);
     redis.ready().await;
     let args = [
-        "--broker=nats".to_string(),
+        format!("--broker={broker}"),
         "--pubsub=redis".to_string(),
         "--broadcast_adapter=http".to_string(),
         format!("--nats_servers={NATS_URL}"),
@@ -215,10 +237,15 @@ async fn a_redis_restart_is_survived_by_the_redis_pubsub() {
 
     redis.stop();
     traffic.wait_logs("next Redis reconnect attempt").await;
-    // The broker still stores: publications go on being accepted (their live delivery is
-    // dropped while Redis is away, the history keeps them).
-    traffic.publisher.wait_accepted(5, RECV_TIMEOUT).await;
-    let mut redis = OwnRedis::start(port);
+    if broker == "redis" {
+        traffic
+            .publisher
+            .wait_not_accepted(Duration::from_secs(20))
+            .await;
+    } else {
+        traffic.publisher.wait_accepted(5, RECV_TIMEOUT).await;
+    }
+    let mut redis = OwnRedis::start_persistent(port, &dir);
     redis.ready().await;
     traffic.check_recovery().await;
     redis.stop();

@@ -1410,6 +1410,24 @@ impl OwnRedis {
         OwnRedis { port, process }
     }
 
+    /// With an append-only file in `dir`, written through on every command, so that its data
+    /// survives a restart (even a kill).
+    pub fn start_persistent(port: u16, dir: &TempDir) -> OwnRedis {
+        OwnRedis::start_with(
+            port,
+            &[
+                "--port",
+                &port.to_string(),
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
