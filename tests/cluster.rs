@@ -464,6 +464,9 @@ macro_rules! per_broker {
 per_broker! {
     nats_broker_positions_and_history_agree_on_every_node,
     redis_broker_positions_and_history_agree_on_every_node => positions_and_history_agree;
+    // KNOWN FAILURE of the Redis variant (some runs, more under load): the seam duplicate
+    // described below; `a_frame_in_flight_when_the_history_gate_opens_is_not_delivered_twice`
+    // (tests/cluster_faults.rs) shows it deterministically.
     nats_broker_session_resumes_on_another_node_while_publishing,
     redis_broker_session_resumes_on_another_node_while_publishing => resume_elsewhere;
     // KNOWN FAILURE of the Redis variant (most runs) — server bug at the history/live seam:
@@ -560,42 +563,6 @@ async fn resume_elsewhere(broker: &'static str, pubsub: &'static str) {
     // Subscribed on node 0, publishing through node 1, resumed on node 1 (which has no other
     // subscriber of the stream, so it subscribes to the pub/sub only with the restore).
     resume_while_publishing(&servers[0], &servers[1], &servers[1], &unique("resume")).await;
-}
-
-/// Waits until the broker holds the session of each sid with `stream` among its subscriptions
-/// (sessions are written in the background after each subscribe).
-async fn wait_sessions_saved(broker: &str, sids: &[&str], stream: &str) {
-    let sessions = match broker {
-        "nats" => {
-            let jetstream =
-                async_nats::jetstream::new(async_nats::connect(NATS_URL).await.unwrap());
-            Some(
-                jetstream
-                    .get_stream("KV__anycable_")
-                    .await
-                    .expect("the sessions bucket of the NATS broker"),
-            )
-        }
-        _ => None,
-    };
-    let deadline = Instant::now() + RECV_TIMEOUT;
-    for sid in sids {
-        loop {
-            let saved = match &sessions {
-                Some(bucket) => bucket
-                    .get_last_raw_message_by_subject(&format!("$KV._anycable_.{sid}"))
-                    .await
-                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-                    .unwrap_or_default(),
-                None => redis_cli(REDIS_PORT, &["GET", &format!("_ac_session:{sid}")]).await,
-            };
-            if saved.contains(stream) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "session {sid} not saved");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 /// Reads until the connection ends; returns the `n`s that came and the last position.

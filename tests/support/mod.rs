@@ -504,12 +504,7 @@ impl Server {
 
     /// Sends a signal (`TERM`, `INT`, ...) to this server process.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {} failed", self.pid());
+        send_signal(self.pid(), name);
     }
 
     /// Waits (bounded) for the process to exit.
@@ -1336,15 +1331,17 @@ impl Guarded {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) and goes on.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
     /// Sends `signal` (`TERM`, `KILL`, ...) and waits (bounded) for the exit.
     pub fn stop_with(&mut self, signal: &str) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status();
+        send_signal(child.id(), signal);
         if wait_child(&mut child, Duration::from_secs(10)).is_none() {
             let _ = child.kill();
             let _ = child.wait();
@@ -1359,6 +1356,16 @@ impl Drop for Guarded {
             let _ = child.wait();
         }
     }
+}
+
+/// `kill -<name> <pid>`, which must succeed.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// Waits (bounded) until something accepts TCP connections on `port`.
@@ -1456,6 +1463,10 @@ impl OwnRedis {
         }
     }
 
+    pub fn process(&self) -> &Guarded {
+        &self.process
+    }
+
     pub fn stop(&mut self) {
         self.process.stop_with("KILL");
     }
@@ -1535,6 +1546,10 @@ impl OwnNats {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn process(&self) -> &Guarded {
+        &self.process
     }
 
     /// Stops it gracefully (`SIGTERM`, so JetStream's files are complete).
@@ -1753,6 +1768,43 @@ pub async fn request_history(ws: &mut Ws, identifier: &str, stream: &str, positi
         &serde_json::json!({"command": "history", "identifier": identifier, "history": history}),
     )
     .await;
+}
+
+/// Waits until the broker (`nats` at 127.0.0.1:4222 or `redis` at 127.0.0.1:6379) holds the session of each sid with `stream` among its subscriptions
+/// (sessions are written in the background after each subscribe).
+pub async fn wait_sessions_saved(broker: &str, sids: &[&str], stream: &str) {
+    let sessions = match broker {
+        "nats" => {
+            let jetstream = async_nats::jetstream::new(
+                async_nats::connect("nats://127.0.0.1:4222").await.unwrap(),
+            );
+            Some(
+                jetstream
+                    .get_stream("KV__anycable_")
+                    .await
+                    .expect("the sessions bucket of the NATS broker"),
+            )
+        }
+        _ => None,
+    };
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    for sid in sids {
+        loop {
+            let saved = match &sessions {
+                Some(bucket) => bucket
+                    .get_last_raw_message_by_subject(&format!("$KV._anycable_.{sid}"))
+                    .await
+                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                    .unwrap_or_default(),
+                None => redis_cli(6379, &["GET", &format!("_ac_session:{sid}")]).await,
+            };
+            if saved.contains(stream) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "session {sid} not saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Reads replayed messages up to `confirm_history`; returns each counted message's `n` and
