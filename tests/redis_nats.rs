@@ -983,16 +983,7 @@ async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
              sentinel failover-timeout ac-master 2000\n"
         ),
     );
-    let _sentinel = OwnRedis {
-        port: sentinel_port,
-        child: Command::new("redis-server")
-            .arg(&config)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel"),
-    };
+    let _sentinel = OwnRedis::sentinel(sentinel_port, &config);
     _sentinel.ready().await;
     assert_eq!(
         sentinel_master(sentinel_port, "ac-master").await,

@@ -1417,6 +1417,15 @@ impl OwnRedis {
         OwnRedis { port, process }
     }
 
+    /// A Sentinel (`redis-server <config> --sentinel`) listening on `port`.
+    pub fn sentinel(port: u16, config: &Path) -> OwnRedis {
+        let process = Guarded::spawn(
+            Command::new("redis-server").arg(config).arg("--sentinel"),
+            "redis-server --sentinel",
+        );
+        OwnRedis { port, process }
+    }
+
     /// With an append-only file in `dir`, written through on every command, so that its data
     /// survives a restart (even a kill).
     pub fn start_persistent(port: u16, dir: &TempDir) -> OwnRedis {
