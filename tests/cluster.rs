@@ -448,6 +448,8 @@ async fn shares(broker: &str, pubsub: &str) {
         assert_eq!(frame["stream_id"], stream.as_str(), "{frame}");
         position = json!({"epoch": frame["epoch"], "offset": frame["offset"]});
     }
+    // Sessions are written in the background: on a loaded machine the restore could come first.
+    wait_sessions_saved(broker, &[&sid], &stream).await;
     drop(ws);
     for n in 4..=6 {
         a.publish(&stream, &json!({ "n": n }).to_string()).await;
@@ -580,7 +582,14 @@ async fn resume_elsewhere(broker: &'static str, pubsub: &'static str) {
     let servers = setup.start(2).await;
     // Subscribed on node 0, publishing through node 1, resumed on node 1 (which has no other
     // subscriber of the stream, so it subscribes to the pub/sub only with the restore).
-    resume_while_publishing(&servers[0], &servers[1], &servers[1], &unique("resume")).await;
+    resume_while_publishing(
+        broker,
+        &servers[0],
+        &servers[1],
+        &servers[1],
+        &unique("resume"),
+    )
+    .await;
 }
 
 /// Reads until the connection ends; returns the `n`s that came and the last position.

@@ -77,7 +77,7 @@ async fn restored_sessions_get_every_missed_message_once_while_publishing_contin
         "--history_limit=100000",
     ])
     .await;
-    resume_while_publishing(&server, &server, &server, "resume").await;
+    resume_while_publishing("memory", &server, &server, &server, "resume").await;
 }
 
 #[tokio::test]
