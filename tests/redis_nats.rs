@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anycable_rs::broadcast::resp::{Connection, RedisOptions, Value as RedisValue};
@@ -51,22 +50,6 @@ fn int(value: &RedisValue) -> i64 {
 /// `PUBLISH`; returns the number of receivers.
 async fn publish(redis: &mut Connection, channel: &str, body: &str) -> i64 {
     int(&call(redis, &["PUBLISH", channel, body]).await)
-}
-
-/// The next frame that is not a ping (nor another typed message), if one comes in time.
-async fn next_broadcast(ws: &mut Ws, limit: Duration) -> Option<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        match ws.next_frame(left).await {
-            Some(Frame::Json(value, _)) if value.get("type").is_none() => return Some(value),
-            Some(Frame::Json(..)) => continue,
-            _ => return None,
-        }
-    }
 }
 
 fn publication(stream: &str, data: &Value) -> String {
@@ -259,63 +242,6 @@ async fn unreachable_redis_stops_the_server_after_the_reconnect_attempts() {
         "{log}"
     );
     assert!(log.contains("Redis reconnect attempts exceeded"), "{log}");
-}
-
-/// A Redis server of the test's own on a free port, so that it can be stopped and restarted.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        OwnRedis::start_with(port, &["--port", &port.to_string()])
-    }
-
-    fn start_with(port: u16, args: &[&str]) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server)");
-        OwnRedis { port, child }
-    }
-
-    async fn ready(&self) -> Connection {
-        self.ready_at(&format!("redis://127.0.0.1:{}", self.port))
-            .await
-    }
-
-    async fn ready_at(&self, url: &str) -> Connection {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let options = RedisOptions::from_config(&RedisConfig {
-                url: url.into(),
-                ..RedisConfig::default()
-            })
-            .unwrap();
-            if let Ok(mut connection) = Connection::open(&options).await {
-                if connection.call(&[b"PING"]).await.is_ok() {
-                    return connection;
-                }
-            }
-            assert!(Instant::now() < deadline, "own redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[tokio::test]
@@ -1057,16 +983,7 @@ async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
              sentinel failover-timeout ac-master 2000\n"
         ),
     );
-    let _sentinel = OwnRedis {
-        port: sentinel_port,
-        child: Command::new("redis-server")
-            .arg(&config)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel"),
-    };
+    let _sentinel = OwnRedis::sentinel(sentinel_port, &config);
     _sentinel.ready().await;
     assert_eq!(
         sentinel_master(sentinel_port, "ac-master").await,

@@ -4,66 +4,10 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
-
-/// Publishes `{"n": k}` for k = 1, 2, ... until stopped, as fast as the endpoint answers.
-fn publisher(
-    server: &Server,
-    stream: &'static str,
-) -> (Arc<AtomicBool>, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let address = server.broadcast_addr();
-    let (stop_flag, counter) = (stop.clone(), sent.clone());
-    let task = tokio::spawn(async move {
-        while !stop_flag.load(Ordering::Relaxed) {
-            let n = counter.load(Ordering::Relaxed) + 1;
-            let data = json!({ "n": n }).to_string();
-            let body = json!({"stream": stream, "data": data}).to_string();
-            let headers = [("Content-Type", "application/json")];
-            let response = http_request_on(
-                &address,
-                None,
-                "POST",
-                "/_broadcast",
-                &headers,
-                body.as_bytes(),
-            )
-            .await;
-            assert_eq!(response.status, 201);
-            counter.store(n, Ordering::Relaxed);
-        }
-    });
-    (stop, sent, task)
-}
-
-/// Reads data frames until message `last` arrived, returning every `n` seen in order and the
-/// last position.
-async fn read_until(ws: &mut Ws, last: u64) -> (Vec<u64>, Value) {
-    let mut seen = Vec::new();
-    let mut position = Value::Null;
-    while seen.last() != Some(&last) {
-        let frame = ws.recv_json().await;
-        if let Some(n) = frame["message"]["n"].as_u64() {
-            seen.push(n);
-            position = json!({"epoch": frame["epoch"], "offset": frame["offset"]});
-        }
-    }
-    (seen, position)
-}
-
-fn assert_contiguous(seen: &[u64], from: u64) {
-    let expected: Vec<u64> = (from..from + seen.len() as u64).collect();
-    assert_eq!(
-        seen, expected,
-        "messages must arrive once each, in order, without gaps"
-    );
-}
 
 #[tokio::test]
 async fn broadcasts_carry_positions_with_a_broker_only() {
@@ -97,10 +41,8 @@ async fn subscribing_with_history_while_publishing_has_no_gap_and_no_duplicate()
         "--history_limit=100000",
     ])
     .await;
-    let (stop, sent, task) = publisher(&server, "seam");
-    while sent.load(Ordering::Relaxed) < 20 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let publisher = Publisher::start(&server, "seam");
+    publisher.wait_accepted(20, PUBLISHING).await;
     let (mut ws, _) = ext_client(&server, "").await;
     let identifier = public_id("seam");
     ws.send_json(
@@ -109,13 +51,8 @@ async fn subscribing_with_history_while_publishing_has_no_gap_and_no_duplicate()
     .await;
     assert_eq!(ws.recv_json().await["type"], "confirm_subscription");
     // Keep publishing for a while after the subscription, then stop and read everything.
-    let target = sent.load(Ordering::Relaxed) + 30;
-    while sent.load(Ordering::Relaxed) < target {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    task.await.unwrap();
-    let last = sent.load(Ordering::Relaxed);
+    publisher.wait_accepted(30, PUBLISHING).await;
+    let last = publisher.stop_all_accepted().await;
     let mut seen = Vec::new();
     let mut confirmed_history = false;
     while seen.last() != Some(&last) {
@@ -140,37 +77,7 @@ async fn restored_sessions_get_every_missed_message_once_while_publishing_contin
         "--history_limit=100000",
     ])
     .await;
-    let identifier = public_id("resume");
-    let (mut ws, sid) = ext_client(&server, "").await;
-    ws.subscribe_ok(&identifier).await;
-    let (stop, sent, task) = publisher(&server, "resume");
-    let (seen_before, position) = read_until(&mut ws, 10).await;
-    assert_contiguous(&seen_before, 1);
-    drop(ws);
-    // Miss some messages, then resume while the publisher keeps going.
-    while sent.load(Ordering::Relaxed) < 40 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let (mut ws, new_sid) = {
-        let mut ws = server
-            .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
-            .await;
-        let welcome = ws.recv_json().await;
-        assert_eq!(welcome["restored"], true, "{welcome}");
-        assert_eq!(welcome["restored_ids"], json!([identifier]));
-        (ws, welcome["sid"].as_str().unwrap().to_string())
-    };
-    assert_ne!(new_sid, sid);
-    ws.send_json(&json!({"command": "history", "identifier": identifier, "history": {"streams": {"resume": position}}}))
-        .await;
-    let target = sent.load(Ordering::Relaxed) + 20;
-    while sent.load(Ordering::Relaxed) < target {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    task.await.unwrap();
-    let (seen_after, _) = read_until(&mut ws, sent.load(Ordering::Relaxed)).await;
-    assert_contiguous(&seen_after, 11);
+    resume_while_publishing("memory", &server, &server, &server, "resume").await;
 }
 
 #[tokio::test]

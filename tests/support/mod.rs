@@ -504,12 +504,7 @@ impl Server {
 
     /// Sends a signal (`TERM`, `INT`, ...) to this server process.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {} failed", self.pid());
+        send_signal(self.pid(), name);
     }
 
     /// Waits (bounded) for the process to exit.
@@ -1277,6 +1272,20 @@ pub async fn ext_client(server: &Server, query: &str) -> (Ws, String) {
     (ws, welcome["sid"].as_str().unwrap().to_string())
 }
 
+/// Reconnects with `?sid=<sid>` on the extended protocol and expects the session restored with
+/// exactly these identifiers, under a new sid.
+pub async fn restore(server: &Server, sid: &str, identifiers: &[&str]) -> Ws {
+    let mut ws = server
+        .ws_with(WsRequest::new(&format!("/cable?pi=0&sid={sid}")).protocol(EXT))
+        .await;
+    let welcome = ws.recv_json().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(welcome["restored"], true, "{welcome}");
+    assert_eq!(welcome["restored_ids"], serde_json::json!(identifiers));
+    assert_ne!(welcome["sid"], sid, "{welcome}");
+    ws
+}
+
 /// A name no other test (or test run) uses: Redis, NATS and the brokers' data outlive the
 /// processes. Only letters, digits, `_` and `-`.
 pub fn unique(prefix: &str) -> String {
@@ -1291,4 +1300,580 @@ pub fn unique(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed),
         nanos % 1_000_000_000
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis and NATS servers of a test's own (so that it can stop and restart them)
+// ---------------------------------------------------------------------------------------------
+
+/// A child process killed (and reaped) on drop, even when the test panics.
+pub struct Guarded {
+    child: Option<Child>,
+    pub output: Output,
+}
+
+impl Guarded {
+    fn spawn(cmd: &mut Command, what: &str) -> Guarded {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let output = Output::capture(&mut child);
+        Guarded {
+            child: Some(child),
+            output,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) and goes on.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) and waits (bounded) for the exit.
+    pub fn stop_with(&mut self, signal: &str) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        send_signal(child.id(), signal);
+        if wait_child(&mut child, Duration::from_secs(10)).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `kill -<name> <pid>`, which must succeed.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Waits (bounded) until something accepts TCP connections on `port`.
+pub async fn wait_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the real `redis-cli` (as the docs show) against `127.0.0.1:<port>` and returns its
+/// output, trimmed; panics when it fails.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("redis-cli task")
+        .expect("redis-cli (Debian package redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !text.starts_with("ERR"),
+        "redis-cli {args:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A `redis-server` on a free port, without persistence.
+pub struct OwnRedis {
+    pub port: u16,
+    process: Guarded,
+}
+
+impl OwnRedis {
+    pub fn start(port: u16) -> OwnRedis {
+        OwnRedis::start_with(port, &["--port", &port.to_string()])
+    }
+
+    pub fn start_with(port: u16, args: &[&str]) -> OwnRedis {
+        let process = Guarded::spawn(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(args),
+            "redis-server (Debian package redis-server)",
+        );
+        OwnRedis { port, process }
+    }
+
+    /// A Sentinel (`redis-server <config> --sentinel`) listening on `port`.
+    pub fn sentinel(port: u16, config: &Path) -> OwnRedis {
+        let process = Guarded::spawn(
+            Command::new("redis-server").arg(config).arg("--sentinel"),
+            "redis-server --sentinel",
+        );
+        OwnRedis { port, process }
+    }
+
+    /// With an append-only file in `dir`, written through on every command, so that its data
+    /// survives a restart (even a kill).
+    pub fn start_persistent(port: u16, dir: &TempDir) -> OwnRedis {
+        OwnRedis::start_with(
+            port,
+            &[
+                "--port",
+                &port.to_string(),
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until it answers `PING` through the server's own RESP client.
+    pub async fn ready(&self) -> anycable_rs::broadcast::resp::Connection {
+        self.ready_at(&self.url()).await
+    }
+
+    pub async fn ready_at(&self, url: &str) -> anycable_rs::broadcast::resp::Connection {
+        use anycable_rs::broadcast::resp::{Connection, RedisOptions};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let options = RedisOptions::from_config(&anycable_rs::config::RedisConfig {
+                url: url.into(),
+                ..Default::default()
+            })
+            .unwrap();
+            if let Ok(mut connection) = Connection::open(&options).await {
+                if connection.call(&[b"PING"]).await.is_ok() {
+                    return connection;
+                }
+            }
+            assert!(Instant::now() < deadline, "own redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn process(&self) -> &Guarded {
+        &self.process
+    }
+
+    pub fn stop(&mut self) {
+        self.process.stop_with("KILL");
+    }
+}
+
+/// A `nats-server` with JetStream on a free port, storing in a directory of its own that
+/// survives [`OwnNats::restart`].
+pub struct OwnNats {
+    pub port: u16,
+    store: TempDir,
+    process: Guarded,
+}
+
+impl OwnNats {
+    pub async fn start() -> OwnNats {
+        let port = free_port();
+        let store = TempDir::new();
+        let process = OwnNats::spawn(port, &store);
+        let nats = OwnNats {
+            port,
+            store,
+            process,
+        };
+        nats.ready().await;
+        nats
+    }
+
+    fn spawn(port: u16, store: &TempDir) -> Guarded {
+        let bin = if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        Guarded::spawn(
+            Command::new(bin).args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+                store.path().to_str().unwrap(),
+            ]),
+            "nats-server (Debian package nats-server)",
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until JetStream answers.
+    pub async fn ready(&self) {
+        wait_port(self.port, Duration::from_secs(10)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The account information request, raw (the client's parser does not know every
+            // server version's answer).
+            let answer = match async_nats::connect(self.url()).await {
+                Ok(client) => client
+                    .request("$JS.API.INFO", "".into())
+                    .await
+                    .map(|reply| String::from_utf8_lossy(&reply.payload).into_owned())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if answer
+                .as_ref()
+                .is_ok_and(|a| a.contains("account_info_response") && !a.contains("\"error\""))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "own nats-server has no JetStream ({answer:?}):\n{}",
+                self.process.output.all()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn process(&self) -> &Guarded {
+        &self.process
+    }
+
+    /// Stops it gracefully (`SIGTERM`, so JetStream's files are complete).
+    pub fn stop(&mut self) {
+        self.process.stop_with("TERM");
+    }
+
+    /// Starts it again on the same port with the same store, and waits for JetStream.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.process = OwnNats::spawn(self.port, &self.store);
+        self.ready().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Continuous publishing and reading of numbered messages
+// ---------------------------------------------------------------------------------------------
+
+/// What became of one publication attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// `201 Created`.
+    Accepted,
+    /// Another status (the broker refused: `501`).
+    Refused(u16),
+    /// No answer in time, or the connection failed.
+    Failed,
+}
+
+/// Publishes `{"n": k}` for k = 1, 2, ... to a stream through a node's `/_broadcast`, one at a
+/// time, as fast as the endpoint answers, until stopped; every attempt gets the next `k`, and
+/// its outcome is recorded.
+pub struct Publisher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub fn start(server: &Server, stream: &str) -> Publisher {
+        Publisher::paced(server, stream, Duration::ZERO)
+    }
+
+    /// Like [`Publisher::start`], waiting `pace` after each attempt.
+    pub fn paced(server: &Server, stream: &str, pace: Duration) -> Publisher {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+        let address = server.broadcast_addr();
+        let stream = stream.to_string();
+        let (stop_flag, record) = (stop.clone(), outcomes.clone());
+        let task = tokio::spawn(async move {
+            while !stop_flag.load(Ordering::Relaxed) {
+                let n = record.lock().unwrap().len() + 1;
+                let data = serde_json::json!({ "n": n }).to_string();
+                let body = serde_json::json!({"stream": stream, "data": data}).to_string();
+                let headers = [("Content-Type", "application/json")];
+                let request = http_request(
+                    &address,
+                    None,
+                    "POST",
+                    "/_broadcast",
+                    &headers,
+                    body.as_bytes(),
+                );
+                let outcome = match tokio::time::timeout(Duration::from_secs(15), request).await {
+                    Ok(Ok(response)) if response.status == 201 => Outcome::Accepted,
+                    Ok(Ok(response)) => Outcome::Refused(response.status),
+                    _ => Outcome::Failed,
+                };
+                record.lock().unwrap().push(outcome);
+                if outcome != Outcome::Accepted {
+                    // Not a busy loop while the node cannot store.
+                    tokio::time::sleep(pace.max(Duration::from_millis(50))).await;
+                } else if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
+            }
+        });
+        Publisher {
+            stop,
+            outcomes,
+            task: Some(task),
+        }
+    }
+
+    pub fn outcomes(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.outcomes()
+            .iter()
+            .filter(|o| **o == Outcome::Accepted)
+            .count()
+    }
+
+    /// Waits (bounded) until `count` publications more than now were accepted.
+    pub async fn wait_accepted(&self, more: usize, limit: Duration) {
+        let target = self.accepted() + more;
+        self.wait_for(limit, |outcomes| {
+            outcomes.iter().filter(|o| **o == Outcome::Accepted).count() >= target
+        })
+        .await;
+    }
+
+    /// Waits (bounded) until one attempt made from now on is not accepted.
+    pub async fn wait_not_accepted(&self, limit: Duration) {
+        let from = self.outcomes().len();
+        self.wait_for(limit, |outcomes| {
+            outcomes[from..].iter().any(|o| *o != Outcome::Accepted)
+        })
+        .await;
+    }
+
+    async fn wait_for(&self, limit: Duration, done: impl Fn(&[Outcome]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(&self.outcomes()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "publisher: not there within {limit:?}; outcomes: {:?}",
+                self.outcomes()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops after the attempt in progress and returns every outcome (`k` = index + 1).
+    pub async fn stop(mut self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(task) = self.task.take() {
+            task.await.expect("publisher task");
+        }
+        self.outcomes()
+    }
+
+    /// Stops and asserts that every attempt was accepted; returns the last `n`.
+    pub async fn stop_all_accepted(self) -> u64 {
+        let outcomes = self.stop().await;
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Accepted),
+            "{outcomes:?}"
+        );
+        outcomes.len() as u64
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Reads frames until the broadcast `{"n": last}` arrived, returning every `n` seen in order
+/// and the position of the last one.
+pub async fn read_until(ws: &mut Ws, last: u64) -> (Vec<u64>, Value) {
+    let mut seen = Vec::new();
+    let mut position = Value::Null;
+    while seen.last() != Some(&last) {
+        let frame = ws.recv_json().await;
+        if let Some(n) = frame["message"]["n"].as_u64() {
+            seen.push(n);
+            position = serde_json::json!({"epoch": frame["epoch"], "offset": frame["offset"]});
+        }
+    }
+    (seen, position)
+}
+
+/// The next frame that is not a ping (nor another typed message), if one comes in time.
+pub async fn next_broadcast(ws: &mut Ws, limit: Duration) -> Option<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match ws.next_frame(left).await {
+            Some(Frame::Json(value, _)) if value.get("type").is_none() => return Some(value),
+            Some(Frame::Json(..)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// How long a [`Publisher`] may take for a few dozen publications.
+pub const PUBLISHING: Duration = Duration::from_secs(10);
+
+/// Publishes probes through `publisher` until one reaches `ws` (the node of `ws` subscribes to
+/// the stream's pub/sub channel in the background), then returns the probe's number.
+pub async fn publish_until_delivered(publisher: &Server, stream: &str, ws: &mut Ws) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 1.. {
+        publisher
+            .publish(stream, &serde_json::json!({"probe": n}).to_string())
+            .await;
+        if let Some(Frame::Json(frame, _)) = ws.next_frame(Duration::from_millis(300)).await {
+            if frame["message"]["probe"].is_number() {
+                return n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no probe reached the client");
+    }
+    unreachable!()
+}
+
+/// `{"command":"history"}` for one stream of `identifier`, from `position`.
+pub async fn request_history(ws: &mut Ws, identifier: &str, stream: &str, position: &Value) {
+    let history = serde_json::json!({"streams": {stream: position}});
+    ws.send_json(
+        &serde_json::json!({"command": "history", "identifier": identifier, "history": history}),
+    )
+    .await;
+}
+
+/// Waits until the broker (`nats` at 127.0.0.1:4222 or `redis` at 127.0.0.1:6379; others are
+/// not waited for) holds the session of each sid with `stream` among its subscriptions
+/// (sessions are written in the background after each subscribe).
+pub async fn wait_sessions_saved(broker: &str, sids: &[&str], stream: &str) {
+    if !matches!(broker, "nats" | "redis") {
+        return;
+    }
+    let sessions = match broker {
+        "nats" => {
+            let jetstream = async_nats::jetstream::new(
+                async_nats::connect("nats://127.0.0.1:4222").await.unwrap(),
+            );
+            Some(
+                jetstream
+                    .get_stream("KV__anycable_")
+                    .await
+                    .expect("the sessions bucket of the NATS broker"),
+            )
+        }
+        _ => None,
+    };
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    for sid in sids {
+        loop {
+            let saved = match &sessions {
+                Some(bucket) => bucket
+                    .get_last_raw_message_by_subject(&format!("$KV._anycable_.{sid}"))
+                    .await
+                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                    .unwrap_or_default(),
+                None => redis_cli(6379, &["GET", &format!("_ac_session:{sid}")]).await,
+            };
+            if saved.contains(stream) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "session {sid} not saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Reads replayed messages up to `confirm_history`; returns each counted message's `n` and
+/// offset (probes and markers are skipped).
+pub async fn read_history(ws: &mut Ws) -> Vec<(u64, u64)> {
+    let mut replayed = Vec::new();
+    loop {
+        let frame = ws.recv_json().await;
+        match frame["type"].as_str() {
+            Some("confirm_history") => return replayed,
+            Some(other) => panic!(
+                "{other} while replaying: {frame}; frames so far: {:?}",
+                ws.log
+            ),
+            None => {
+                if let Some(n) = frame["message"]["n"].as_u64() {
+                    replayed.push((n, frame["offset"].as_u64().expect("an offset")));
+                }
+            }
+        }
+    }
+}
+
+/// A client subscribed to `stream` on `first` reads messages 1–10 of a publisher on
+/// `publishing`, drops off, misses about 30, and resumes its session on `second` while
+/// publishing goes on; after asking for the history from its last position it must get
+/// 11, 12, ... up to the last publication, each once, in order.
+pub async fn resume_while_publishing(
+    broker: &str,
+    first: &Server,
+    publishing: &Server,
+    second: &Server,
+    stream: &str,
+) {
+    let identifier = public_id(stream);
+    let (mut ws, sid) = ext_client(first, "").await;
+    ws.subscribe_ok(&identifier).await;
+    publish_until_delivered(publishing, stream, &mut ws).await;
+    wait_sessions_saved(broker, &[&sid], stream).await;
+    let publisher = Publisher::start(publishing, stream);
+    let (seen_before, position) = read_until(&mut ws, 10).await;
+    assert_contiguous(&seen_before, 1);
+    drop(ws);
+    publisher.wait_accepted(30, PUBLISHING).await;
+    let mut ws = restore(second, &sid, &[&identifier]).await;
+    request_history(&mut ws, &identifier, stream, &position).await;
+    publisher.wait_accepted(20, PUBLISHING).await;
+    let last = publisher.stop_all_accepted().await;
+    let (seen_after, _) = read_until(&mut ws, last).await;
+    assert_contiguous(&seen_after, 11);
+}
+
+pub fn assert_contiguous(seen: &[u64], from: u64) {
+    let expected: Vec<u64> = (from..from + seen.len() as u64).collect();
+    assert_eq!(
+        seen, expected,
+        "messages must arrive once each, in order, without gaps"
+    );
 }
