@@ -103,6 +103,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         rpc: crate::rpc::implementation(config) != "none",
         sse: config.sse.enabled,
         grpc: crate::rpc::implementation(config) == "grpc",
+        distributed_broker: matches!(config.broker.adapter.as_str(), "nats" | "redis"),
     }));
     let router = StreamsRouter::new(&config.streams);
     let auth = Authenticator::new(

@@ -642,3 +642,48 @@ fn mruby_log_formatter_refuses_to_start() {
         out.describe()
     );
 }
+
+#[tokio::test]
+async fn a_broker_outage_is_counted_and_refused_publications_are_reported() {
+    let mut redis = OwnRedis::start(free_port());
+    redis.ready().await;
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        "--broker=redis",
+        &format!("--redis_url={}", redis.url()),
+        "--metrics_http=/metrics",
+    ])
+    .await;
+    let value = |body: &str| -> u64 {
+        sample(body, "broker_errors_total")
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let body = scrape_until(&server.addr(), "/metrics", "broker errors", |b| {
+        value(b) == 0
+    })
+    .await;
+    assert_eq!(value(&body), 0, "{body}");
+    assert_eq!(
+        server
+            .broadcast(r#"{"stream":"s","data":"1"}"#)
+            .await
+            .status,
+        201
+    );
+    redis.stop();
+    assert_eq!(
+        server
+            .broadcast(r#"{"stream":"s","data":"2"}"#)
+            .await
+            .status,
+        501
+    );
+    scrape_until(&server.addr(), "/metrics", "broker errors", |b| {
+        value(b) >= 1
+    })
+    .await;
+}

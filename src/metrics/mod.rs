@@ -39,10 +39,11 @@ pub enum Counter {
     TimeoutServerMsg,
     DataSent,
     DataRcvd,
+    BrokerErrors,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -61,6 +62,7 @@ impl Counter {
         Counter::TimeoutServerMsg,
         Counter::DataSent,
         Counter::DataRcvd,
+        Counter::BrokerErrors,
     ];
 
     /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
@@ -84,6 +86,7 @@ impl Counter {
             Counter::TimeoutServerMsg => "timeout_server_msg_total",
             Counter::DataSent => "data_sent_total",
             Counter::DataRcvd => "data_rcvd_total",
+            Counter::BrokerErrors => "broker_errors_total",
         }
     }
 
@@ -112,6 +115,9 @@ impl Counter {
             Counter::TimeoutServerMsg => "Frame writes that hit the write deadline",
             Counter::DataSent => "Payload bytes written to clients",
             Counter::DataRcvd => "Payload bytes read from clients",
+            Counter::BrokerErrors => {
+                "Publications the NATS or Redis broker could not store and history reads it could not serve"
+            }
         }
     }
 
@@ -220,6 +226,8 @@ pub struct Registration {
     pub sse: bool,
     /// `grpc_active_conn_num` (the RPC backend is reached over gRPC).
     pub grpc: bool,
+    /// `broker_errors_total` (`--broker=nats|redis`).
+    pub distributed_broker: bool,
 }
 
 impl Default for Registration {
@@ -229,6 +237,7 @@ impl Default for Registration {
             rpc: true,
             sse: false,
             grpc: true,
+            distributed_broker: false,
         }
     }
 }
@@ -294,6 +303,7 @@ impl Metrics {
 
     pub fn is_registered(&self, metric: Metric) -> bool {
         match metric {
+            Metric::Counter(Counter::BrokerErrors) => self.registration.distributed_broker,
             Metric::Counter(c) => !c.is_rpc() || self.registration.rpc,
             Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
             Metric::Gauge(Gauge::SseClients) => self.registration.sse,
@@ -375,6 +385,7 @@ mod tests {
             rpc: true,
             sse: true,
             grpc: true,
+            distributed_broker: true,
         });
         assert_eq!(
             all.registered().count(),
@@ -384,12 +395,14 @@ mod tests {
             rpc: false,
             sse: false,
             grpc: false,
+            distributed_broker: false,
         });
         let names: Vec<_> = plain.registered().map(Metric::name).collect();
         assert!(names.contains(&"clients_num"));
         assert!(names.contains(&"broadcast_msg_total"));
         assert!(!names.iter().any(|n| n.starts_with("rpc_")));
         assert!(!names.contains(&"sse_clients_num"));
+        assert!(!names.contains(&"broker_errors_total"));
         // Counters come first.
         let first_gauge = names.iter().position(|n| *n == "clients_num").unwrap();
         assert!(plain.registered().take(first_gauge).all(Metric::is_counter));

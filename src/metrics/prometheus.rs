@@ -141,6 +141,7 @@ mod tests {
                 rpc: false,
                 sse: true,
                 grpc: false,
+                distributed_broker: false,
             },
         );
         let text = exporter.render();

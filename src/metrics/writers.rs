@@ -141,6 +141,7 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         context = "metrics",
         broadcast_msg_total = v(Mc(C::BroadcastMsg)),
         broadcast_streams_num = v(Mg(G::BroadcastStreamsNum)),
+        broker_errors_total = v(Mc(C::BrokerErrors)),
         client_msg_total = v(Mc(C::ClientMsg)),
         clients_num = v(Mg(G::ClientsNum)),
         clients_uniq_num = v(Mg(G::ClientsUniqNum)),
@@ -469,6 +470,7 @@ mod tests {
             rpc: true,
             sse: true,
             grpc: true,
+            distributed_broker: false,
         });
         let format = LineFormat::new(
             "anycable_go.",
@@ -533,6 +535,7 @@ mod tests {
             rpc: true,
             sse: true,
             grpc: true,
+            distributed_broker: false,
         });
         metrics.add(Counter::ClientMsg, 7);
         let fields = logged(&metrics.snapshot(), &[]);
@@ -551,6 +554,7 @@ mod tests {
             rpc: false,
             sse: false,
             grpc: false,
+            distributed_broker: false,
         });
         let fields = logged(&metrics.snapshot(), &[]);
         assert!(!fields.iter().any(|(k, _)| k.starts_with("rpc_")));

@@ -114,6 +114,10 @@ impl Node {
         let reply = match replay {
             Ok(_) => Reply::ConfirmHistory { identifier },
             Err(error) => {
+                if let HistoryError::Unavailable(_) = error {
+                    self.metrics.inc(crate::metrics::Counter::BrokerErrors);
+                    tracing::warn!(context = "broker", "history read failed: {error}");
+                }
                 tracing::debug!(sid = &*session.sid, %identifier, "history rejected: {error}");
                 Reply::RejectHistory { identifier }
             }

@@ -601,7 +601,10 @@ impl Node {
         let position = broker
             .store(&publication.stream, &payload)
             .await
-            .inspect_err(|error| tracing::error!(context = "broker", "{error}"))?;
+            .inspect_err(|error| {
+                self.metrics.inc(Counter::BrokerErrors);
+                tracing::error!(context = "broker", "{error}");
+            })?;
         publication.offset = Some(position.offset);
         publication.epoch = Some(position.epoch.to_string());
         self.dispatch(&publication);
