@@ -1,6 +1,8 @@
 //! The WebSocket transport: the upgrade handshake, then one task per connection that reads
 //! client frames, writes the session's outbox, and sends pings.
 
+mod frame;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -24,6 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::frame::{append_text_frame, text_frame_len};
 use super::{
     connection_id, find_token, first_ping_delay, offered_protocols, query_param, AllowedOrigins,
     EnvBuilder, Precision,
@@ -255,6 +258,14 @@ impl WsEndpoint {
         });
         let mut restore_deadline = restored.then(|| Instant::now() + RESTORE_HISTORY_GRACE);
         let mut shutting_down = false;
+        // The shutdown wait and the timer live across loop turns: re-creating them on every turn
+        // would register with the shared cancellation token (one lock for all connections) and
+        // with the timer wheel each time a frame is written.
+        let shutdown = self.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let sleep = sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
 
         loop {
             let session_timers = if session.is_some() {
@@ -267,9 +278,13 @@ impl WsEndpoint {
                 .chain(session_timers)
                 .flatten()
                 .min();
+            if let Some(at) = timer.filter(|&at| armed != Some(at)) {
+                sleep.as_mut().reset(at);
+                armed = Some(at);
+            }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled(), if !shutting_down => {
+                _ = &mut shutdown, if !shutting_down => {
                     shutting_down = true;
                     outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
                 }
@@ -335,7 +350,8 @@ impl WsEndpoint {
                 }
                 // One timer for every deadline keeps the connection task small; the keepalive
                 // and restore deadlines need the session, which is away while a command runs.
-                _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                _ = &mut sleep, if timer.is_some() => {
+                    armed = None;
                     let now = Instant::now();
                     if next_ping.is_some_and(|at| at <= now) {
                         next_ping = options.ping_interval.map(|interval| now + interval);
@@ -398,8 +414,8 @@ struct Count {
     bytes: u64,
 }
 
-/// Writes everything taken from the outbox with one flush, so pending frames leave in as few
-/// socket writes as possible.
+/// Writes everything taken from the outbox: the text frames framed into one buffer and written
+/// at once (one syscall when the socket has room), then the close frame if one was queued.
 async fn write_batch<S>(
     socket: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Outgoing>,
@@ -407,23 +423,43 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // tungstenite may still hold a pong it queued while reading; it must leave whole before
+    // frames are written past tungstenite, or the two would interleave on the wire.
+    socket.flush().await?;
     let mut count = Count::default();
-    while let Some(item) = batch.pop_front() {
+    let size = batch
+        .iter()
+        .map(|item| match item {
+            Outgoing::Text(text) => text_frame_len(text.len()),
+            Outgoing::Close { .. } => 0,
+        })
+        .sum();
+    let mut wire = Vec::with_capacity(size);
+    let mut close = None;
+    for item in batch.drain(..) {
         match item {
             Outgoing::Text(text) => {
                 count.frames += 1;
                 count.bytes += text.len() as u64;
-                socket.feed(Message::Text(text)).await?;
+                append_text_frame(text.as_bytes(), &mut wire);
             }
             Outgoing::Close { code, reason } => {
-                batch.clear();
-                socket.close(Some(close_frame(code, reason))).await?;
-                return Ok((Written::Closed, count));
+                close = Some(close_frame(code, reason));
+                break;
             }
         }
     }
-    socket.flush().await?;
-    Ok((Written::Open, count))
+    let stream = socket.get_mut();
+    stream.write_all(&wire).await?;
+    // A no-op on TCP; TLS may keep the end of a record buffered until flushed.
+    stream.flush().await?;
+    match close {
+        Some(close) => {
+            socket.close(Some(close)).await?;
+            Ok((Written::Closed, count))
+        }
+        None => Ok((Written::Open, count)),
+    }
 }
 
 /// After our close frame, give the client a moment to answer so the close is clean.
