@@ -1,7 +1,9 @@
 //! The WebSocket transport: the upgrade handshake, then one task per connection that reads
 //! client frames, writes the session's outbox, and sends pings.
 
+mod codec;
 mod frame;
+mod socket;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -10,23 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::frame::{append_text_frame, text_frame_len};
+use self::codec::Message;
+use self::frame::{append_close_frame, append_text_frame, text_frame_len};
+use self::socket::{ReadError, Socket};
 use super::{
     connection_id, find_token, first_ping_delay, offered_protocols, query_param, AllowedOrigins,
     EnvBuilder, Precision,
@@ -54,7 +52,10 @@ pub struct WsEndpoint {
     pub env_builder: EnvBuilder,
     pub origins: AllowedOrigins,
     pub jwt_param: Option<String>,
-    pub socket_config: WebSocketConfig,
+    /// `--max_message_size`: larger client messages close the connection (1009).
+    pub max_message_bytes: usize,
+    /// `--read_buffer_size`: bytes read at most per read.
+    pub read_chunk: usize,
     pub max_pending_bytes: usize,
     pub write_timeout: Duration,
     pub ping_interval: Duration,
@@ -79,17 +80,13 @@ impl WsEndpoint {
         tracker: TaskTracker,
     ) -> WsEndpoint {
         let ws = &config.ws;
-        let socket_config = WebSocketConfig::default()
-            .read_buffer_size(ws.read_buffer_size.max(256))
-            .write_buffer_size(ws.write_buffer_size)
-            .max_message_size(Some(ws.max_message_size))
-            .max_frame_size(Some(ws.max_message_size));
         WsEndpoint {
             node,
             env_builder,
             origins: AllowedOrigins::new(&config.server.allowed_origins),
             jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
-            socket_config,
+            max_message_bytes: ws.max_message_size,
+            read_chunk: ws.read_buffer_size,
             max_pending_bytes: ws.max_pending_size,
             write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
             ping_interval: Duration::from_secs(config.app.ping_interval_secs),
@@ -186,12 +183,11 @@ impl WsEndpoint {
         self.tracker.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
+                    let socket = Socket::new(
                         TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(endpoint.socket_config),
-                    )
-                    .await;
+                        endpoint.max_message_bytes,
+                        endpoint.read_chunk,
+                    );
                     let options = ConnectionOptions {
                         token,
                         env,
@@ -219,7 +215,7 @@ impl WsEndpoint {
     /// Commands of a connection run one at a time, in order; while one is in flight (an RPC
     /// call may take a while) no further frame is read, but queued frames keep being written
     /// and pings keep going.
-    async fn run<S>(&self, mut socket: WebSocketStream<S>, mut options: ConnectionOptions)
+    async fn run<S>(&self, mut socket: Socket<S>, mut options: ConnectionOptions)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -318,19 +314,29 @@ impl WsEndpoint {
                 }
                 frame = socket.next(), if in_flight.is_none() => {
                     let data: Bytes = match frame {
-                        Some(Ok(Message::Text(text))) => text.into(),
-                        Some(Ok(Message::Binary(data))) => data,
-                        Some(Ok(Message::Pong(_))) => {
+                        Some(Ok(Message::Text(data) | Message::Binary(data))) => data,
+                        Some(Ok(Message::Pong)) => {
                             if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), pong_timeout) {
                                 *deadline += pong_timeout;
                             }
                             continue;
                         }
-                        Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => break,
-                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                            tracing::debug!(size, max_size, "message too big, closing");
-                            let _ = timeout(CLOSE_GRACE, socket.close(Some(close_frame(1009, "Message Too Big")))).await;
+                        Some(Ok(Message::Ping(payload))) => {
+                            if timeout(self.write_timeout, socket.pong(&payload)).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Close(code))) => {
+                            // Answer the client's close, as RFC 6455 asks, then hang up.
+                            let _ = timeout(CLOSE_GRACE, socket.close(code.unwrap_or(1000), "")).await;
+                            break;
+                        }
+                        None => break,
+                        Some(Err(ReadError::Decode(error))) => {
+                            tracing::debug!("{error}, closing");
+                            let (code, reason) = error.close();
+                            let _ = timeout(CLOSE_GRACE, socket.close(code, reason)).await;
                             break;
                         }
                         Some(Err(error)) => {
@@ -357,7 +363,7 @@ impl WsEndpoint {
                         next_ping = options.ping_interval.map(|interval| now + interval);
                         let ping = Reply::Ping { message: options.precision.timestamp() }.encode();
                         send_to(self.node.metrics(), &outbox, ping);
-                        if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
+                        if self.native_pings && timeout(self.write_timeout, socket.ping()).await.is_err() {
                             break;
                         }
                         if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
@@ -414,28 +420,25 @@ struct Count {
     bytes: u64,
 }
 
-/// Writes everything taken from the outbox: the text frames framed into one buffer and written
-/// at once (one syscall when the socket has room), then the close frame if one was queued.
+/// Writes everything taken from the outbox at once (one syscall when the socket has room): the
+/// text frames framed into one buffer, and the close frame if one was queued.
 async fn write_batch<S>(
-    socket: &mut WebSocketStream<S>,
+    socket: &mut Socket<S>,
     batch: &mut VecDeque<Outgoing>,
-) -> Result<(Written, Count), WsError>
+) -> std::io::Result<(Written, Count)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // tungstenite may still hold a pong it queued while reading; it must leave whole before
-    // frames are written past tungstenite, or the two would interleave on the wire.
-    socket.flush().await?;
     let mut count = Count::default();
     let size = batch
         .iter()
         .map(|item| match item {
             Outgoing::Text(text) => text_frame_len(text.len()),
-            Outgoing::Close { .. } => 0,
+            Outgoing::Close { reason, .. } => 4 + reason.len(),
         })
         .sum();
     let mut wire = Vec::with_capacity(size);
-    let mut close = None;
+    let mut written = Written::Open;
     for item in batch.drain(..) {
         match item {
             Outgoing::Text(text) => {
@@ -444,40 +447,29 @@ where
                 append_text_frame(text.as_bytes(), &mut wire);
             }
             Outgoing::Close { code, reason } => {
-                close = Some(close_frame(code, reason));
+                append_close_frame(code, reason, &mut wire);
+                written = Written::Closed;
                 break;
             }
         }
     }
-    let stream = socket.get_mut();
-    stream.write_all(&wire).await?;
-    // A no-op on TCP; TLS may keep the end of a record buffered until flushed.
-    stream.flush().await?;
-    match close {
-        Some(close) => {
-            socket.close(Some(close)).await?;
-            Ok((Written::Closed, count))
-        }
-        None => Ok((Written::Open, count)),
-    }
+    socket.write_all(&wire).await?;
+    Ok((written, count))
 }
 
 /// After our close frame, give the client a moment to answer so the close is clean.
-async fn wait_for_close<S>(socket: &mut WebSocketStream<S>)
+async fn wait_for_close<S>(socket: &mut Socket<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _ = timeout(CLOSE_GRACE, async {
-        while let Some(Ok(_)) = socket.next().await {}
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
     })
     .await;
-}
-
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }
 }
 
 fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token: &str) -> bool {
