@@ -118,7 +118,8 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits until something is queued, then moves all of it into `batch`.
+    /// Waits until something is queued, then moves all of it into `batch` (replacing what
+    /// `batch` held).
     pub async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
         poll_fn(|cx| self.poll_take_batch(cx, batch)).await
     }
@@ -126,7 +127,9 @@ impl Outbox {
     fn poll_take_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<()> {
         let mut state = self.lock();
         if !state.frames.is_empty() {
-            std::mem::swap(&mut state.frames, batch);
+            // Moved rather than swapped: neither side keeps the queue's capacity, so a connection
+            // between bursts holds no queue memory.
+            *batch = std::mem::take(&mut state.frames);
             state.bytes = 0;
             return Poll::Ready(());
         }

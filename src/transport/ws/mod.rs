@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use self::codec::Message;
 use self::frame::{append_close_frame, append_text_frame, text_frame_len};
 use self::socket::{ReadError, Socket};
+use super::live::LiveOutboxes;
 use super::{
     connection_id, find_token, first_ping_delay, offered_protocols, query_param, AllowedOrigins,
     EnvBuilder, Precision,
@@ -66,7 +67,8 @@ pub struct WsEndpoint {
     /// How often an extended-protocol session refreshes its cached snapshot and its presence
     /// records (the shorter of half of each time to live).
     pub sessions_keepalive: Option<Duration>,
-    pub shutdown: CancellationToken,
+    /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
+    pub live: Arc<LiveOutboxes>,
     pub tracker: TaskTracker,
 }
 
@@ -95,7 +97,7 @@ impl WsEndpoint {
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
             sessions_keepalive: keepalive(config),
-            shutdown,
+            live: live_outboxes(&shutdown, &tracker),
             tracker,
         }
     }
@@ -220,6 +222,7 @@ impl WsEndpoint {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+        let _listed = self.live.register(&outbox);
         let request = ConnectRequest {
             token: options.token.as_deref(),
             sid: options.sid.clone(),
@@ -253,12 +256,8 @@ impl WsEndpoint {
                 .any(|sub| sub.awaiting_history.is_some())
         });
         let mut restore_deadline = restored.then(|| Instant::now() + RESTORE_HISTORY_GRACE);
-        let mut shutting_down = false;
-        // The shutdown wait and the timer live across loop turns: re-creating them on every turn
-        // would register with the shared cancellation token (one lock for all connections) and
-        // with the timer wheel each time a frame is written.
-        let shutdown = self.shutdown.cancelled();
-        tokio::pin!(shutdown);
+        // The timer lives across loop turns: re-creating it on every turn would register with the
+        // timer wheel each time a frame is written.
         let sleep = sleep_until(Instant::now());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
@@ -280,10 +279,6 @@ impl WsEndpoint {
             }
             tokio::select! {
                 biased;
-                _ = &mut shutdown, if !shutting_down => {
-                    shutting_down = true;
-                    outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
-                }
                 _ = outbox.take_batch(&mut batch) => {
                     let metrics = self.node.metrics();
                     match timeout(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
@@ -397,6 +392,17 @@ impl WsEndpoint {
     }
 }
 
+/// The list of open connections, told to close once `shutdown` is cancelled.
+fn live_outboxes(shutdown: &CancellationToken, tracker: &TaskTracker) -> Arc<LiveOutboxes> {
+    let live = Arc::new(LiveOutboxes::default());
+    let (notify, shutdown) = (live.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        notify.shut_down();
+    });
+    live
+}
+
 /// Per-connection settings taken from the upgrade request.
 struct ConnectionOptions {
     token: Option<String>,
@@ -439,7 +445,8 @@ where
         .sum();
     let mut wire = Vec::with_capacity(size);
     let mut written = Written::Open;
-    for item in batch.drain(..) {
+    // Taken, so the queue's memory is freed once written.
+    for item in std::mem::take(batch) {
         match item {
             Outgoing::Text(text) => {
                 count.frames += 1;
