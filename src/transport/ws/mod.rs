@@ -6,9 +6,10 @@ mod frame;
 mod socket;
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::error::Elapsed;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
@@ -185,11 +188,6 @@ impl WsEndpoint {
         self.tracker.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let socket = Socket::new(
-                        TokioIo::new(upgraded),
-                        endpoint.max_message_bytes,
-                        endpoint.read_chunk,
-                    );
                     let options = ConnectionOptions {
                         token,
                         env,
@@ -199,7 +197,21 @@ impl WsEndpoint {
                         ping_interval,
                         precision,
                     };
-                    endpoint.run(socket, options).await;
+                    let (max, chunk) = (endpoint.max_message_bytes, endpoint.read_chunk);
+                    // Plain TCP, the common case, is served without hyper's boxed IO in between.
+                    match upgraded.downcast::<TokioIo<TcpStream>>() {
+                        Ok(parts) => {
+                            let tcp = parts.io.into_inner();
+                            let socket = Socket::new(tcp, parts.read_buf, max, chunk);
+                            endpoint.run(socket, options).await;
+                        }
+                        Err(upgraded) => {
+                            let io = TokioIo::new(upgraded);
+                            endpoint
+                                .run(Socket::new(io, Bytes::new(), max, chunk), options)
+                                .await;
+                        }
+                    }
                     drop(permit);
                 }
                 Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
@@ -281,7 +293,7 @@ impl WsEndpoint {
                 biased;
                 _ = outbox.take_batch(&mut batch) => {
                     let metrics = self.node.metrics();
-                    match timeout(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
+                    match with_deadline(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
                         Ok(Ok((written, count))) => {
                             metrics.add(Counter::ServerMsg, count.frames);
                             metrics.add(Counter::DataSent, count.bytes);
@@ -462,6 +474,17 @@ where
     }
     socket.write_all(&wire).await?;
     Ok((written, count))
+}
+
+/// Runs `write` with a deadline, armed only when the write cannot finish at once: most batches
+/// fit in the socket's send buffer, and a timer per write (a clock read and a reference to the
+/// runtime's shared handle) would cost more than the framing.
+async fn with_deadline<F: Future>(limit: Duration, write: F) -> Result<F::Output, Elapsed> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return Ok(output);
+    }
+    timeout(limit, write).await
 }
 
 /// After our close frame, give the client a moment to answer so the close is clean.

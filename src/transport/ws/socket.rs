@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::codec::{DecodeError, Decoder, Message};
@@ -37,10 +37,11 @@ pub struct Socket<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
-    pub fn new(io: S, max_message: usize, read_chunk: usize) -> Socket<S> {
+    /// `received`: bytes already read from `io` past the upgrade request.
+    pub fn new(io: S, received: Bytes, max_message: usize, read_chunk: usize) -> Socket<S> {
         Socket {
             io,
-            buffer: BytesMut::new(),
+            buffer: BytesMut::from(received),
             decoder: Decoder::new(max_message),
             read_chunk: read_chunk.clamp(256, MAX_READ_CHUNK),
         }
