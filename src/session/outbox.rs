@@ -118,8 +118,8 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits until something is queued, then moves all of it into `batch` (replacing what
-    /// `batch` held).
+    /// Waits until something is queued, then moves all of it into `batch`, which must be empty
+    /// (its capacity is handed to the queue).
     pub async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
         poll_fn(|cx| self.poll_take_batch(cx, batch)).await
     }
@@ -127,9 +127,9 @@ impl Outbox {
     fn poll_take_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<()> {
         let mut state = self.lock();
         if !state.frames.is_empty() {
-            // Moved rather than swapped: neither side keeps the queue's capacity, so a connection
-            // between bursts holds no queue memory.
-            *batch = std::mem::take(&mut state.frames);
+            // Swapped, so a busy connection's queues keep their capacity; the writer frees a
+            // batch's memory when the traffic is light (see the WebSocket writer).
+            std::mem::swap(&mut state.frames, batch);
             state.bytes = 0;
             return Poll::Ready(());
         }

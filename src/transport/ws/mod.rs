@@ -457,8 +457,10 @@ where
         .sum();
     let mut wire = Vec::with_capacity(size);
     let mut written = Written::Open;
-    // Taken, so the queue's memory is freed once written.
-    for item in std::mem::take(batch) {
+    // A batch of one frame is light traffic (a ping, a message now and then): its memory is
+    // freed, so that connections between messages hold none. Busy connections keep it.
+    let light = batch.len() <= 1;
+    for item in batch.drain(..) {
         match item {
             Outgoing::Text(text) => {
                 count.frames += 1;
@@ -471,6 +473,9 @@ where
                 break;
             }
         }
+    }
+    if light {
+        *batch = VecDeque::new();
     }
     socket.write_all(&wire).await?;
     Ok((written, count))
