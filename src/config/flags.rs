@@ -288,8 +288,8 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("metrics_tags", &["ANYCABLE_METRICS_TAGS"], Kind::Map, "", Some("metrics.tags"), Feature::Metrics, "METRICS", "Global tags/labels"),
     FlagDef::new("stats_refresh_interval", &["ANYCABLE_STATS_REFRESH_INTERVAL"], Kind::Int, "5", Some("app.stats_refresh_interval"), Feature::Metrics, "METRICS", "Gauge refresh period; 0 disables"),
     // WEBSOCKETS
-    FlagDef::new("read_buffer_size", &["ANYCABLE_READ_BUFFER_SIZE"], Kind::Int, "1024", Some("ws.read_buffer_size"), Feature::Core, "WEBSOCKETS", "I/O read buffer").hidden(),
-    FlagDef::new("write_buffer_size", &["ANYCABLE_WRITE_BUFFER_SIZE"], Kind::Int, "1024", Some("ws.write_buffer_size"), Feature::Core, "WEBSOCKETS", "I/O write buffer").hidden(),
+    FlagDef::new("read_buffer_size", &["ANYCABLE_READ_BUFFER_SIZE"], Kind::Int, "1024", Some("ws.read_buffer_size"), Feature::Core, "WEBSOCKETS", "Most bytes read from a WebSocket at once (up to 16 KiB)").hidden(),
+    FlagDef::new("write_buffer_size", &["ANYCABLE_WRITE_BUFFER_SIZE"], Kind::Int, "1024", Some("ws.write_buffer_size"), Feature::Core, "WEBSOCKETS", "No effect: queued frames are written together").hidden(),
     FlagDef::new("max_message_size", &["ANYCABLE_MAX_MESSAGE_SIZE"], Kind::Int, "65536", Some("ws.max_message_size"), Feature::Core, "WEBSOCKETS", "Max incoming message").hidden(),
     FlagDef::new("ws_write_timeout", &["ANYCABLE_WS_WRITE_TIMEOUT"], Kind::Int, "2", Some("ws.write_timeout"), Feature::Core, "WEBSOCKETS", "Per-frame write deadline"),
     FlagDef::new("ws_max_pending_size", &["ANYCABLE_WS_MAX_PENDING_SIZE"], Kind::Int, "1048576", Some("ws.max_pending_size"), Feature::Core, "WEBSOCKETS", "Outgoing queue cap before slow-client disconnect; 0 = unlimited"),

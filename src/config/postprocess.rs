@@ -6,7 +6,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use super::bindings;
 use super::layers::Raw;
 use super::secrets::{derive_key, Own, API_PURPOSE, BROADCAST_PURPOSE, RPC_PURPOSE};
-use super::types::{DEFAULT_NATS_URL, DEFAULT_REDIS_URL};
+use super::types::{WsConfig, DEFAULT_NATS_URL, DEFAULT_REDIS_URL};
 use super::{Config, ConfigError, LogFormat, LogLevel};
 
 const BROADCAST_ADAPTERS: &[&str] = &["http", "redis", "redisx", "nats"];
@@ -88,6 +88,13 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
             "disconnect_timeout",
             "it has no effect, use --shutdown_timeout instead",
         ));
+    }
+    if cfg.ws.write_buffer_size != WsConfig::default().write_buffer_size {
+        cfg.warnings.push(
+            "--write_buffer_size has no effect: the frames queued for a connection are written \
+             together, with one write"
+                .to_string(),
+        );
     }
     check_choice(
         "disconnect_mode",

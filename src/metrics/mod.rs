@@ -10,9 +10,12 @@
 
 mod prometheus;
 mod stats;
+mod striped;
 mod writers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use striped::StripedCounters;
 
 pub use prometheus::Exporter;
 pub use stats::{spawn_refresh, NodeGauges};
@@ -244,7 +247,7 @@ impl Default for Registration {
 
 /// The process's counters and gauges.
 pub struct Metrics {
-    counters: [AtomicU64; Counter::ALL.len()],
+    counters: StripedCounters<{ Counter::ALL.len() }>,
     gauges: [AtomicU64; Gauge::ALL.len()],
     registration: Registration,
 }
@@ -269,11 +272,11 @@ impl Metrics {
     }
 
     pub fn add(&self, counter: Counter, n: u64) {
-        self.counters[counter as usize].fetch_add(n, Ordering::Relaxed);
+        self.counters.add(counter as usize, n);
     }
 
     pub fn get(&self, counter: Counter) -> u64 {
-        self.counters[counter as usize].load(Ordering::Relaxed)
+        self.counters.get(counter as usize)
     }
 
     /// Sets an interval gauge.

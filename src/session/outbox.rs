@@ -2,14 +2,17 @@
 //!
 //! Producers (the connection's own command handling, the hub's fan-out, remote commands,
 //! shutdown) push frames without ever waiting; the connection's writer takes everything queued
-//! in one batch and writes it with a single flush. The queue is bounded by the bytes it holds
+//! in one batch and writes it with a single flush. The writer's waker is kept under the same lock
+//! as the frames (rather than in a separate `Notify`): a push already takes that lock, so waking
+//! the writer costs no further synchronisation. The queue is bounded by the bytes it holds
 //! (`--ws_max_pending_size`): a client that does not read fast enough is disconnected with
 //! `too_slow` instead of growing memory or slowing down anyone else.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::{DisconnectReason, Reply};
@@ -41,6 +44,8 @@ struct State {
     closing: bool,
     /// The queue overflowed: the client is not reading.
     overflowed: bool,
+    /// The writer waiting for frames, if it is waiting.
+    writer: Option<Waker>,
 }
 
 /// A connection's outbound queue.
@@ -48,7 +53,6 @@ struct State {
 /// The lock is a `std` mutex: it is held only to move frames in or out, never across an await.
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
     /// 0 means unbounded, as in AnyCable-Go.
     max_pending_bytes: usize,
 }
@@ -57,7 +61,6 @@ impl Outbox {
     pub fn new(max_pending_bytes: usize) -> Outbox {
         Outbox {
             state: Mutex::default(),
-            ready: Notify::new(),
             max_pending_bytes,
         }
     }
@@ -73,14 +76,12 @@ impl Outbox {
             state.bytes = 0;
             state.overflowed = true;
             Self::push_close(&mut state, DisconnectReason::TooSlow, true, 1000, "");
-            drop(state);
-            self.ready.notify_one();
+            Self::wake_writer(state);
             return Pushed::Overflowed;
         }
         state.bytes += frame.len();
         state.frames.push_back(Outgoing::Text(frame));
-        drop(state);
-        self.ready.notify_one();
+        Self::wake_writer(state);
         Pushed::Queued
     }
 
@@ -98,8 +99,7 @@ impl Outbox {
             return false;
         }
         Self::push_close(&mut state, reason, reconnect, code, close_reason);
-        drop(state);
-        self.ready.notify_one();
+        Self::wake_writer(state);
         true
     }
 
@@ -109,8 +109,7 @@ impl Outbox {
         if !state.closing {
             state.closing = true;
             state.frames.push_back(Outgoing::Close { code, reason });
-            drop(state);
-            self.ready.notify_one();
+            Self::wake_writer(state);
         }
     }
 
@@ -119,18 +118,39 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits until something is queued, then moves all of it into `batch`.
+    /// Waits until something is queued, then moves all of it into `batch`, which must be empty
+    /// (its capacity is handed to the queue).
     pub async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
-        loop {
-            {
-                let mut state = self.lock();
-                if !state.frames.is_empty() {
-                    std::mem::swap(&mut state.frames, batch);
-                    state.bytes = 0;
-                    return;
-                }
-            }
-            self.ready.notified().await;
+        poll_fn(|cx| self.poll_take_batch(cx, batch)).await
+    }
+
+    fn poll_take_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<()> {
+        let mut state = self.lock();
+        if !state.frames.is_empty() {
+            // Swapped, so a busy connection's queues keep their capacity; the writer frees a
+            // batch's memory when the traffic is light (see the WebSocket writer).
+            std::mem::swap(&mut state.frames, batch);
+            state.bytes = 0;
+            return Poll::Ready(());
+        }
+        // The connection task polls with the same waker every time: do not clone it again.
+        if !state
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.writer = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Releases the lock, then wakes the writer if it was waiting (outside the lock, so the
+    /// woken task does not run into it).
+    fn wake_writer(mut state: std::sync::MutexGuard<'_, State>) {
+        let writer = state.writer.take();
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
         }
     }
 

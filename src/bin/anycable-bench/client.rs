@@ -1,20 +1,30 @@
 //! Benchmark clients: Action Cable over WebSocket, from many loopback source addresses.
+//!
+//! The clients speak raw WebSocket (see `wire.rs`) rather than through a WebSocket library, so
+//! that on a shared machine the figures measure the server, not the load generator.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-pub type Socket = WebSocketStream<TcpStream>;
+use crate::wire::{encode_client_text, find, Frame, FrameBuffer, OPCODE_CLOSE, OPCODE_TEXT};
 
 /// Source addresses 127.0.0.1 ..= 127.0.0.SOURCES: each has its own ephemeral port range, so
 /// tens of thousands of connections to one server port do not run out of ports.
 const SOURCES: u8 = 16;
 static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+/// Large enough for many packed broadcast frames per read.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// An open WebSocket connection.
+pub struct Socket {
+    stream: TcpStream,
+    buffer: FrameBuffer,
+}
 
 /// Opens a WebSocket to `path_and_query` (e.g. `/cable?jid=...`).
 pub async fn connect(server: SocketAddr, path_and_query: &str) -> Result<Socket, String> {
@@ -26,26 +36,80 @@ pub async fn connect(server: SocketAddr, path_and_query: &str) -> Result<Socket,
             0,
         ))
         .map_err(|e| format!("bind 127.0.0.{source}: {e}"))?;
-    let stream = socket
+    let mut stream = socket
         .connect(server)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let url = format!("ws://{server}{path_and_query}");
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+    let request = format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    Ok(ws)
+    let mut response = Vec::with_capacity(512);
+    let head_end = loop {
+        if let Some(at) = find(&response, b"\r\n\r\n") {
+            break at + 4;
+        }
+        if response.len() > 16 * 1024 {
+            return Err("handshake: response headers too long".into());
+        }
+        let read = stream
+            .read_buf(&mut response)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        if read == 0 {
+            return Err("handshake: closed".into());
+        }
+    };
+    if !response.starts_with(b"HTTP/1.1 101") {
+        let status = String::from_utf8_lossy(&response[..head_end]);
+        return Err(format!(
+            "handshake: {}",
+            status.lines().next().unwrap_or("")
+        ));
+    }
+    let mut buffer = FrameBuffer::with_capacity(READ_BUFFER);
+    buffer.extend(&response[head_end..]);
+    Ok(Socket { stream, buffer })
+}
+
+impl Socket {
+    pub async fn send_text(&mut self, text: &str) -> Result<(), String> {
+        let mut frame = Vec::with_capacity(text.len() + 14);
+        encode_client_text(text.as_bytes(), &mut frame);
+        self.stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads whatever arrived (waiting for at least one byte); false when the server closed.
+    pub async fn receive(&mut self) -> Result<bool, String> {
+        let read = self
+            .stream
+            .read(self.buffer.spare())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.buffer.filled(read);
+        Ok(read > 0)
+    }
+
+    /// The next complete frame received so far.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, String> {
+        self.buffer.next_frame()
+    }
 }
 
 /// Waits for the welcome, subscribes to `identifier`, and waits for the confirmation.
-/// Returns the time the whole thing took.
 pub async fn subscribe(ws: &mut Socket, identifier: &str) -> Result<(), String> {
     expect_type(ws, "welcome").await?;
     let command = serde_json::json!({"command": "subscribe", "identifier": identifier}).to_string();
-    ws.send(Message::text(command))
-        .await
-        .map_err(|e| e.to_string())?;
+    ws.send_text(&command).await?;
     expect_type(ws, "confirm_subscription").await
 }
 
@@ -53,20 +117,23 @@ async fn expect_type(ws: &mut Socket, kind: &str) -> Result<(), String> {
     let marker = format!("\"type\":\"{kind}\"");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                if text.contains(&marker) {
-                    return Ok(());
+        while let Some(frame) = ws.next_frame()? {
+            match frame.opcode {
+                OPCODE_TEXT if find(frame.payload, marker.as_bytes()).is_some() => return Ok(()),
+                OPCODE_TEXT if find(frame.payload, b"\"type\":\"ping\"").is_some() => {}
+                OPCODE_TEXT => {
+                    let text = String::from_utf8_lossy(frame.payload);
+                    return Err(format!("expected {kind}, got {text}"));
                 }
-                if text.contains("\"type\":\"ping\"") {
-                    continue;
-                }
-                return Err(format!("expected {kind}, got {text}"));
+                OPCODE_CLOSE => return Err(format!("closed while waiting for {kind}")),
+                _ => {}
             }
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(None) => return Err(format!("closed while waiting for {kind}")),
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, ws.receive()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Err(format!("closed while waiting for {kind}")),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(format!("timed out waiting for {kind}")),
         }
     }
@@ -81,18 +148,23 @@ pub struct Stamp {
 
 /// Extracts the stamp from a broadcast frame without a full JSON parse (the benchmark's own
 /// CPU time competes with the server's on the same machine).
-pub fn parse_stamp(frame: &str) -> Option<Stamp> {
-    let number_after = |key: &str| -> Option<u64> {
-        let start = frame.find(key)? + key.len();
-        let digits: &str = &frame[start..];
+pub fn parse_stamp(frame: &[u8]) -> Option<Stamp> {
+    let number_after = |key: &[u8]| -> Option<u64> {
+        let digits = &frame[find(frame, key)? + key.len()..];
         let end = digits
-            .find(|c: char| !c.is_ascii_digit())
+            .iter()
+            .position(|c| !c.is_ascii_digit())
             .unwrap_or(digits.len());
-        digits[..end].parse().ok()
+        digits[..end]
+            .iter()
+            .try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+            .filter(|_| end > 0)
     };
     Some(Stamp {
-        seq: number_after("\"i\":")?,
-        sent_nanos: number_after("\"t\":")?,
+        seq: number_after(b"\"i\":")?,
+        sent_nanos: number_after(b"\"t\":")?,
     })
 }
 

@@ -4,13 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, now_nanos, parse_stamp, subscribe};
+use crate::client::{connect, now_nanos, parse_stamp, subscribe, Socket};
 use crate::target::Target;
+use crate::wire::{find, OPCODE_CLOSE, OPCODE_TEXT};
 
 /// What one client saw, indexed by message sequence number.
 struct Log {
@@ -40,6 +39,50 @@ pub struct DeliveryStats {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+/// Reads until the connection closes, recording each broadcast's latency. Frames that arrived
+/// in one read share one clock reading and one lock of the log.
+async fn record(
+    mut ws: Socket,
+    log: Arc<Mutex<Log>>,
+    delivered: Arc<AtomicU64>,
+    pings: Arc<AtomicU64>,
+) {
+    while let Ok(true) = ws.receive().await {
+        let now = now_nanos();
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = 0;
+        loop {
+            let frame = match ws.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => return,
+            };
+            if frame.opcode == OPCODE_CLOSE {
+                return;
+            }
+            if frame.opcode != OPCODE_TEXT {
+                continue;
+            }
+            let Some(stamp) = parse_stamp(frame.payload) else {
+                if find(frame.payload, b"\"type\":\"ping\"").is_some() {
+                    pings.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            };
+            let latency = now.saturating_sub(stamp.sent_nanos) / 1000;
+            if let Some(slot) = log.latency_us.get_mut(stamp.seq as usize) {
+                if *slot == u32::MAX {
+                    *slot = latency.min(u32::MAX as u64 - 1) as u32;
+                    fresh += 1;
+                } else {
+                    log.duplicates += 1;
+                }
+            }
+        }
+        delivered.fetch_add(fresh, Ordering::Relaxed);
+    }
 }
 
 impl Fleet {
@@ -72,29 +115,7 @@ impl Fleet {
                     duplicates: 0,
                 }));
                 let reader_log = log.clone();
-                let reader = tokio::spawn(async move {
-                    while let Some(Ok(message)) = ws.next().await {
-                        let Message::Text(text) = message else {
-                            continue;
-                        };
-                        let Some(stamp) = parse_stamp(&text) else {
-                            if text.contains("\"type\":\"ping\"") {
-                                pings.fetch_add(1, Ordering::Relaxed);
-                            }
-                            continue;
-                        };
-                        let latency = now_nanos().saturating_sub(stamp.sent_nanos) / 1000;
-                        let mut log = reader_log.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(slot) = log.latency_us.get_mut(stamp.seq as usize) {
-                            if *slot == u32::MAX {
-                                *slot = latency.min(u32::MAX as u64 - 1) as u32;
-                                delivered.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                log.duplicates += 1;
-                            }
-                        }
-                    }
-                });
+                let reader = tokio::spawn(record(ws, reader_log, delivered, pings));
                 Ok::<Member, String>(Member { log, reader })
             }));
         }

@@ -9,6 +9,7 @@ mod publisher;
 mod report;
 mod scenarios;
 mod target;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -57,8 +57,18 @@ impl Publisher {
     }
 }
 
-/// A publication whose data carries a sequence number and the publish time.
-pub fn stamped_publication(stream: &str, seq: u64, sent_nanos: u64) -> String {
-    let data = format!("{{\"i\":{seq},\"t\":{sent_nanos}}}");
-    serde_json::json!({"stream": stream, "data": data}).to_string()
+/// Publications whose data carry a sequence number and the publish time: one JSON object for a
+/// single message, an array (one `/_broadcast` request for the whole batch) for several.
+pub fn stamped_publications(stream: &str, seqs: std::ops::Range<u64>, sent_nanos: u64) -> String {
+    let mut publications: Vec<serde_json::Value> = seqs
+        .map(|seq| {
+            let data = format!("{{\"i\":{seq},\"t\":{sent_nanos}}}");
+            serde_json::json!({"stream": stream, "data": data})
+        })
+        .collect();
+    if publications.len() == 1 {
+        publications.swap_remove(0).to_string()
+    } else {
+        serde_json::Value::Array(publications).to_string()
+    }
 }

@@ -1,29 +1,34 @@
 //! The WebSocket transport: the upgrade handshake, then one task per connection that reads
 //! client frames, writes the session's outbox, and sends pings.
 
+mod codec;
+mod frame;
+mod socket;
+
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::error::Elapsed;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::codec::Message;
+use self::frame::{append_close_frame, append_text_frame, text_frame_len};
+use self::socket::{ReadError, Socket};
+use super::live::LiveOutboxes;
 use super::{
     connection_id, find_token, first_ping_delay, offered_protocols, query_param, AllowedOrigins,
     EnvBuilder, Precision,
@@ -51,7 +56,10 @@ pub struct WsEndpoint {
     pub env_builder: EnvBuilder,
     pub origins: AllowedOrigins,
     pub jwt_param: Option<String>,
-    pub socket_config: WebSocketConfig,
+    /// `--max_message_size`: larger client messages close the connection (1009).
+    pub max_message_bytes: usize,
+    /// `--read_buffer_size`: bytes read at most per read.
+    pub read_chunk: usize,
     pub max_pending_bytes: usize,
     pub write_timeout: Duration,
     pub ping_interval: Duration,
@@ -62,7 +70,8 @@ pub struct WsEndpoint {
     /// How often an extended-protocol session refreshes its cached snapshot and its presence
     /// records (the shorter of half of each time to live).
     pub sessions_keepalive: Option<Duration>,
-    pub shutdown: CancellationToken,
+    /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
+    pub live: Arc<LiveOutboxes>,
     pub tracker: TaskTracker,
 }
 
@@ -76,17 +85,13 @@ impl WsEndpoint {
         tracker: TaskTracker,
     ) -> WsEndpoint {
         let ws = &config.ws;
-        let socket_config = WebSocketConfig::default()
-            .read_buffer_size(ws.read_buffer_size.max(256))
-            .write_buffer_size(ws.write_buffer_size)
-            .max_message_size(Some(ws.max_message_size))
-            .max_frame_size(Some(ws.max_message_size));
         WsEndpoint {
             node,
             env_builder,
             origins: AllowedOrigins::new(&config.server.allowed_origins),
             jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
-            socket_config,
+            max_message_bytes: ws.max_message_size,
+            read_chunk: ws.read_buffer_size,
             max_pending_bytes: ws.max_pending_size,
             write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
             ping_interval: Duration::from_secs(config.app.ping_interval_secs),
@@ -95,7 +100,7 @@ impl WsEndpoint {
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
             sessions_keepalive: keepalive(config),
-            shutdown,
+            live: live_outboxes(&shutdown, &tracker),
             tracker,
         }
     }
@@ -183,12 +188,6 @@ impl WsEndpoint {
         self.tracker.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(endpoint.socket_config),
-                    )
-                    .await;
                     let options = ConnectionOptions {
                         token,
                         env,
@@ -198,7 +197,21 @@ impl WsEndpoint {
                         ping_interval,
                         precision,
                     };
-                    endpoint.run(socket, options).await;
+                    let (max, chunk) = (endpoint.max_message_bytes, endpoint.read_chunk);
+                    // Plain TCP, the common case, is served without hyper's boxed IO in between.
+                    match upgraded.downcast::<TokioIo<TcpStream>>() {
+                        Ok(parts) => {
+                            let tcp = parts.io.into_inner();
+                            let socket = Socket::new(tcp, parts.read_buf, max, chunk);
+                            endpoint.run(socket, options).await;
+                        }
+                        Err(upgraded) => {
+                            let io = TokioIo::new(upgraded);
+                            endpoint
+                                .run(Socket::new(io, Bytes::new(), max, chunk), options)
+                                .await;
+                        }
+                    }
                     drop(permit);
                 }
                 Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
@@ -216,11 +229,12 @@ impl WsEndpoint {
     /// Commands of a connection run one at a time, in order; while one is in flight (an RPC
     /// call may take a while) no further frame is read, but queued frames keep being written
     /// and pings keep going.
-    async fn run<S>(&self, mut socket: WebSocketStream<S>, mut options: ConnectionOptions)
+    async fn run<S>(&self, mut socket: Socket<S>, mut options: ConnectionOptions)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+        let _listed = self.live.register(&outbox);
         let request = ConnectRequest {
             token: options.token.as_deref(),
             sid: options.sid.clone(),
@@ -252,7 +266,11 @@ impl WsEndpoint {
             .as_ref()
             .is_some_and(|s| s.subscriptions.values().any(|sub| sub.awaiting_history));
         let mut restore_deadline = restored.then(|| Instant::now() + RESTORE_HISTORY_GRACE);
-        let mut shutting_down = false;
+        // The timer lives across loop turns: re-creating it on every turn would register with the
+        // timer wheel each time a frame is written.
+        let sleep = sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
 
         loop {
             let session_timers = if session.is_some() {
@@ -265,15 +283,15 @@ impl WsEndpoint {
                 .chain(session_timers)
                 .flatten()
                 .min();
+            if let Some(at) = timer.filter(|&at| armed != Some(at)) {
+                sleep.as_mut().reset(at);
+                armed = Some(at);
+            }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled(), if !shutting_down => {
-                    shutting_down = true;
-                    outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
-                }
                 _ = outbox.take_batch(&mut batch) => {
                     let metrics = self.node.metrics();
-                    match timeout(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
+                    match with_deadline(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
                         Ok(Ok((written, count))) => {
                             metrics.add(Counter::ServerMsg, count.frames);
                             metrics.add(Counter::DataSent, count.bytes);
@@ -301,19 +319,29 @@ impl WsEndpoint {
                 }
                 frame = socket.next(), if in_flight.is_none() => {
                     let data: Bytes = match frame {
-                        Some(Ok(Message::Text(text))) => text.into(),
-                        Some(Ok(Message::Binary(data))) => data,
-                        Some(Ok(Message::Pong(_))) => {
+                        Some(Ok(Message::Text(data) | Message::Binary(data))) => data,
+                        Some(Ok(Message::Pong)) => {
                             if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), pong_timeout) {
                                 *deadline += pong_timeout;
                             }
                             continue;
                         }
-                        Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => break,
-                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                            tracing::debug!(size, max_size, "message too big, closing");
-                            let _ = timeout(CLOSE_GRACE, socket.close(Some(close_frame(1009, "Message Too Big")))).await;
+                        Some(Ok(Message::Ping(payload))) => {
+                            if timeout(self.write_timeout, socket.pong(&payload)).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Close(code))) => {
+                            // Answer the client's close, as RFC 6455 asks, then hang up.
+                            let _ = timeout(CLOSE_GRACE, socket.close(code.unwrap_or(1000), "")).await;
+                            break;
+                        }
+                        None => break,
+                        Some(Err(ReadError::Decode(error))) => {
+                            tracing::debug!("{error}, closing");
+                            let (code, reason) = error.close();
+                            let _ = timeout(CLOSE_GRACE, socket.close(code, reason)).await;
                             break;
                         }
                         Some(Err(error)) => {
@@ -333,13 +361,14 @@ impl WsEndpoint {
                 }
                 // One timer for every deadline keeps the connection task small; the keepalive
                 // and restore deadlines need the session, which is away while a command runs.
-                _ = sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                _ = &mut sleep, if timer.is_some() => {
+                    armed = None;
                     let now = Instant::now();
                     if next_ping.is_some_and(|at| at <= now) {
                         next_ping = options.ping_interval.map(|interval| now + interval);
                         let ping = Reply::Ping { message: options.precision.timestamp() }.encode();
                         send_to(self.node.metrics(), &outbox, ping);
-                        if self.native_pings && timeout(self.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.is_err() {
+                        if self.native_pings && timeout(self.write_timeout, socket.ping()).await.is_err() {
                             break;
                         }
                         if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
@@ -373,6 +402,17 @@ impl WsEndpoint {
     }
 }
 
+/// The list of open connections, told to close once `shutdown` is cancelled.
+fn live_outboxes(shutdown: &CancellationToken, tracker: &TaskTracker) -> Arc<LiveOutboxes> {
+    let live = Arc::new(LiveOutboxes::default());
+    let (notify, shutdown) = (live.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        notify.shut_down();
+    });
+    live
+}
+
 /// Per-connection settings taken from the upgrade request.
 struct ConnectionOptions {
     token: Option<String>,
@@ -396,50 +436,73 @@ struct Count {
     bytes: u64,
 }
 
-/// Writes everything taken from the outbox with one flush, so pending frames leave in as few
-/// socket writes as possible.
+/// Writes everything taken from the outbox at once (one syscall when the socket has room): the
+/// text frames framed into one buffer, and the close frame if one was queued.
 async fn write_batch<S>(
-    socket: &mut WebSocketStream<S>,
+    socket: &mut Socket<S>,
     batch: &mut VecDeque<Outgoing>,
-) -> Result<(Written, Count), WsError>
+) -> std::io::Result<(Written, Count)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut count = Count::default();
-    while let Some(item) = batch.pop_front() {
+    let size = batch
+        .iter()
+        .map(|item| match item {
+            Outgoing::Text(text) => text_frame_len(text.len()),
+            Outgoing::Close { reason, .. } => 4 + reason.len(),
+        })
+        .sum();
+    let mut wire = Vec::with_capacity(size);
+    let mut written = Written::Open;
+    // A batch of one frame is light traffic (a ping, a message now and then): its memory is
+    // freed, so that connections between messages hold none. Busy connections keep it.
+    let light = batch.len() <= 1;
+    for item in batch.drain(..) {
         match item {
             Outgoing::Text(text) => {
                 count.frames += 1;
                 count.bytes += text.len() as u64;
-                socket.feed(Message::Text(text)).await?;
+                append_text_frame(text.as_bytes(), &mut wire);
             }
             Outgoing::Close { code, reason } => {
-                batch.clear();
-                socket.close(Some(close_frame(code, reason))).await?;
-                return Ok((Written::Closed, count));
+                append_close_frame(code, reason, &mut wire);
+                written = Written::Closed;
+                break;
             }
         }
     }
-    socket.flush().await?;
-    Ok((Written::Open, count))
+    if light {
+        *batch = VecDeque::new();
+    }
+    socket.write_all(&wire).await?;
+    Ok((written, count))
+}
+
+/// Runs `write` with a deadline, armed only when the write cannot finish at once: most batches
+/// fit in the socket's send buffer, and a timer per write (a clock read and a reference to the
+/// runtime's shared handle) would cost more than the framing.
+async fn with_deadline<F: Future>(limit: Duration, write: F) -> Result<F::Output, Elapsed> {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        return Ok(output);
+    }
+    timeout(limit, write).await
 }
 
 /// After our close frame, give the client a moment to answer so the close is clean.
-async fn wait_for_close<S>(socket: &mut WebSocketStream<S>)
+async fn wait_for_close<S>(socket: &mut Socket<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _ = timeout(CLOSE_GRACE, async {
-        while let Some(Ok(_)) = socket.next().await {}
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
     })
     .await;
-}
-
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }
 }
 
 fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token: &str) -> bool {
