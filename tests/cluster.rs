@@ -508,18 +508,10 @@ macro_rules! per_broker {
 per_broker! {
     nats_broker_positions_and_history_agree_on_every_node,
     redis_broker_positions_and_history_agree_on_every_node => positions_and_history_agree;
-    // KNOWN FAILURE of the Redis variant (some runs, more under load): the seam duplicate
-    // described below; `a_frame_in_flight_when_the_history_gate_opens_is_not_delivered_twice`
-    // (tests/cluster_faults.rs) shows it deterministically.
     nats_broker_session_resumes_on_another_node_while_publishing,
     redis_broker_session_resumes_on_another_node_while_publishing => resume_elsewhere;
-    // KNOWN FAILURE of the Redis variant (most runs) — server bug at the history/live seam:
-    // after a restored session's `history`, the last replayed message often arrives once more
-    // as the first live one (`54@55 confirm_history 54@55`). The hub's gate drops held frames
-    // at or below the replayed offset only while it is closed (`Hub::release`, src/hub.rs;
-    // `replay_history`, src/node/history.rs); a frame stored before the history read but still
-    // on its way through the pub/sub when the gate opens is delivered again. The Redis broker
-    // reads faster than the pub/sub delivers, so it shows there; any broker can hit it.
+    // Both resume tests caught a duplicate at the history/live seam (a frame still in the
+    // pub/sub when the gate opened), reproduced deterministically in tests/cluster_faults.rs.
     nats_broker_clients_of_a_killed_node_resume_on_another_one,
     redis_broker_clients_of_a_killed_node_resume_on_another_one => survive_a_killed_node;
 }

@@ -206,13 +206,10 @@ async fn a_redis_restart_is_survived_by_the_redis_pubsub() {
     redis_restart("nats").await;
 }
 
-/// KNOWN FAILURE — server bug, not a test bug: the Redis broker keeps one connection
-/// (`Link`, src/broker/redis.rs) that is only dropped *after* a call failed on it. After a
-/// Redis restart, the first broker call of every node fails on the dead connection instead of
-/// reconnecting and retrying: here node 1 (which published nothing, so its connection was
-/// not reset by a failed store) answers the client's `history` with `reject_history`. The same
-/// stale connection fails the first session restore (`restore_session`, a GET) and the first
-/// store (501) after any outage.
+/// After a Redis restart the first broker call of each node must succeed: a node that
+/// published nothing during the outage (node 1 here) still holds a dead connection, which the
+/// broker must reopen rather than answer the client's `history` with `reject_history` (a bug
+/// this test caught).
 #[tokio::test]
 async fn a_redis_restart_loses_no_acknowledged_publication_of_the_redis_broker() {
     // Redis is both the broker and the pub/sub: while it is away, publications are refused.
@@ -253,12 +250,11 @@ async fn redis_restart(broker: &str) {
 
 // --- the history/live seam with a publication still on its way ------------------------------
 
-/// KNOWN FAILURE — server bug at the history/live seam. A restored session's `history` is
-/// read from the broker while a publication that the broker already stored is still on its
-/// way through the pub/sub (here: the pub/sub server is frozen with SIGSTOP). The replay has
-/// it; the hub's gate, which drops held frames at or below the replayed offset, is already
-/// open when the frame arrives (`Hub::release`, src/hub.rs; `replay_history`,
-/// src/node/history.rs), so the client gets it a second time after `confirm_history`.
+/// The history/live seam with a publication still on its way: a restored session's `history`
+/// is read from the broker while a publication the broker already stored is still in the
+/// pub/sub (here: the pub/sub server is frozen with SIGSTOP). The replay has it; when the
+/// frame arrives after the gate opened, it must not be delivered a second time (a bug this
+/// test caught).
 #[tokio::test]
 async fn a_frame_in_flight_when_the_history_gate_opens_is_not_delivered_twice_redis_broker() {
     // Broker on the shared Redis, pub/sub on an own NATS that can be frozen.

@@ -292,7 +292,7 @@ async fn redis_restart_is_survived_with_a_resubscription() {
         1
     );
     assert_eq!(
-        ws.recv_json_with_pings(RECV_TIMEOUT).await,
+        ws.recv_json().await,
         json!({"identifier": public_id("s"), "message": "back"})
     );
     own.stop();
@@ -527,7 +527,7 @@ async fn redisx_claims_entries_left_pending_by_a_dead_consumer() {
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_ok(&public_id("s")).await;
     assert_eq!(
-        ws.recv_json_with_pings(Duration::from_secs(10)).await,
+        ws.recv_json_within(Duration::from_secs(10)).await,
         json!({"identifier": public_id("s"), "message": "orphan"})
     );
     let pending = call(&mut redis, &["XPENDING", &stream, &group]).await;
@@ -1018,7 +1018,7 @@ async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
         1
     );
     assert_eq!(
-        ws.recv_json_with_pings(RECV_TIMEOUT).await,
+        ws.recv_json().await,
         json!({"identifier": public_id("s"), "message": "first"})
     );
 
@@ -1047,7 +1047,7 @@ async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
         1
     );
     assert_eq!(
-        ws.recv_json_with_pings(RECV_TIMEOUT).await,
+        ws.recv_json().await,
         json!({"identifier": public_id("s"), "message": "after failover"})
     );
 }
