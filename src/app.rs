@@ -117,7 +117,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let tracker = TaskTracker::new();
     crate::metrics::spawn_writers(&config.metrics, metrics.clone(), &shutdown, &tracker)?;
     let background = Background::default();
-    let (broker, memory_broker) = start_broker(config, &background).await?;
+    let (broker, memory_broker) = start_broker(config, &background, &metrics).await?;
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
     let fatal = Fatal::default();
     let pubsub_background = Background::default();
@@ -448,7 +448,8 @@ fn start_pubsub(
         });
     } else {
         let options = NatsOptions::from_config(&config.nats)
-            .map_err(|e| AppError::Broadcast(e.to_string()))?;
+            .map_err(|e| AppError::Broadcast(e.to_string()))?
+            .counting(node.shared_metrics());
         tracing::info!(
             context = "pubsub",
             "Starting NATS pub/sub: {}",
@@ -514,7 +515,8 @@ fn start_broadcasters(
             }
             "nats" => {
                 let options = NatsOptions::from_config(&config.nats)
-                    .map_err(|e| AppError::Broadcast(e.to_string()))?;
+                    .map_err(|e| AppError::Broadcast(e.to_string()))?
+                    .counting(node.shared_metrics());
                 let broadcaster =
                     NatsBroadcaster::new(node.clone(), options, config.nats.channel.clone());
                 background.tracker.spawn(async move {
@@ -571,6 +573,7 @@ fn start_backend(
 async fn start_broker(
     config: &Config,
     background: &Background,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Option<Arc<dyn Broker>>, Option<Arc<MemoryBroker>>), AppError> {
     let settings = &config.broker;
     let retention = Retention {
@@ -600,7 +603,8 @@ async fn start_broker(
         }
         "nats" => {
             let options = NatsOptions::from_config(&config.nats)
-                .map_err(|e| AppError::Broker(e.to_string()))?;
+                .map_err(|e| AppError::Broker(e.to_string()))?
+                .counting(metrics.clone());
             let broker = NatsBroker::start(
                 &options,
                 retention,

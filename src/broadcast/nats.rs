@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply_fan_out;
 use crate::config::NatsConfig;
+use crate::metrics::{Counter, Metrics};
 use crate::node::Node;
 
 /// Delay between reconnection attempts (nats.go's `ReconnectWait`).
@@ -33,11 +34,13 @@ pub struct NatsAddressError {
 
 /// Parsed `--nats_servers` and the client options shared by the broadcaster and the
 /// NATS pub/sub.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsOptions {
     pub servers: Vec<ServerAddr>,
     pub dont_randomize: bool,
     pub max_reconnects: usize,
+    /// Where lost connections are counted (`service_reconnects_total`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl NatsOptions {
@@ -65,7 +68,14 @@ impl NatsOptions {
             servers,
             dont_randomize: config.dont_randomize_servers,
             max_reconnects: config.max_reconnect_attempts as usize,
+            metrics: None,
         })
+    }
+
+    /// Counts lost connections in `metrics`.
+    pub fn counting(mut self, metrics: Arc<Metrics>) -> NatsOptions {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The server list as given, for logs.
@@ -82,6 +92,7 @@ impl NatsOptions {
         &self,
         component: &'static str,
     ) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let metrics = self.metrics.clone();
         let mut options = ConnectOptions::new()
             .name(format!("anycable-rs {component}"))
             .retry_on_initial_connect()
@@ -93,19 +104,25 @@ impl NatsOptions {
                     RECONNECT_WAIT
                 }
             })
-            .event_callback(move |event| async move {
-                match event {
-                    Event::Connected => {
-                        tracing::debug!(context = component, "connected to NATS")
+            .event_callback(move |event| {
+                let metrics = metrics.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            tracing::debug!(context = component, "connected to NATS")
+                        }
+                        Event::Disconnected => {
+                            if let Some(metrics) = &metrics {
+                                metrics.inc(Counter::ServiceReconnects);
+                            }
+                            tracing::warn!(context = component, "disconnected from NATS")
+                        }
+                        Event::Closed => tracing::error!(
+                            context = component,
+                            "NATS connection closed: reconnect attempts exceeded"
+                        ),
+                        other => tracing::debug!(context = component, "NATS: {other}"),
                     }
-                    Event::Disconnected => {
-                        tracing::warn!(context = component, "disconnected from NATS")
-                    }
-                    Event::Closed => tracing::error!(
-                        context = component,
-                        "NATS connection closed: reconnect attempts exceeded"
-                    ),
-                    other => tracing::debug!(context = component, "NATS: {other}"),
                 }
             });
         if self.dont_randomize {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::apply_fan_out;
 use super::resp::{backoff, go_duration, Connection, RedisError, RedisOptions, Value};
+use crate::metrics::Counter;
 use crate::node::Node;
 
 /// The error [`RedisBroadcaster::run`] ends with when Redis stays unreachable.
@@ -90,6 +91,7 @@ impl RedisBroadcaster {
             }
             let delay = backoff(failures);
             failures += 1;
+            self.node.metrics().inc(Counter::ServiceReconnects);
             tracing::info!(
                 context = "broadcast",
                 provider = "redis",

@@ -101,6 +101,7 @@ impl RedisXBroadcaster {
             }
             let delay = backoff(failures);
             failures += 1;
+            self.node.metrics().inc(Counter::ServiceReconnects);
             tracing::info!(
                 context = "broadcast",
                 provider = "redisx",

@@ -43,10 +43,11 @@ pub enum Counter {
     DataSent,
     DataRcvd,
     BrokerErrors,
+    ServiceReconnects,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -66,6 +67,7 @@ impl Counter {
         Counter::DataSent,
         Counter::DataRcvd,
         Counter::BrokerErrors,
+        Counter::ServiceReconnects,
     ];
 
     /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
@@ -90,6 +92,7 @@ impl Counter {
             Counter::DataSent => "data_sent_total",
             Counter::DataRcvd => "data_rcvd_total",
             Counter::BrokerErrors => "broker_errors_total",
+            Counter::ServiceReconnects => "service_reconnects_total",
         }
     }
 
@@ -120,6 +123,9 @@ impl Counter {
             Counter::DataRcvd => "Payload bytes read from clients",
             Counter::BrokerErrors => {
                 "Publications the NATS or Redis broker could not store and history reads it could not serve"
+            }
+            Counter::ServiceReconnects => {
+                "Reconnections to Redis or NATS after a lost or refused connection (broadcasters, pub/sub, broker)"
             }
         }
     }

@@ -165,6 +165,7 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         rpc_retries_total = v(Mc(C::RpcRetries)),
         rpc_timeout_total = v(Mc(C::RpcTimeout)),
         server_msg_total = v(Mc(C::ServerMsg)),
+        service_reconnects_total = v(Mc(C::ServiceReconnects)),
         sse_clients_num = v(Mg(G::SseClients)),
         timeout_server_msg_total = v(Mc(C::TimeoutServerMsg)),
         ""

@@ -150,6 +150,11 @@ impl Node {
         &self.metrics
     }
 
+    /// The metrics, for components that outlive a borrow (NATS connection events).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Restores or authenticates a new connection. Accepted connections are registered and
     /// get their welcome; otherwise the outbox receives the rejection and `None` is returned.
     pub async fn connect(

@@ -94,6 +94,7 @@ pub async fn run_subscriber(
         }
         let delay = backoff(failures);
         failures += 1;
+        node.metrics().inc(Counter::ServiceReconnects);
         tracing::info!(
             context = "pubsub",
             provider = "redis",
