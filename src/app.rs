@@ -104,6 +104,12 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         sse: config.sse.enabled,
         grpc: crate::rpc::implementation(config) == "grpc",
         distributed_broker: matches!(config.broker.adapter.as_str(), "nats" | "redis"),
+        services: matches!(config.broker.adapter.as_str(), "nats" | "redis")
+            || matches!(config.pubsub_adapter.as_str(), "redis" | "nats")
+            || config
+                .broadcast_adapters
+                .iter()
+                .any(|a| matches!(a.as_str(), "redis" | "redisx" | "nats")),
     }));
     let router = StreamsRouter::new(&config.streams);
     let auth = Authenticator::new(

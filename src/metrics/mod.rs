@@ -237,6 +237,8 @@ pub struct Registration {
     pub grpc: bool,
     /// `broker_errors_total` (`--broker=nats|redis`).
     pub distributed_broker: bool,
+    /// `service_reconnects_total` (something connects to Redis or NATS).
+    pub services: bool,
 }
 
 impl Default for Registration {
@@ -247,6 +249,7 @@ impl Default for Registration {
             sse: false,
             grpc: true,
             distributed_broker: false,
+            services: false,
         }
     }
 }
@@ -313,6 +316,7 @@ impl Metrics {
     pub fn is_registered(&self, metric: Metric) -> bool {
         match metric {
             Metric::Counter(Counter::BrokerErrors) => self.registration.distributed_broker,
+            Metric::Counter(Counter::ServiceReconnects) => self.registration.services,
             Metric::Counter(c) => !c.is_rpc() || self.registration.rpc,
             Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
             Metric::Gauge(Gauge::SseClients) => self.registration.sse,
@@ -395,6 +399,7 @@ mod tests {
             sse: true,
             grpc: true,
             distributed_broker: true,
+            services: true,
         });
         assert_eq!(
             all.registered().count(),
@@ -405,6 +410,7 @@ mod tests {
             sse: false,
             grpc: false,
             distributed_broker: false,
+            services: false,
         });
         let names: Vec<_> = plain.registered().map(Metric::name).collect();
         assert!(names.contains(&"clients_num"));

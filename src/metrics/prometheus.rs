@@ -142,6 +142,7 @@ mod tests {
                 sse: true,
                 grpc: false,
                 distributed_broker: false,
+                services: false,
             },
         );
         let text = exporter.render();

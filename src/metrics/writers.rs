@@ -472,6 +472,7 @@ mod tests {
             sse: true,
             grpc: true,
             distributed_broker: false,
+            services: false,
         });
         let format = LineFormat::new(
             "anycable_go.",
@@ -537,6 +538,7 @@ mod tests {
             sse: true,
             grpc: true,
             distributed_broker: false,
+            services: false,
         });
         metrics.add(Counter::ClientMsg, 7);
         let fields = logged(&metrics.snapshot(), &[]);
@@ -556,6 +558,7 @@ mod tests {
             sse: false,
             grpc: false,
             distributed_broker: false,
+            services: false,
         });
         let fields = logged(&metrics.snapshot(), &[]);
         assert!(!fields.iter().any(|(k, _)| k.starts_with("rpc_")));
