@@ -605,50 +605,37 @@ async fn start_broker(
                 "Using in-memory broker (epoch: {}, {described})",
                 broker.epoch()
             );
-            Ok((Some(broker.clone()), Some(broker)))
+            return Ok((Some(broker.clone()), Some(broker)));
         }
-        "nats" => {
-            let options = NatsOptions::from_config(&config.nats)
-                .map_err(|e| AppError::Broker(e.to_string()))?
-                .counting(metrics.clone());
-            let broker = NatsBroker::start(
-                &options,
-                retention,
-                &background.shutdown,
-                &background.tracker,
-            )
-            .await
-            .map_err(|e| AppError::Broker(e.to_string()))?;
-            tracing::info!(
-                "Using NATS broker: {} (epoch: {}, {described})",
-                options.description(),
-                broker.epoch()
-            );
-            Ok((Some(broker), None))
-        }
-        "redis" => {
-            let options = RedisOptions::from_config(&config.redis)
-                .map_err(|e| AppError::Broker(e.to_string()))?;
-            let broker = RedisBroker::start(
-                &options,
-                retention,
-                &background.shutdown,
-                &background.tracker,
-            )
-            .await
-            .map_err(|e| AppError::Broker(e.to_string()))?;
-            tracing::info!(
-                "Using Redis broker: {} (epoch: {}, {described})",
-                options.address(),
-                broker.epoch()
-            );
-            Ok((Some(broker), None))
-        }
+        "nats" | "redis" => {}
         _ => {
             tracing::info!("Using no-op (legacy) broker");
-            Ok((None, None))
+            return Ok((None, None));
         }
     }
+    let failed = |e: &dyn std::fmt::Display| AppError::Broker(e.to_string());
+    let (shutdown, tracker) = (&background.shutdown, &background.tracker);
+    let (broker, provider, address): (Arc<dyn Broker>, &str, String) = if settings.adapter == "nats"
+    {
+        let options = NatsOptions::from_config(&config.nats)
+            .map_err(|e| failed(&e))?
+            .counting(metrics.clone());
+        let broker = NatsBroker::start(&options, retention, shutdown, tracker)
+            .await
+            .map_err(|e| failed(&e))?;
+        (broker, "NATS", options.description())
+    } else {
+        let options = RedisOptions::from_config(&config.redis).map_err(|e| failed(&e))?;
+        let broker = RedisBroker::start(&options, retention, shutdown, tracker)
+            .await
+            .map_err(|e| failed(&e))?;
+        (broker, "Redis", options.address())
+    };
+    tracing::info!(
+        "Using {provider} broker: {address} (epoch: {}, {described})",
+        broker.epoch()
+    );
+    Ok((Some(broker), None))
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session_writes::{SessionStore, SessionWrites};
+use super::session_writes::{self, SessionStore, SessionWrites};
 use super::{
     Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
     StreamPosition,
@@ -416,26 +416,11 @@ impl Broker for NatsBroker {
 
     fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
         Box::pin(async move {
-            let bytes = match self.sessions.get(sid).await {
-                Ok(bytes) => bytes?,
-                Err(error) => {
-                    tracing::warn!(
-                        context = "broker",
-                        provider = "nats",
-                        "cannot read a session: {error}"
-                    );
-                    return None;
-                }
-            };
-            serde_json::from_slice(&bytes)
-                .inspect_err(|error| {
-                    tracing::warn!(
-                        context = "broker",
-                        provider = "nats",
-                        "cannot decode a session: {error}"
-                    )
-                })
-                .ok()
+            let read = self.sessions.get(sid).await;
+            session_writes::decode(
+                "nats",
+                read.as_ref().map(|b| b.as_deref()).map_err(Clone::clone),
+            )
         })
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::session_writes::{SessionStore, SessionWrites};
+use super::session_writes::{self, SessionStore, SessionWrites};
 use super::{
     Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
     StreamPosition,
@@ -367,26 +367,12 @@ impl Broker for RedisBroker {
     fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
         Box::pin(async move {
             let key = session_key(sid);
-            let value = match self.link.call(&[b"GET", key.as_bytes()]).await {
-                Ok(value) => value,
-                Err(error) => {
-                    tracing::warn!(
-                        context = "broker",
-                        provider = "redis",
-                        "cannot read a session: {error}"
-                    );
-                    return None;
-                }
-            };
-            serde_json::from_slice(value.as_bytes()?)
-                .inspect_err(|error| {
-                    tracing::warn!(
-                        context = "broker",
-                        provider = "redis",
-                        "cannot decode a session: {error}"
-                    )
-                })
-                .ok()
+            let read = self.link.call(&[b"GET", key.as_bytes()]).await;
+            let read = read
+                .as_ref()
+                .map(Value::as_bytes)
+                .map_err(|e| e.to_string());
+            session_writes::decode("redis", read)
         })
     }
 }

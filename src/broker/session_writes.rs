@@ -25,6 +25,32 @@ enum Write {
     Touch(String),
 }
 
+/// A snapshot read back from a distributed broker: `None` (logged) when it could not be read
+/// or decoded, as when there is none.
+pub fn decode(
+    provider: &'static str,
+    read: Result<Option<&[u8]>, String>,
+) -> Option<SessionSnapshot> {
+    let bytes = read
+        .inspect_err(|error| {
+            tracing::warn!(
+                context = "broker",
+                provider,
+                "cannot read a session: {error}"
+            )
+        })
+        .ok()??;
+    serde_json::from_slice(bytes)
+        .inspect_err(|error| {
+            tracing::warn!(
+                context = "broker",
+                provider,
+                "cannot decode a session: {error}"
+            )
+        })
+        .ok()
+}
+
 /// The queue of session writes; its task stops with `shutdown`.
 pub struct SessionWrites {
     queue: mpsc::Sender<Write>,
