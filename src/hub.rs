@@ -347,7 +347,7 @@ mod tests {
             .into_iter()
             .map(|o| match o {
                 Outgoing::Text(t) => t.to_string(),
-                Outgoing::Close { .. } => "<close>".into(),
+                other => format!("{other:?}"),
             })
             .collect()
     }

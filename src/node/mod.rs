@@ -714,7 +714,7 @@ impl Node {
 }
 
 /// Queues a frame on an outbox, counting it as a slow client when the queue overflows.
-pub fn send_to(metrics: &Metrics, outbox: &Outbox, frame: String) {
+pub fn send_to(metrics: &Metrics, outbox: &Arc<Outbox>, frame: String) {
     if outbox.push(frame.into()) == Pushed::Overflowed {
         metrics.inc(Counter::DisconnectedSlowClients);
     }

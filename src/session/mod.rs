@@ -5,7 +5,7 @@ mod outbox;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use outbox::{Outbox, Outgoing, Pushed};
+pub use outbox::{Direct, FlushList, Outbox, Outgoing, Pushed};
 
 /// One subscription (one channel identifier) of a connection.
 #[derive(Debug, Default)]

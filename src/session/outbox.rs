@@ -1,18 +1,33 @@
 //! The bounded outbound queue of one connection.
 //!
 //! Producers (the connection's own command handling, the hub's fan-out, remote commands,
-//! shutdown) push frames without ever waiting; the connection's writer takes everything queued
-//! in one batch and writes it with a single flush. The writer's waker is kept under the same lock
-//! as the frames (rather than in a separate `Notify`): a push already takes that lock, so waking
-//! the writer costs no further synchronisation. The queue is bounded by the bytes it holds
+//! shutdown) push frames without ever waiting. The queue is bounded by the bytes it holds
 //! (`--ws_max_pending_size`): a client that does not read fast enough is disconnected with
 //! `too_slow` instead of growing memory or slowing down anyone else.
+//!
+//! Who writes the queued frames is the outbox's *writer*:
+//!
+//! - the connection's own task, woken by a push (its waker is kept under the same lock as the
+//!   frames, so waking it costs no further synchronisation), takes everything queued in one
+//!   batch and writes it with one flush;
+//! - or, for a plain TCP WebSocket, a shared flusher (`transport::ws::flusher`): a push to an
+//!   idle outbox puts the outbox on the flusher's list instead of waking the connection's task,
+//!   and the flusher writes what the socket takes at once. Under fan-out each delivery then costs
+//!   a queue push and a non-blocking send, not a task wake-up and poll. Whatever the flusher
+//!   cannot write at once (a full send buffer, a close frame, an error) is handed back to the
+//!   task, which stays the writer until the queue is empty again.
+//!
+//! The outbox is also the waker a WebSocket connection's reads register with the socket: read
+//! readiness is relayed to the task as a flag under the same lock, so a task woken for a frame
+//! to write does not poll its socket for nothing.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::Mutex;
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 
+use bytes::Bytes;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::protocol::{DisconnectReason, Reply};
@@ -22,8 +37,25 @@ use crate::protocol::{DisconnectReason, Reply};
 pub enum Outgoing {
     /// A text frame; broadcast frames share one buffer across all recipients.
     Text(Utf8Bytes),
+    /// A WebSocket ping (native pings).
+    Ping,
+    /// A WebSocket pong answering the client's ping.
+    Pong(Bytes),
+    /// Bytes already framed for the wire: what the flusher could not send at once.
+    Framed(Bytes),
     /// A close frame; nothing is written after it.
     Close { code: u16, reason: &'static str },
+}
+
+impl Outgoing {
+    /// Bytes the item holds, for the queue's bound.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Text(text) => text.len(),
+            Outgoing::Pong(bytes) | Outgoing::Framed(bytes) => bytes.len(),
+            Outgoing::Ping | Outgoing::Close { .. } => 0,
+        }
+    }
 }
 
 /// Result of a push.
@@ -37,6 +69,20 @@ pub enum Pushed {
     Closed,
 }
 
+/// Who writes the queued frames next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum Writer {
+    /// The connection's task (always, without a flusher).
+    #[default]
+    Task,
+    /// The flusher, when something is queued; nothing is queued.
+    Idle,
+    /// On the flusher's list.
+    Listed,
+    /// The flusher took a batch and is writing it.
+    Flushing,
+}
+
 #[derive(Default)]
 struct State {
     frames: VecDeque<Outgoing>,
@@ -44,29 +90,64 @@ struct State {
     closing: bool,
     /// The queue overflowed: the client is not reading.
     overflowed: bool,
-    /// The writer waiting for frames, if it is waiting.
-    writer: Option<Waker>,
+    /// The socket reported read readiness since the task last looked.
+    readable: bool,
+    writer: Writer,
+    /// The connection task, if it is waiting.
+    task: Option<Waker>,
+}
+
+/// What to do once the lock is released.
+enum Then {
+    Nothing,
+    Wake(Waker),
+    List,
+}
+
+/// Where the flusher writes an outbox's frames, and the list it is put on.
+pub struct Direct {
+    /// Weak, so that the socket closes when the connection task ends, whoever still holds the
+    /// outbox.
+    pub socket: Weak<TcpStream>,
+    pub list: Arc<FlushList>,
 }
 
 /// A connection's outbound queue.
 ///
-/// The lock is a `std` mutex: it is held only to move frames in or out, never across an await.
+/// The lock is a `std` mutex: it is held only to move frames in or out, never across an await
+/// or a write.
 pub struct Outbox {
     state: Mutex<State>,
     /// 0 means unbounded, as in AnyCable-Go.
     max_pending_bytes: usize,
+    direct: Option<Direct>,
 }
 
 impl Outbox {
+    /// An outbox written by the connection's task.
     pub fn new(max_pending_bytes: usize) -> Outbox {
         Outbox {
             state: Mutex::default(),
             max_pending_bytes,
+            direct: None,
+        }
+    }
+
+    /// An outbox written by a flusher, and by the connection's task when the flusher hands over.
+    pub fn direct(max_pending_bytes: usize, direct: Direct) -> Outbox {
+        let state = State {
+            writer: Writer::Idle,
+            ..State::default()
+        };
+        Outbox {
+            state: Mutex::new(state),
+            max_pending_bytes,
+            direct: Some(direct),
         }
     }
 
     /// Queues a text frame, or turns the queue into a `too_slow` disconnect when it is full.
-    pub fn push(&self, frame: Utf8Bytes) -> Pushed {
+    pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Pushed {
         let mut state = self.lock();
         if state.closing {
             return Pushed::Closed;
@@ -76,19 +157,28 @@ impl Outbox {
             state.bytes = 0;
             state.overflowed = true;
             Self::push_close(&mut state, DisconnectReason::TooSlow, true, 1000, "");
-            Self::wake_writer(state);
+            self.notify(state);
             return Pushed::Overflowed;
         }
         state.bytes += frame.len();
         state.frames.push_back(Outgoing::Text(frame));
-        Self::wake_writer(state);
+        self.notify(state);
         Pushed::Queued
+    }
+
+    /// Queues a WebSocket control frame (ping or pong), unbounded: they are few and small.
+    pub fn push_control(self: &Arc<Self>, item: Outgoing) {
+        let mut state = self.lock();
+        if !state.closing {
+            state.frames.push_back(item);
+            self.notify(state);
+        }
     }
 
     /// Queues a `disconnect` message followed by a close frame, after whatever is queued.
     /// Returns false when the connection was already closing.
     pub fn disconnect(
-        &self,
+        self: &Arc<Self>,
         reason: DisconnectReason,
         reconnect: bool,
         code: u16,
@@ -99,17 +189,17 @@ impl Outbox {
             return false;
         }
         Self::push_close(&mut state, reason, reconnect, code, close_reason);
-        Self::wake_writer(state);
+        self.notify(state);
         true
     }
 
     /// Queues a close frame without a `disconnect` message.
-    pub fn close(&self, code: u16, reason: &'static str) {
+    pub fn close(self: &Arc<Self>, code: u16, reason: &'static str) {
         let mut state = self.lock();
         if !state.closing {
             state.closing = true;
             state.frames.push_back(Outgoing::Close { code, reason });
-            Self::wake_writer(state);
+            self.notify(state);
         }
     }
 
@@ -118,39 +208,118 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits until something is queued, then moves all of it into `batch`, which must be empty
-    /// (its capacity is handed to the queue).
+    /// Waits until something is queued for the task, then moves all of it into `batch`, which
+    /// must be empty (its capacity is handed to the queue).
     pub async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
-        poll_fn(|cx| self.poll_take_batch(cx, batch)).await
+        poll_fn(|cx| {
+            self.poll_take(cx, batch);
+            if batch.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await
     }
 
-    fn poll_take_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> Poll<()> {
+    /// Moves everything queued into `batch` (which must be empty) when the task is the writer,
+    /// and returns whether the socket reported read readiness (through this outbox as its waker)
+    /// since the last call. When nothing is taken, the task is woken by the next push it must
+    /// write or by readiness.
+    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outgoing>) -> bool {
         let mut state = self.lock();
-        if !state.frames.is_empty() {
+        let readable = std::mem::take(&mut state.readable);
+        if state.writer == Writer::Task && !state.frames.is_empty() {
             // Swapped, so a busy connection's queues keep their capacity; the writer frees a
             // batch's memory when the traffic is light (see the WebSocket writer).
             std::mem::swap(&mut state.frames, batch);
             state.bytes = 0;
-            return Poll::Ready(());
+            return readable;
         }
         // The connection task polls with the same waker every time: do not clone it again.
-        if !state
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            state.writer = Some(cx.waker().clone());
+        if !state.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.task = Some(cx.waker().clone());
         }
-        Poll::Pending
+        readable
     }
 
-    /// Releases the lock, then wakes the writer if it was waiting (outside the lock, so the
-    /// woken task does not run into it).
-    fn wake_writer(mut state: std::sync::MutexGuard<'_, State>) {
-        let writer = state.writer.take();
+    /// The task wrote its batch: with a flusher, it gives the writing back once nothing is left.
+    pub fn written(&self) {
+        let mut state = self.lock();
+        if self.direct.is_some() && state.writer == Writer::Task && state.frames.is_empty() {
+            state.writer = Writer::Idle;
+        }
+    }
+
+    /// The flusher's side: takes what is queued, with the socket to write it to. `None` when
+    /// the outbox is not the flusher's to write (the task took over meanwhile) or the
+    /// connection is gone.
+    pub fn take_for_flush(&self, batch: &mut VecDeque<Outgoing>) -> Option<Arc<TcpStream>> {
+        let socket = self.direct.as_ref()?.socket.upgrade()?;
+        let mut state = self.lock();
+        if state.writer != Writer::Listed {
+            return None;
+        }
+        state.writer = Writer::Flushing;
+        std::mem::swap(&mut state.frames, batch);
+        state.bytes = 0;
+        Some(socket)
+    }
+
+    /// The flusher wrote all but `unsent` (bytes framed but not sent) and `left` (items not
+    /// framed, from a close frame on): anything left goes back to the front of the queue for
+    /// the task. Lists the outbox again when more was queued meanwhile.
+    pub fn flushed(self: &Arc<Self>, unsent: &[u8], left: &mut VecDeque<Outgoing>) {
+        let mut state = self.lock();
+        if unsent.is_empty() && left.is_empty() {
+            state.writer = if state.frames.is_empty() {
+                Writer::Idle
+            } else {
+                Writer::Listed
+            };
+            let listed = state.writer == Writer::Listed;
+            drop(state);
+            if listed {
+                self.list();
+            }
+            return;
+        }
+        for item in left.drain(..).rev() {
+            state.bytes += item.len();
+            state.frames.push_front(item);
+        }
+        if !unsent.is_empty() {
+            state.bytes += unsent.len();
+            state
+                .frames
+                .push_front(Outgoing::Framed(Bytes::copy_from_slice(unsent)));
+        }
+        state.writer = Writer::Task;
+        self.notify(state);
+    }
+
+    /// Tells the writer about new frames, once the lock is released (so that a woken task does
+    /// not run into it).
+    fn notify(self: &Arc<Self>, mut state: MutexGuard<'_, State>) {
+        let then = match state.writer {
+            Writer::Task => state.task.take().map_or(Then::Nothing, Then::Wake),
+            Writer::Idle => {
+                state.writer = Writer::Listed;
+                Then::List
+            }
+            Writer::Listed | Writer::Flushing => Then::Nothing,
+        };
         drop(state);
-        if let Some(writer) = writer {
-            writer.wake();
+        match then {
+            Then::Nothing => {}
+            Then::Wake(task) => task.wake(),
+            Then::List => self.list(),
+        }
+    }
+
+    fn list(self: &Arc<Self>) {
+        if let Some(direct) = &self.direct {
+            direct.list.add(self.clone());
         }
     }
 
@@ -170,9 +339,64 @@ impl Outbox {
         state.closing = true;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue inconsistent (every update is
         // a single push/clear), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The socket's read readiness, relayed to the task (see the module documentation).
+impl Wake for Outbox {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.lock();
+        state.readable = true;
+        let task = state.task.take();
+        drop(state);
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+/// The outboxes a flusher has to write, in the order they were listed.
+#[derive(Default)]
+pub struct FlushList {
+    state: Mutex<(Vec<Arc<Outbox>>, Option<Waker>)>,
+}
+
+impl FlushList {
+    fn add(&self, outbox: Arc<Outbox>) {
+        let mut state = self.lock();
+        state.0.push(outbox);
+        let flusher = state.1.take();
+        drop(state);
+        if let Some(flusher) = flusher {
+            flusher.wake();
+        }
+    }
+
+    /// Waits until something is listed, then moves the list into `due` (which must be empty).
+    pub async fn take(&self, due: &mut Vec<Arc<Outbox>>) {
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if state.0.is_empty() {
+                state.1 = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut state.0, due);
+            Poll::Ready(())
+        })
+        .await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (Vec<Arc<Outbox>>, Option<Waker>)> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -189,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_everything_queued() {
-        let outbox = Outbox::new(0);
+        let outbox = Arc::new(Outbox::new(0));
         outbox.push(text("a"));
         outbox.push(text("b"));
         let mut batch = VecDeque::new();
@@ -202,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_replaces_queue_with_too_slow_disconnect() {
-        let outbox = Outbox::new(10);
+        let outbox = Arc::new(Outbox::new(10));
         assert_eq!(outbox.push(text("0123456789")), Pushed::Queued);
         assert_eq!(outbox.push(text("x")), Pushed::Overflowed);
         assert_eq!(outbox.push(text("y")), Pushed::Closed);
@@ -224,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn disconnect_keeps_queued_frames_first() {
-        let outbox = Outbox::new(0);
+        let outbox = Arc::new(Outbox::new(0));
         outbox.push(text("a"));
         assert!(outbox.disconnect(
             DisconnectReason::ServerRestart,
@@ -243,5 +467,107 @@ mod tests {
                 reason: "Server restart"
             }
         );
+    }
+
+    /// An outbox written by a flusher, over a connected loopback socket (kept alive by the
+    /// returned stream).
+    async fn direct_outbox() -> (Arc<Outbox>, Arc<FlushList>, Arc<TcpStream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        drop(client);
+        let socket = Arc::new(accepted.unwrap().0);
+        let list = Arc::new(FlushList::default());
+        let direct = Direct {
+            socket: Arc::downgrade(&socket),
+            list: list.clone(),
+        };
+        (Arc::new(Outbox::direct(0, direct)), list, socket)
+    }
+
+    fn listed(list: &FlushList) -> usize {
+        let mut due = Vec::new();
+        futures_util::FutureExt::now_or_never(list.take(&mut due));
+        due.len()
+    }
+
+    fn task_takes(outbox: &Outbox) -> VecDeque<Outgoing> {
+        let mut batch = VecDeque::new();
+        outbox.poll_take(&mut Context::from_waker(Waker::noop()), &mut batch);
+        batch
+    }
+
+    #[tokio::test]
+    async fn a_direct_outbox_is_listed_once_and_left_to_the_flusher() {
+        let (outbox, list, _socket) = direct_outbox().await;
+        outbox.push(text("a"));
+        outbox.push(text("b"));
+        assert_eq!(listed(&list), 1);
+        assert!(task_takes(&outbox).is_empty(), "the task must not write");
+
+        let mut batch = VecDeque::new();
+        assert!(outbox.take_for_flush(&mut batch).is_some());
+        assert_eq!(batch.len(), 2);
+        batch.clear();
+        outbox.flushed(&[], &mut batch);
+        assert_eq!(listed(&list), 0, "nothing was queued meanwhile");
+
+        outbox.push(text("c"));
+        assert_eq!(listed(&list), 1, "idle again: the next push lists it");
+    }
+
+    #[tokio::test]
+    async fn what_the_flusher_cannot_send_goes_to_the_task_first() {
+        let (outbox, list, _socket) = direct_outbox().await;
+        outbox.push(text("a"));
+        listed(&list);
+        let mut batch = VecDeque::new();
+        outbox.take_for_flush(&mut batch).unwrap();
+        outbox.push(text("b"));
+        assert_eq!(listed(&list), 0, "being flushed: not listed twice");
+
+        batch.clear();
+        outbox.flushed(b"unsent", &mut batch);
+        assert_eq!(listed(&list), 0);
+        assert_eq!(
+            task_takes(&outbox),
+            [
+                Outgoing::Framed(Bytes::from_static(b"unsent")),
+                Outgoing::Text(text("b"))
+            ]
+        );
+        outbox.push(text("c"));
+        assert_eq!(listed(&list), 0, "the task writes until its queue is empty");
+        assert_eq!(task_takes(&outbox), [Outgoing::Text(text("c"))]);
+        outbox.written();
+        outbox.push(text("d"));
+        assert_eq!(listed(&list), 1, "then the flusher again");
+    }
+
+    #[tokio::test]
+    async fn close_frames_are_left_to_the_task() {
+        let (outbox, list, _socket) = direct_outbox().await;
+        outbox.disconnect(DisconnectReason::Remote, false, 1000, "");
+        listed(&list);
+        let mut batch = VecDeque::new();
+        outbox.take_for_flush(&mut batch).unwrap();
+        batch.pop_front(); // the `disconnect` message, written by the flusher
+        outbox.flushed(&[], &mut batch);
+        assert_eq!(
+            task_takes(&outbox),
+            [Outgoing::Close {
+                code: 1000,
+                reason: ""
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_flushed_once_the_connection_is_gone() {
+        let (outbox, list, socket) = direct_outbox().await;
+        outbox.push(text("a"));
+        listed(&list);
+        drop(socket);
+        assert!(outbox.take_for_flush(&mut VecDeque::new()).is_none());
     }
 }

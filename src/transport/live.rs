@@ -63,7 +63,7 @@ impl Drop for Registration<'_> {
     }
 }
 
-fn server_restart(outbox: &Outbox) {
+fn server_restart(outbox: &Arc<Outbox>) {
     outbox.disconnect(
         DisconnectReason::ServerRestart,
         true,

@@ -318,6 +318,8 @@ fn encode_batch(batch: &mut VecDeque<Outgoing>, format: Format) -> (String, bool
     while let Some(item) = batch.pop_front() {
         match item {
             Outgoing::Text(text) => encoder::encode(text.as_str(), format, &mut chunk),
+            // WebSocket-only items; never queued for an event stream.
+            Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Framed(_) => {}
             Outgoing::Close { .. } => {
                 batch.clear();
                 return (chunk, true);

@@ -3,10 +3,35 @@
 //! The writer frames every message of a batch straight into one buffer, so a batch leaves the
 //! server with one write.
 
+use std::collections::VecDeque;
+
+use crate::session::Outgoing;
+
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xa;
+
+/// Frames queued items into `out`, up to the first close frame, which is left in `batch` with
+/// whatever follows it. Returns how many text frames and payload bytes were framed.
+pub fn frame_items(batch: &mut VecDeque<Outgoing>, out: &mut Vec<u8>) -> (u64, u64) {
+    let (mut frames, mut bytes) = (0, 0);
+    while let Some(item) = batch.front() {
+        match item {
+            Outgoing::Text(text) => {
+                frames += 1;
+                bytes += text.len() as u64;
+                append_text_frame(text.as_bytes(), out);
+            }
+            Outgoing::Ping => append_frame(OP_PING, &[], out),
+            Outgoing::Pong(payload) => append_frame(OP_PONG, payload, out),
+            Outgoing::Framed(framed) => out.extend_from_slice(framed),
+            Outgoing::Close { .. } => break,
+        }
+        batch.pop_front();
+    }
+    (frames, bytes)
+}
 
 /// Appends an unmasked, final text frame carrying `payload` to `out`.
 pub fn append_text_frame(payload: &[u8], out: &mut Vec<u8>) {
@@ -15,19 +40,39 @@ pub fn append_text_frame(payload: &[u8], out: &mut Vec<u8>) {
 
 /// Appends an unmasked, final frame to `out`.
 pub fn append_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    const FIN: u8 = 0x80;
-    let len = payload.len();
-    out.push(FIN | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
+    out.extend_from_slice(FrameHeader::new(opcode, payload.len()).as_bytes());
     out.extend_from_slice(payload);
+}
+
+/// The header of an unmasked, final frame: 2 to 10 bytes.
+pub struct FrameHeader {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl FrameHeader {
+    pub fn new(opcode: u8, payload_len: usize) -> FrameHeader {
+        const FIN: u8 = 0x80;
+        let mut bytes = [0; 10];
+        bytes[0] = FIN | opcode;
+        let len = if payload_len < 126 {
+            bytes[1] = payload_len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload_len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        FrameHeader { bytes, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// Appends a close frame with a status code and a reason (at most 123 bytes, as control frames

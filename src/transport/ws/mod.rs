@@ -2,6 +2,7 @@
 //! client frames, writes the session's outbox, and sends pings.
 
 mod codec;
+mod flusher;
 mod frame;
 mod socket;
 
@@ -9,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::codec::Message;
-use self::frame::{append_close_frame, append_text_frame, text_frame_len};
+use self::flusher::{Flushers, SharedTcp};
+use self::frame::{append_close_frame, frame_items, text_frame_len};
 use self::socket::{ReadError, Socket};
 use super::live::LiveOutboxes;
 use super::{
@@ -72,6 +74,8 @@ pub struct WsEndpoint {
     pub sessions_keepalive: Option<Duration>,
     /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
     pub live: Arc<LiveOutboxes>,
+    /// Write plain-TCP connections' frames without waking their tasks.
+    flushers: Flushers,
     pub tracker: TaskTracker,
 }
 
@@ -85,6 +89,7 @@ impl WsEndpoint {
         tracker: TaskTracker,
     ) -> WsEndpoint {
         let ws = &config.ws;
+        let flushers = Flushers::start(node.shared_metrics());
         WsEndpoint {
             node,
             env_builder,
@@ -101,6 +106,7 @@ impl WsEndpoint {
             native_pings: config.app.enable_native_pings,
             sessions_keepalive: keepalive(config),
             live: live_outboxes(&shutdown, &tracker),
+            flushers,
             tracker,
         }
     }
@@ -201,15 +207,17 @@ impl WsEndpoint {
                     // Plain TCP, the common case, is served without hyper's boxed IO in between.
                     match upgraded.downcast::<TokioIo<TcpStream>>() {
                         Ok(parts) => {
-                            let tcp = parts.io.into_inner();
-                            let socket = Socket::new(tcp, parts.read_buf, max, chunk);
-                            endpoint.run(socket, options).await;
+                            let tcp = Arc::new(parts.io.into_inner());
+                            let pending = endpoint.max_pending_bytes;
+                            let outbox = Arc::new(endpoint.flushers.outbox(&tcp, pending));
+                            let socket = Socket::new(SharedTcp(tcp), parts.read_buf, max, chunk);
+                            endpoint.run(socket, outbox, options).await;
                         }
                         Err(upgraded) => {
                             let io = TokioIo::new(upgraded);
-                            endpoint
-                                .run(Socket::new(io, Bytes::new(), max, chunk), options)
-                                .await;
+                            let socket = Socket::new(io, Bytes::new(), max, chunk);
+                            let outbox = Arc::new(Outbox::new(endpoint.max_pending_bytes));
+                            endpoint.run(socket, outbox, options).await;
                         }
                     }
                     drop(permit);
@@ -229,11 +237,14 @@ impl WsEndpoint {
     /// Commands of a connection run one at a time, in order; while one is in flight (an RPC
     /// call may take a while) no further frame is read, but queued frames keep being written
     /// and pings keep going.
-    async fn run<S>(&self, mut socket: Socket<S>, mut options: ConnectionOptions)
-    where
+    async fn run<S>(
+        &self,
+        mut socket: Socket<S>,
+        outbox: Arc<Outbox>,
+        mut options: ConnectionOptions,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
         let _listed = self.live.register(&outbox);
         let request = ConnectRequest {
             token: options.token.as_deref(),
@@ -252,6 +263,11 @@ impl WsEndpoint {
         let connected = session.is_some();
         let mut in_flight: Option<Pin<Box<dyn Future<Output = Session> + Send + '_>>> = None;
         let mut batch = VecDeque::new();
+        let read_waker = Waker::from(outbox.clone());
+        let mut may_read = true;
+        // Set once the client closed or sent garbage: our close frame is queued, nothing more is
+        // read.
+        let mut read_closed = false;
         let mut next_ping = options
             .ping_interval
             .filter(|_| connected)
@@ -287,18 +303,47 @@ impl WsEndpoint {
                 sleep.as_mut().reset(at);
                 armed = Some(at);
             }
-            tokio::select! {
-                biased;
-                _ = outbox.take_batch(&mut batch) => {
+            // A hand-made select: the socket is polled only when it reported read readiness
+            // (relayed by the outbox, its waker), not on every wake-up for a frame to write.
+            let event = poll_fn(|cx| {
+                if outbox.poll_take(cx, &mut batch) {
+                    may_read = true;
+                }
+                if !batch.is_empty() {
+                    return Poll::Ready(Event::Batch);
+                }
+                if let Some(command) = in_flight.as_mut() {
+                    if let Poll::Ready(session) = command.as_mut().poll(cx) {
+                        return Poll::Ready(Event::CommandDone(session));
+                    }
+                } else if may_read && !read_closed {
+                    match socket.poll_next(&mut Context::from_waker(&read_waker)) {
+                        Poll::Ready(frame) => return Poll::Ready(Event::Frame(frame)),
+                        Poll::Pending => may_read = false,
+                    }
+                }
+                if timer.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Batch => {
                     let metrics = self.node.metrics();
-                    match with_deadline(self.write_timeout, write_batch(&mut socket, &mut batch)).await {
+                    match with_deadline(self.write_timeout, write_batch(&mut socket, &mut batch))
+                        .await
+                    {
                         Ok(Ok((written, count))) => {
                             metrics.add(Counter::ServerMsg, count.frames);
                             metrics.add(Counter::DataSent, count.bytes);
                             if let Written::Closed = written {
-                                wait_for_close(&mut socket).await;
+                                if !read_closed {
+                                    wait_for_close(&mut socket).await;
+                                }
                                 break;
                             }
+                            outbox.written();
                         }
                         Ok(Err(error)) => {
                             metrics.inc(Counter::FailedServerMsg);
@@ -313,36 +358,39 @@ impl WsEndpoint {
                         }
                     }
                 }
-                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                Event::CommandDone(done) => {
                     in_flight = None;
                     session = Some(done);
                 }
-                frame = socket.next(), if in_flight.is_none() => {
+                Event::Frame(frame) => {
                     let data: Bytes = match frame {
                         Some(Ok(Message::Text(data) | Message::Binary(data))) => data,
                         Some(Ok(Message::Pong)) => {
-                            if let (Some(deadline), Some(pong_timeout)) = (pong_deadline.as_mut(), pong_timeout) {
+                            if let (Some(deadline), Some(pong_timeout)) =
+                                (pong_deadline.as_mut(), pong_timeout)
+                            {
                                 *deadline += pong_timeout;
                             }
                             continue;
                         }
                         Some(Ok(Message::Ping(payload))) => {
-                            if timeout(self.write_timeout, socket.pong(&payload)).await.is_err() {
-                                break;
-                            }
+                            outbox.push_control(Outgoing::Pong(payload));
                             continue;
                         }
                         Some(Ok(Message::Close(code))) => {
-                            // Answer the client's close, as RFC 6455 asks, then hang up.
-                            let _ = timeout(CLOSE_GRACE, socket.close(code.unwrap_or(1000), "")).await;
-                            break;
+                            // Answer the client's close, as RFC 6455 asks, then hang up once
+                            // the answer is written.
+                            outbox.close(code.unwrap_or(1000), "");
+                            read_closed = true;
+                            continue;
                         }
                         None => break,
                         Some(Err(ReadError::Decode(error))) => {
                             tracing::debug!("{error}, closing");
                             let (code, reason) = error.close();
-                            let _ = timeout(CLOSE_GRACE, socket.close(code, reason)).await;
-                            break;
+                            outbox.close(code, reason);
+                            read_closed = true;
+                            continue;
                         }
                         Some(Err(error)) => {
                             tracing::debug!("read failed: {error}");
@@ -350,7 +398,9 @@ impl WsEndpoint {
                         }
                     };
                     pong_deadline = None;
-                    self.node.metrics().add(Counter::DataRcvd, data.len() as u64);
+                    self.node
+                        .metrics()
+                        .add(Counter::DataRcvd, data.len() as u64);
                     if let Some(mut current) = session.take() {
                         let node = &self.node;
                         in_flight = Some(Box::pin(async move {
@@ -361,15 +411,18 @@ impl WsEndpoint {
                 }
                 // One timer for every deadline keeps the connection task small; the keepalive
                 // and restore deadlines need the session, which is away while a command runs.
-                _ = &mut sleep, if timer.is_some() => {
+                Event::Timer => {
                     armed = None;
                     let now = Instant::now();
                     if next_ping.is_some_and(|at| at <= now) {
                         next_ping = options.ping_interval.map(|interval| now + interval);
-                        let ping = Reply::Ping { message: options.precision.timestamp() }.encode();
+                        let ping = Reply::Ping {
+                            message: options.precision.timestamp(),
+                        }
+                        .encode();
                         send_to(self.node.metrics(), &outbox, ping);
-                        if self.native_pings && timeout(self.write_timeout, socket.ping()).await.is_err() {
-                            break;
+                        if self.native_pings {
+                            outbox.push_control(Outgoing::Ping);
                         }
                         if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
                             pong_deadline = Some(now + pong_timeout);
@@ -424,6 +477,17 @@ struct ConnectionOptions {
     precision: Precision,
 }
 
+/// What the connection task was woken for, in the order it looks.
+enum Event {
+    /// Frames were taken from the outbox into the batch.
+    Batch,
+    /// The command in flight finished.
+    CommandDone(Session),
+    /// A message from the client, the end of the connection, or a read error.
+    Frame(Option<Result<Message, ReadError>>),
+    Timer,
+}
+
 enum Written {
     Open,
     Closed,
@@ -446,31 +510,34 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut count = Count::default();
+    // A batch of one frame is light traffic (a broadcast now and then, a ping): written with no
+    // frame buffer, and the queue's memory freed, so that connections between messages hold
+    // none. Busy connections keep it.
+    if let (1, Some(Outgoing::Text(text))) = (batch.len(), batch.front()) {
+        socket.write_text(text.as_bytes()).await?;
+        count.frames = 1;
+        count.bytes = text.len() as u64;
+        *batch = VecDeque::new();
+        return Ok((Written::Open, count));
+    }
     let size = batch
         .iter()
         .map(|item| match item {
             Outgoing::Text(text) => text_frame_len(text.len()),
+            Outgoing::Ping => 2,
+            Outgoing::Pong(payload) => 2 + payload.len(),
+            Outgoing::Framed(framed) => framed.len(),
             Outgoing::Close { reason, .. } => 4 + reason.len(),
         })
         .sum();
     let mut wire = Vec::with_capacity(size);
-    let mut written = Written::Open;
-    // A batch of one frame is light traffic (a ping, a message now and then): its memory is
-    // freed, so that connections between messages hold none. Busy connections keep it.
     let light = batch.len() <= 1;
-    for item in batch.drain(..) {
-        match item {
-            Outgoing::Text(text) => {
-                count.frames += 1;
-                count.bytes += text.len() as u64;
-                append_text_frame(text.as_bytes(), &mut wire);
-            }
-            Outgoing::Close { code, reason } => {
-                append_close_frame(code, reason, &mut wire);
-                written = Written::Closed;
-                break;
-            }
-        }
+    (count.frames, count.bytes) = frame_items(batch, &mut wire);
+    let mut written = Written::Open;
+    if let Some(Outgoing::Close { code, reason }) = batch.pop_front() {
+        append_close_frame(code, reason, &mut wire);
+        written = Written::Closed;
+        batch.clear();
     }
     if light {
         *batch = VecDeque::new();

@@ -5,16 +5,16 @@
 //! per-connection memory small for the many connections that mostly listen.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::codec::{DecodeError, Decoder, Message};
-use super::frame::{append_close_frame, append_frame, OP_PING, OP_PONG};
+use super::frame::{FrameHeader, OP_TEXT};
 
 /// The largest read: `--read_buffer_size` above it reads in chunks of this size.
 pub const MAX_READ_CHUNK: usize = 16 * 1024;
@@ -50,38 +50,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// The next message from the client; `None` once the connection is closed. Cancel safe:
     /// bytes read are kept in the buffer until a message is complete.
     pub async fn next(&mut self) -> Option<Result<Message, ReadError>> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Socket::next`] as a poll: `cx`'s waker is the one the socket wakes when readable.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, ReadError>>> {
         loop {
             match self.decoder.decode(&mut self.buffer) {
                 Ok(Some(message)) => {
                     self.release_empty_buffer();
-                    return Some(Ok(message));
+                    return Poll::Ready(Some(Ok(message)));
                 }
                 Ok(None) => {}
-                Err(error) => return Some(Err(error.into())),
+                Err(error) => return Poll::Ready(Some(Err(error.into()))),
             }
-            match self.read().await {
-                Ok(0) => return None,
+            match ready!(self.poll_read(cx)) {
+                Ok(0) => return Poll::Ready(None),
                 Ok(_) => {}
-                Err(error) => return Some(Err(error.into())),
+                Err(error) => return Poll::Ready(Some(Err(error.into()))),
             }
         }
     }
 
     /// Reads once into a chunk on the stack, then appends what arrived to the buffer.
-    async fn read(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| {
-            let mut chunk = [MaybeUninit::<u8>::uninit(); MAX_READ_CHUNK];
-            let mut read = ReadBuf::uninit(&mut chunk[..self.read_chunk]);
-            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    self.buffer.extend_from_slice(read.filled());
-                    Poll::Ready(Ok(read.filled().len()))
-                }
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); MAX_READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut chunk[..self.read_chunk]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+        self.buffer.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
     }
 
     fn release_empty_buffer(&mut self) {
@@ -97,23 +94,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         self.io.flush().await
     }
 
-    pub async fn ping(&mut self) -> io::Result<()> {
-        self.control(OP_PING, &[]).await
-    }
-
-    pub async fn pong(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.control(OP_PONG, payload).await
-    }
-
-    pub async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(4 + reason.len());
-        append_close_frame(code, reason, &mut frame);
-        self.write_all(&frame).await
-    }
-
-    async fn control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(2 + payload.len());
-        append_frame(opcode, payload, &mut frame);
-        self.write_all(&frame).await
+    /// Writes one text frame. Where the IO writes vectors (plain TCP), the header and the
+    /// payload (shared by every recipient of a broadcast) leave in one vectored write, with no
+    /// frame buffer to allocate and copy into.
+    pub async fn write_text(&mut self, payload: &[u8]) -> io::Result<()> {
+        let header = FrameHeader::new(OP_TEXT, payload.len());
+        let header = header.as_bytes();
+        if !self.io.is_write_vectored() {
+            let mut frame = Vec::with_capacity(header.len() + payload.len());
+            frame.extend_from_slice(header);
+            frame.extend_from_slice(payload);
+            return self.write_all(&frame).await;
+        }
+        let slices = [IoSlice::new(header), IoSlice::new(payload)];
+        let written = self.io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // The send buffer was nearly full: finish with plain writes.
+        if written < header.len() {
+            self.io.write_all(&header[written..]).await?;
+        }
+        self.io
+            .write_all(&payload[written.saturating_sub(header.len())..])
+            .await?;
+        self.io.flush().await
     }
 }

@@ -1,0 +1,176 @@
+//! The shared writers of plain-TCP WebSocket connections.
+//!
+//! A push to an idle outbox lists it with one of a few flushers (one per CPU) instead of waking
+//! the connection's task; the flusher frames what is queued and sends it with one non-blocking
+//! `send`. On a stream with thousands of subscribers this replaces a task wake-up, a poll of the
+//! connection's state and a trip through the runtime's IO readiness per delivery with a queue
+//! push and a syscall. Frames pushed while a batch is written wait for the next round, so busy
+//! connections still get many frames per write. What a socket does not take at once, and every
+//! close frame, goes back to the connection's task (see `session::outbox`), which waits for the
+//! socket and keeps the write deadline.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rustix::net::SendFlags;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::frame::frame_items;
+use crate::metrics::{Counter, Metrics};
+use crate::session::{Direct, FlushList, Outbox};
+
+/// Outboxes a flusher writes before letting other tasks on its thread run.
+const ROUND: usize = 256;
+
+/// Beyond this, the frame buffer's memory is given back after a round.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+/// The flushers of one WebSocket endpoint; connections are spread over them in turn.
+pub struct Flushers {
+    lists: Vec<Arc<FlushList>>,
+    next: AtomicUsize,
+}
+
+impl Flushers {
+    /// Starts one flusher per available CPU. Must be called within the runtime; the flushers
+    /// live as long as it does.
+    pub fn start(metrics: Arc<Metrics>) -> Flushers {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let lists = (0..count)
+            .map(|_| {
+                let list = Arc::new(FlushList::default());
+                tokio::spawn(flush(list.clone(), metrics.clone()));
+                list
+            })
+            .collect();
+        Flushers {
+            lists,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The outbox of a new connection over `socket`, written by the next flusher in turn.
+    pub fn outbox(&self, socket: &Arc<TcpStream>, max_pending_bytes: usize) -> Outbox {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.lists.len();
+        let direct = Direct {
+            socket: Arc::downgrade(socket),
+            list: self.lists[turn].clone(),
+        };
+        Outbox::direct(max_pending_bytes, direct)
+    }
+}
+
+async fn flush(list: Arc<FlushList>, metrics: Arc<Metrics>) {
+    let mut due: Vec<Arc<Outbox>> = Vec::new();
+    let mut batch = VecDeque::new();
+    let mut wire = Vec::new();
+    loop {
+        list.take(&mut due).await;
+        let (mut frames, mut bytes) = (0, 0);
+        for (n, outbox) in due.drain(..).enumerate() {
+            if n > 0 && n % ROUND == 0 {
+                tokio::task::yield_now().await;
+            }
+            let Some(socket) = outbox.take_for_flush(&mut batch) else {
+                batch.clear();
+                continue;
+            };
+            wire.clear();
+            let framed = frame_items(&mut batch, &mut wire);
+            frames += framed.0;
+            bytes += framed.1;
+            let sent = send_now(&socket, &wire);
+            outbox.flushed(&wire[sent..], &mut batch);
+        }
+        metrics.add(Counter::ServerMsg, frames);
+        metrics.add(Counter::DataSent, bytes);
+        if wire.capacity() > KEPT_BUFFER {
+            wire = Vec::new();
+        }
+        if batch.capacity() > KEPT_BUFFER / 32 {
+            batch = VecDeque::new();
+        }
+    }
+}
+
+/// Sends what the socket takes without waiting. An error sends nothing: the connection's task
+/// then writes the frames itself and meets the error there.
+fn send_now(socket: &TcpStream, bytes: &[u8]) -> usize {
+    if bytes.is_empty() {
+        return 0;
+    }
+    rustix::net::send(socket, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap_or(0)
+}
+
+/// The connection task's side of a socket the flusher also writes to: reads, and the writes
+/// the flusher hands back, through the runtime's readiness.
+pub struct SharedTcp(pub Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl SharedTcp {
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match write(&self.0) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |socket| socket.try_write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, |socket| socket.try_write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Write);
+        Poll::Ready(result.map_err(io::Error::from))
+    }
+}
