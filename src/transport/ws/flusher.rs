@@ -54,14 +54,16 @@ impl Flushers {
         }
     }
 
-    /// The outbox of a new connection over `socket`, written by the next flusher in turn.
-    pub fn outbox(&self, socket: &Arc<TcpStream>, max_pending_bytes: usize) -> Outbox {
+    /// The outbox of a new connection over `socket`, written by the next flusher in turn, and
+    /// the connection task's side of the socket.
+    pub fn open(&self, socket: TcpStream, max_pending_bytes: usize) -> (Arc<Outbox>, DirectSocket) {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.lists.len();
         let direct = Direct {
-            socket: Arc::downgrade(socket),
+            socket,
             list: self.lists[turn].clone(),
         };
-        Outbox::direct(max_pending_bytes, direct)
+        let outbox = Arc::new(Outbox::direct(max_pending_bytes, direct));
+        (outbox.clone(), DirectSocket(outbox))
     }
 }
 
@@ -84,7 +86,7 @@ async fn flush(list: Arc<FlushList>, metrics: Arc<Metrics>) {
             let framed = frame_items(&mut batch, &mut wire);
             frames += framed.0;
             bytes += framed.1;
-            let sent = send_now(&socket, &wire);
+            let sent = send_now(socket, &wire);
             outbox.flushed(&wire[sent..], &mut batch);
         }
         metrics.add(Counter::ServerMsg, frames);
@@ -107,19 +109,49 @@ fn send_now(socket: &TcpStream, bytes: &[u8]) -> usize {
     rustix::net::send(socket, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap_or(0)
 }
 
-/// The connection task's side of a socket the flusher also writes to: reads, and the writes
-/// the flusher hands back, through the runtime's readiness.
-pub struct SharedTcp(pub Arc<TcpStream>);
+/// The connection task's side of a socket its outbox holds: reads, and the writes the flusher
+/// hands back, through the runtime's readiness.
+pub struct DirectSocket(Arc<Outbox>);
 
-impl AsyncRead for SharedTcp {
+impl DirectSocket {
+    fn tcp(&self) -> &TcpStream {
+        self.0
+            .socket()
+            .expect("a DirectSocket is only made for an outbox holding its socket")
+    }
+
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.tcp().poll_write_ready(cx))?;
+            match write(self.tcp()) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+/// The socket lives as long as the outbox (the hub may still hold it for a moment): the client
+/// is told at once that the connection is over.
+impl Drop for DirectSocket {
+    fn drop(&mut self) {
+        let _ = rustix::net::shutdown(self.tcp(), rustix::net::Shutdown::Both);
+    }
+}
+
+impl AsyncRead for DirectSocket {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read_buf(buf) {
+            ready!(self.tcp().poll_read_ready(cx))?;
+            match self.tcp().try_read_buf(buf) {
                 Ok(_) => return Poll::Ready(Ok(())),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Poll::Ready(Err(error)),
@@ -128,23 +160,7 @@ impl AsyncRead for SharedTcp {
     }
 }
 
-impl SharedTcp {
-    fn poll_write_with(
-        &self,
-        cx: &mut Context<'_>,
-        write: impl Fn(&TcpStream) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match write(&self.0) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SharedTcp {
+impl AsyncWrite for DirectSocket {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -170,7 +186,7 @@ impl AsyncWrite for SharedTcp {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Write);
+        let result = rustix::net::shutdown(self.tcp(), rustix::net::Shutdown::Write);
         Poll::Ready(result.map_err(io::Error::from))
     }
 }

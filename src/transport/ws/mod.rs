@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::codec::Message;
-use self::flusher::{Flushers, SharedTcp};
+use self::flusher::Flushers;
 use self::frame::{append_close_frame, frame_items, text_frame_len};
 use self::socket::{ReadError, Socket};
 use super::live::LiveOutboxes;
@@ -207,10 +207,10 @@ impl WsEndpoint {
                     // Plain TCP, the common case, is served without hyper's boxed IO in between.
                     match upgraded.downcast::<TokioIo<TcpStream>>() {
                         Ok(parts) => {
-                            let tcp = Arc::new(parts.io.into_inner());
+                            let tcp = parts.io.into_inner();
                             let pending = endpoint.max_pending_bytes;
-                            let outbox = Arc::new(endpoint.flushers.outbox(&tcp, pending));
-                            let socket = Socket::new(SharedTcp(tcp), parts.read_buf, max, chunk);
+                            let (outbox, tcp) = endpoint.flushers.open(tcp, pending);
+                            let socket = Socket::new(tcp, parts.read_buf, max, chunk);
                             endpoint.run(socket, outbox, options).await;
                         }
                         Err(upgraded) => {
@@ -263,8 +263,6 @@ impl WsEndpoint {
         let connected = session.is_some();
         let mut in_flight: Option<Pin<Box<dyn Future<Output = Session> + Send + '_>>> = None;
         let mut batch = VecDeque::new();
-        let read_waker = Waker::from(outbox.clone());
-        let mut may_read = true;
         // Set once the client closed or sent garbage: our close frame is queued, nothing more is
         // read.
         let mut read_closed = false;
@@ -303,12 +301,8 @@ impl WsEndpoint {
                 sleep.as_mut().reset(at);
                 armed = Some(at);
             }
-            // A hand-made select: the socket is polled only when it reported read readiness
-            // (relayed by the outbox, its waker), not on every wake-up for a frame to write.
             let event = poll_fn(|cx| {
-                if outbox.poll_take(cx, &mut batch) {
-                    may_read = true;
-                }
+                outbox.poll_take(cx, &mut batch);
                 if !batch.is_empty() {
                     return Poll::Ready(Event::Batch);
                 }
@@ -316,10 +310,9 @@ impl WsEndpoint {
                     if let Poll::Ready(session) = command.as_mut().poll(cx) {
                         return Poll::Ready(Event::CommandDone(session));
                     }
-                } else if may_read && !read_closed {
-                    match socket.poll_next(&mut Context::from_waker(&read_waker)) {
-                        Poll::Ready(frame) => return Poll::Ready(Event::Frame(frame)),
-                        Poll::Pending => may_read = false,
+                } else if !read_closed {
+                    if let Poll::Ready(frame) = socket.poll_next(cx) {
+                        return Poll::Ready(Event::Frame(frame));
                     }
                 }
                 if timer.is_some() && sleep.as_mut().poll(cx).is_ready() {
@@ -331,8 +324,11 @@ impl WsEndpoint {
             match event {
                 Event::Batch => {
                     let metrics = self.node.metrics();
-                    match with_deadline(self.write_timeout, write_batch(&mut socket, &mut batch))
-                        .await
+                    match Box::pin(with_deadline(
+                        self.write_timeout,
+                        write_batch(&mut socket, &mut batch),
+                    ))
+                    .await
                     {
                         Ok(Ok((written, count))) => {
                             metrics.add(Counter::ServerMsg, count.frames);
@@ -510,16 +506,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut count = Count::default();
-    // A batch of one frame is light traffic (a broadcast now and then, a ping): written with no
-    // frame buffer, and the queue's memory freed, so that connections between messages hold
-    // none. Busy connections keep it.
-    if let (1, Some(Outgoing::Text(text))) = (batch.len(), batch.front()) {
-        socket.write_text(text.as_bytes()).await?;
-        count.frames = 1;
-        count.bytes = text.len() as u64;
-        *batch = VecDeque::new();
-        return Ok((Written::Open, count));
-    }
     let size = batch
         .iter()
         .map(|item| match item {
@@ -531,6 +517,8 @@ where
         })
         .sum();
     let mut wire = Vec::with_capacity(size);
+    // A batch of one frame is light traffic (a ping, a message now and then): its memory is
+    // freed, so that connections between messages hold none. Busy connections keep it.
     let light = batch.len() <= 1;
     (count.frames, count.bytes) = frame_items(batch, &mut wire);
     let mut written = Written::Open;

@@ -5,7 +5,7 @@
 //! per-connection memory small for the many connections that mostly listen.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -14,7 +14,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::codec::{DecodeError, Decoder, Message};
-use super::frame::{FrameHeader, OP_TEXT};
 
 /// The largest read: `--read_buffer_size` above it reads in chunks of this size.
 pub const MAX_READ_CHUNK: usize = 16 * 1024;
@@ -91,33 +90,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.io.write_all(bytes).await?;
         // A no-op on TCP; TLS may keep the end of a record buffered until flushed.
-        self.io.flush().await
-    }
-
-    /// Writes one text frame. Where the IO writes vectors (plain TCP), the header and the
-    /// payload (shared by every recipient of a broadcast) leave in one vectored write, with no
-    /// frame buffer to allocate and copy into.
-    pub async fn write_text(&mut self, payload: &[u8]) -> io::Result<()> {
-        let header = FrameHeader::new(OP_TEXT, payload.len());
-        let header = header.as_bytes();
-        if !self.io.is_write_vectored() {
-            let mut frame = Vec::with_capacity(header.len() + payload.len());
-            frame.extend_from_slice(header);
-            frame.extend_from_slice(payload);
-            return self.write_all(&frame).await;
-        }
-        let slices = [IoSlice::new(header), IoSlice::new(payload)];
-        let written = self.io.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        // The send buffer was nearly full: finish with plain writes.
-        if written < header.len() {
-            self.io.write_all(&header[written..]).await?;
-        }
-        self.io
-            .write_all(&payload[written.saturating_sub(header.len())..])
-            .await?;
         self.io.flush().await
     }
 }
