@@ -20,6 +20,7 @@ use anycable_rs::rpc::proto::{
 };
 use tokio::runtime::Runtime;
 
+use crate::procfs::CpuTime;
 use crate::scenarios::STREAM;
 
 /// What the clients put in their URL's query; the backend's Connect looks for it.
@@ -28,6 +29,8 @@ pub const CLIENT_TOKEN: &str = "token=bench-token";
 pub const CHANNEL: &str = r#"{"channel":"BenchChannel"}"#;
 /// The identifiers Connect gives every connection; Command checks them.
 const IDENTIFIERS: &str = r#"{"user":"bench"}"#;
+/// The backend's threads, named so their CPU time can be told apart from the clients'.
+const THREAD_NAME: &str = "bench-rpc";
 
 /// How the server reaches the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +159,7 @@ impl Backend {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("bench-rpc")
+            .thread_name(THREAD_NAME)
             .enable_all()
             .build()
             .map_err(|e| format!("RPC backend runtime: {e}"))?;
@@ -185,6 +188,11 @@ impl Backend {
             Protocol::Grpc => self.addr.to_string(),
             Protocol::Http => format!("http://{}{}", self.addr, http::BASE_PATH),
         }
+    }
+
+    /// CPU time the backend has used so far.
+    pub fn cpu(&self) -> Option<CpuTime> {
+        CpuTime::of_own_threads(THREAD_NAME)
     }
 
     pub fn calls(&self) -> Calls {

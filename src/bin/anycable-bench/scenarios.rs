@@ -185,6 +185,7 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
         }
     };
     let gate = Arc::new(Semaphore::new(options.concurrency));
+    let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
     let mut handles = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
@@ -216,6 +217,9 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = CpuTime::read(target.pid)
+        .ok_or("cannot read server CPU time")?
+        .since(cpu_before);
     times.sort_unstable();
     let p99 = times
         .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
@@ -231,6 +235,9 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
     report.add("failures", failures);
     report.add("connections_per_s", times.len() as f64 / elapsed);
     report.add("p99_ms_to_confirmed", p99.as_secs_f64() * 1000.0);
+    // The rate depends on what else runs on the machine, the server's CPU time much less.
+    let per_connection = |cpu: CpuTime| cpu.total() * 1e6 / times.len().max(1) as f64;
+    report.add("server_cpu_us_per_connection", per_connection(cpu));
     let mut problems = Vec::new();
     if failures > 0 {
         problems.push(format!(
@@ -243,6 +250,9 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
         report.add("rpc_connect_calls", calls.connect);
         report.add("rpc_command_calls", calls.command);
         report.add("rpc_refused_calls", calls.refused);
+        // The backend started with this scenario, so all its time so far went to this run.
+        let backend_cpu = backend.cpu().ok_or("cannot read the backend's CPU time")?;
+        report.add("backend_cpu_us_per_connection", per_connection(backend_cpu));
         let expected = options.connections as u64;
         if calls.connect != expected || calls.command != expected || calls.refused > 0 {
             problems.push(format!(
