@@ -2,6 +2,7 @@
 //! drives it over loopback with Action Cable WebSocket clients and HTTP publications, and prints
 //! figures as a table and, with `--json`, as JSON. Every scenario stops by itself.
 
+mod backend;
 mod client;
 mod fleet;
 mod procfs;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use backend::{Backend, Protocol};
 use report::Report;
 use target::Target;
 
@@ -30,6 +32,8 @@ const USAGE: &str =
   --step SECS            throughput: seconds per rate step (2)
   --hold SECS            idle: seconds to hold the connections before measuring (5)
   --concurrency C        connection handshakes in flight (100)
+  --rpc grpc|http        connect: authenticate through an in-process RPC backend instead of
+                         JWT and signed streams (`all` runs connect in all three modes)
   --json                 also print the figures as one JSON document
   --server-bin PATH      server binary to start (default: anycable-rs next to this binary)
   --server ADDR          use a running server instead (with --server-pid and --broadcast-key)
@@ -58,6 +62,7 @@ struct Cli {
     step: Option<f64>,
     hold: Option<f64>,
     concurrency: usize,
+    rpc: Option<Protocol>,
     server_bin: Option<PathBuf>,
     server: Option<SocketAddr>,
     server_pid: Option<u32>,
@@ -77,6 +82,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         step: None,
         hold: None,
         concurrency: 100,
+        rpc: None,
         server_bin: None,
         server: None,
         server_pid: None,
@@ -120,6 +126,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             "--step" => cli.step = Some(number(value()?)?),
             "--hold" => cli.hold = Some(number(value()?)?),
             "--concurrency" => cli.concurrency = number(value()?)? as usize,
+            "--rpc" => cli.rpc = Some(Protocol::parse(&value()?)?),
             "--server-bin" => cli.server_bin = Some(value()?.into()),
             "--server" => {
                 cli.server = Some(value()?.parse().map_err(|e| format!("--server: {e}"))?)
@@ -160,8 +167,11 @@ impl Cli {
     }
 
     /// One fresh server per scenario, so figures do not depend on what ran before.
-    fn target(&self) -> Result<Target, String> {
+    fn target(&self, rpc: Option<Protocol>) -> Result<Target, String> {
         if let Some(addr) = self.server {
+            if rpc.is_some() {
+                return Err("--rpc starts its own server, not with --server".into());
+            }
             let pid = self.server_pid.ok_or("--server needs --server-pid")?;
             return Ok(Target::existing(addr, pid, self.broadcast_key.clone()));
         }
@@ -171,7 +181,31 @@ impl Cli {
                 .map_err(|e| e.to_string())?
                 .with_file_name("anycable-rs"),
         };
-        Target::spawn(&bin, &self.server_args)
+        let backend = rpc.map(Backend::start).transpose()?;
+        Target::spawn(&bin, backend, &self.server_args)
+    }
+
+    /// The scenarios to run, each with the RPC backend its server authenticates through.
+    fn runs(&self) -> Result<Vec<(&'static str, Option<Protocol>)>, String> {
+        let standalone = ["idle", "fanout", "throughput", "connect"];
+        match (self.scenario.as_str(), self.rpc) {
+            ("connect", rpc) => Ok(vec![("connect", rpc)]),
+            ("all", None) => {
+                let mut runs: Vec<_> = standalone.iter().map(|&s| (s, None)).collect();
+                // A running server's mode was chosen by whoever started it.
+                if self.server.is_none() {
+                    runs.push(("connect", Some(Protocol::Grpc)));
+                    runs.push(("connect", Some(Protocol::Http)));
+                }
+                Ok(runs)
+            }
+            (one, None) => standalone
+                .into_iter()
+                .find(|&s| s == one)
+                .map(|s| vec![(s, None)])
+                .ok_or(format!("unknown scenario {one}\n{USAGE}")),
+            (_, Some(_)) => Err("--rpc applies to the connect scenario only".into()),
+        }
     }
 }
 
@@ -194,15 +228,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_open_files_limit();
-    let scenarios: Vec<&str> = match cli.scenario.as_str() {
-        "all" => vec!["idle", "fanout", "throughput", "connect"],
-        one @ ("idle" | "fanout" | "throughput" | "connect") => vec![one],
-        other => {
-            eprintln!("unknown scenario {other}\n{USAGE}");
+    let runs = match cli.runs() {
+        Ok(runs) => runs,
+        Err(message) => {
+            eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -214,10 +247,10 @@ fn main() -> ExitCode {
         }
     };
     let mut reports: Vec<Report> = Vec::new();
-    for scenario in scenarios {
+    for (scenario, rpc) in runs {
         let options = cli.options(scenario);
         let result = runtime.block_on(async {
-            let target = cli.target()?;
+            let target = cli.target(rpc)?;
             let run = async {
                 match scenario {
                     "idle" => scenarios::idle(&target, &options).await,

@@ -16,7 +16,28 @@ pub struct CpuTime {
 
 impl CpuTime {
     pub fn read(pid: u32) -> Option<CpuTime> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        CpuTime::from_stat(format!("/proc/{pid}/stat"))
+    }
+
+    /// The threads of this process named `name`, together.
+    pub fn of_own_threads(name: &str) -> Option<CpuTime> {
+        let mut total = CpuTime::default();
+        for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let task = entry.path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            // A thread that ended since the listing has nothing left to count.
+            if comm.trim_end() == name {
+                if let Some(time) = CpuTime::from_stat(task.join("stat")) {
+                    total.user += time.user;
+                    total.system += time.system;
+                }
+            }
+        }
+        Some(total)
+    }
+
+    fn from_stat(path: impl AsRef<std::path::Path>) -> Option<CpuTime> {
+        let stat = std::fs::read_to_string(path).ok()?;
         // Fields after the command name (which may contain spaces) start after the last ')'.
         let rest = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -8,6 +8,7 @@ use anycable_rs::streams::StreamVerifier;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
+use crate::backend::{CHANNEL, CLIENT_TOKEN};
 use crate::client::{connect, now_nanos, subscribe};
 use crate::fleet::Fleet;
 use crate::procfs::{rss_kib, CpuTime};
@@ -16,7 +17,7 @@ use crate::report::Report;
 use crate::target::{Target, SECRET};
 use crate::Options;
 
-const STREAM: &str = "bench";
+pub const STREAM: &str = "bench";
 
 fn public_identifier() -> String {
     serde_json::json!({"channel": "$pubsub", "stream_name": STREAM}).to_string()
@@ -168,16 +169,23 @@ pub async fn throughput(target: &Target, options: &Options) -> Result<Report, St
     Ok(report)
 }
 
-/// Connections per second to a confirmed subscription, with a JWT and a signed stream.
+/// Connections per second to a confirmed subscription: with a JWT and a signed stream, or
+/// authenticated and subscribed by the target's RPC backend.
 pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, String> {
-    let token = issue_token(SECRET, r#"{"user":"bench"}"#, None);
-    let signed = StreamVerifier::new(Some(SECRET))
-        .ok_or("empty secret")?
-        .sign(STREAM);
-    let identifier =
-        serde_json::json!({"channel": "$pubsub", "signed_stream_name": signed}).to_string();
-    let path = format!("/cable?jid={token}");
+    let (path, identifier) = match &target.backend {
+        Some(_) => (format!("/cable?{CLIENT_TOKEN}"), CHANNEL.to_string()),
+        None => {
+            let token = issue_token(SECRET, r#"{"user":"bench"}"#, None);
+            let signed = StreamVerifier::new(Some(SECRET))
+                .ok_or("empty secret")?
+                .sign(STREAM);
+            let identifier =
+                serde_json::json!({"channel": "$pubsub", "signed_stream_name": signed});
+            (format!("/cable?jid={token}"), identifier.to_string())
+        }
+    };
     let gate = Arc::new(Semaphore::new(options.concurrency));
+    let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
     let mut handles = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
@@ -209,17 +217,55 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = CpuTime::read(target.pid)
+        .ok_or("cannot read server CPU time")?
+        .since(cpu_before);
     times.sort_unstable();
     let p99 = times
         .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
         .copied()
         .unwrap_or_default();
     let mut report = Report::new("connect");
+    let mode = target
+        .backend
+        .as_ref()
+        .map_or("standalone", |b| b.protocol.name());
+    report.add("mode", mode);
     report.add("connections", times.len());
     report.add("failures", failures);
     report.add("connections_per_s", times.len() as f64 / elapsed);
     report.add("p99_ms_to_confirmed", p99.as_secs_f64() * 1000.0);
+    // The rate depends on what else runs on the machine, the server's CPU time much less.
+    let per_connection = |cpu: CpuTime| cpu.total() * 1e6 / times.len().max(1) as f64;
+    report.add("server_cpu_us_per_connection", per_connection(cpu));
+    let mut problems = Vec::new();
+    if failures > 0 {
+        problems.push(format!(
+            "{failures} of {} connections failed",
+            options.connections
+        ));
+    }
+    if let Some(backend) = &target.backend {
+        let calls = backend.calls();
+        report.add("rpc_connect_calls", calls.connect);
+        report.add("rpc_command_calls", calls.command);
+        report.add("rpc_refused_calls", calls.refused);
+        // The backend started with this scenario, so all its time so far went to this run.
+        let backend_cpu = backend.cpu().ok_or("cannot read the backend's CPU time")?;
+        report.add("backend_cpu_us_per_connection", per_connection(backend_cpu));
+        let expected = options.connections as u64;
+        if calls.connect != expected || calls.command != expected || calls.refused > 0 {
+            problems.push(format!(
+                "the backend answered {} Connect and {} Command calls ({} refused) for {expected} connections",
+                calls.connect, calls.command, calls.refused
+            ));
+        }
+    }
     drop(sockets);
+    if !problems.is_empty() {
+        report.print_table();
+        return Err(problems.join("; "));
+    }
     Ok(report)
 }
 

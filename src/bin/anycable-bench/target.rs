@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anycable_rs::streams::hex_hmac_sha256;
 
+use crate::backend::Backend;
+
 /// The application secret the spawned server runs with.
 pub const SECRET: &str = "bench-secret";
 
@@ -15,13 +17,20 @@ pub struct Target {
     pub pid: u32,
     /// Bearer key for `/_broadcast` (derived from [`SECRET`] for a spawned server).
     pub broadcast_key: Option<String>,
+    /// The RPC backend the server authenticates through; none in standalone mode.
+    pub backend: Option<Backend>,
     child: Option<Child>,
 }
 
 impl Target {
-    /// Starts `bin` on a free loopback port, in standalone mode with a secret (JWT, signed
-    /// streams, authenticated broadcasts on the main port) and public streams.
-    pub fn spawn(bin: &PathBuf, extra_args: &[String]) -> Result<Target, String> {
+    /// Starts `bin` on a free loopback port with a secret (JWT, signed streams, authenticated
+    /// broadcasts on the main port) and public streams: in standalone mode, or authenticating
+    /// through `backend`.
+    pub fn spawn(
+        bin: &PathBuf,
+        backend: Option<Backend>,
+        extra_args: &[String],
+    ) -> Result<Target, String> {
         let port = free_port()?;
         let mut command = Command::new(bin);
         command
@@ -29,9 +38,12 @@ impl Target {
             .arg("--host=127.0.0.1")
             .arg(format!("--port={port}"))
             .arg(format!("--secret={SECRET}"))
-            .arg("--public_streams")
-            .arg("--noauth")
-            .arg("--norpc")
+            .arg("--public_streams");
+        match &backend {
+            Some(backend) => command.arg(format!("--rpc_host={}", backend.rpc_host())),
+            None => command.arg("--noauth").arg("--norpc"),
+        };
+        command
             .arg("--turbo_streams")
             .arg("--log_level=warn")
             .args(extra_args)
@@ -45,6 +57,7 @@ impl Target {
             addr,
             pid: child.id(),
             broadcast_key: Some(hex_hmac_sha256(SECRET.as_bytes(), b"broadcast-cable")),
+            backend,
             child: Some(child),
         };
         target.wait_ready(Duration::from_secs(10))?;
@@ -57,6 +70,7 @@ impl Target {
             addr,
             pid,
             broadcast_key,
+            backend: None,
             child: None,
         }
     }
@@ -78,6 +92,8 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        // Fields, the backend among them, are dropped after this: the server stops first, so it
+        // never sees its backend gone.
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();

@@ -1,0 +1,275 @@
+//! The application backend of the `connect` scenario in RPC mode (`--rpc grpc|http`): an
+//! in-process stand-in for AnyCable's `anycable.RPC` service (Connect, Command, Disconnect).
+//!
+//! It runs on its own one-thread runtime, so its calls do not queue behind the thousands of
+//! client tasks, and it answers from prepared strings, so the figures measure the server's RPC
+//! path rather than the backend. Every call is still checked (the client's token, the
+//! connection identifiers and the channel), so each connection costs a real authentication
+//! round trip.
+
+mod grpc;
+mod http;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anycable_rs::rpc::proto::{
+    CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
+    DisconnectResponse, Status,
+};
+use tokio::runtime::Runtime;
+
+use crate::procfs::CpuTime;
+use crate::scenarios::STREAM;
+
+/// What the clients put in their URL's query; the backend's Connect looks for it.
+pub const CLIENT_TOKEN: &str = "token=bench-token";
+/// The channel the clients subscribe to; the backend's Command confirms only this one.
+pub const CHANNEL: &str = r#"{"channel":"BenchChannel"}"#;
+/// The identifiers Connect gives every connection; Command checks them.
+const IDENTIFIERS: &str = r#"{"user":"bench"}"#;
+/// The backend's threads, named so their CPU time can be told apart from the clients'.
+const THREAD_NAME: &str = "bench-rpc";
+
+/// How the server reaches the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+impl Protocol {
+    pub fn parse(name: &str) -> Result<Protocol, String> {
+        match name {
+            "grpc" => Ok(Protocol::Grpc),
+            "http" => Ok(Protocol::Http),
+            other => Err(format!("--rpc: expected grpc or http, got {other}")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// Calls answered so far.
+pub struct Calls {
+    pub connect: u64,
+    pub command: u64,
+    /// Calls that failed a check (the HTTP key, the client's token, the identifiers or the
+    /// channel).
+    pub refused: u64,
+}
+
+/// The answers, the same whichever protocol carries them.
+struct Answers {
+    connect: AtomicU64,
+    command: AtomicU64,
+    refused: AtomicU64,
+    confirmation: String,
+    rejection: String,
+}
+
+impl Answers {
+    fn new() -> Answers {
+        let reply =
+            |kind: &str| serde_json::json!({"identifier": CHANNEL, "type": kind}).to_string();
+        Answers {
+            connect: AtomicU64::new(0),
+            command: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            confirmation: reply("confirm_subscription"),
+            rejection: reply("reject_subscription"),
+        }
+    }
+
+    fn connect(&self, request: ConnectionRequest) -> ConnectionResponse {
+        self.connect.fetch_add(1, Ordering::Relaxed);
+        let url = request.env.map(|env| env.url).unwrap_or_default();
+        let authorized = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|pair| pair == CLIENT_TOKEN));
+        if !authorized {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return ConnectionResponse {
+                status: Status::Failure as i32,
+                transmissions: vec![
+                    r#"{"type":"disconnect","reason":"unauthorized","reconnect":false}"#.into(),
+                ],
+                ..ConnectionResponse::default()
+            };
+        }
+        ConnectionResponse {
+            status: Status::Success as i32,
+            identifiers: IDENTIFIERS.into(),
+            transmissions: vec![r#"{"type":"welcome"}"#.into()],
+            ..ConnectionResponse::default()
+        }
+    }
+
+    fn command(&self, request: CommandMessage) -> CommandResponse {
+        self.command.fetch_add(1, Ordering::Relaxed);
+        let confirmed = request.command == "subscribe"
+            && request.identifier == CHANNEL
+            && request.connection_identifiers == IDENTIFIERS;
+        if !confirmed {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return CommandResponse {
+                status: Status::Failure as i32,
+                transmissions: vec![self.rejection.clone()],
+                ..CommandResponse::default()
+            };
+        }
+        CommandResponse {
+            status: Status::Success as i32,
+            streams: vec![STREAM.into()],
+            transmissions: vec![self.confirmation.clone()],
+            ..CommandResponse::default()
+        }
+    }
+
+    /// Not counted: the server queues Disconnect calls at `--disconnect_rate` (100/s), so most
+    /// arrive after the scenario has ended.
+    fn disconnect(&self, _: DisconnectRequest) -> DisconnectResponse {
+        DisconnectResponse {
+            status: Status::Success as i32,
+            ..DisconnectResponse::default()
+        }
+    }
+}
+
+pub struct Backend {
+    pub protocol: Protocol,
+    addr: SocketAddr,
+    answers: Arc<Answers>,
+    /// Taken on drop, to stop it without blocking the benchmark's runtime.
+    runtime: Option<Runtime>,
+}
+
+impl Backend {
+    /// Listens on a free loopback port and serves there until dropped.
+    pub fn start(protocol: Protocol) -> Result<Backend, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("RPC backend: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(THREAD_NAME)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("RPC backend runtime: {e}"))?;
+        let answers = Arc::new(Answers::new());
+        let served = answers.clone();
+        runtime.spawn(async move {
+            let outcome = match protocol {
+                Protocol::Grpc => grpc::serve(listener, served).await,
+                Protocol::Http => http::serve(listener, served).await,
+            };
+            if let Err(error) = outcome {
+                eprintln!("RPC backend stopped: {error}");
+            }
+        });
+        Ok(Backend {
+            protocol,
+            addr,
+            answers,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The server's `--rpc_host` (an `http://` URL selects HTTP RPC).
+    pub fn rpc_host(&self) -> String {
+        match self.protocol {
+            Protocol::Grpc => self.addr.to_string(),
+            Protocol::Http => format!("http://{}{}", self.addr, http::BASE_PATH),
+        }
+    }
+
+    /// CPU time the backend has used so far.
+    pub fn cpu(&self) -> Option<CpuTime> {
+        CpuTime::of_own_threads(THREAD_NAME)
+    }
+
+    pub fn calls(&self) -> Calls {
+        Calls {
+            connect: self.answers.connect.load(Ordering::Relaxed),
+            command: self.answers.command.load(Ordering::Relaxed),
+            refused: self.answers.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use anycable_rs::rpc::proto::Env;
+
+    use super::*;
+
+    fn connect(answers: &Answers, url: &str) -> ConnectionResponse {
+        answers.connect(ConnectionRequest {
+            env: Some(Env {
+                url: url.into(),
+                ..Env::default()
+            }),
+        })
+    }
+
+    fn subscribe(answers: &Answers, identifier: &str, identifiers: &str) -> CommandResponse {
+        answers.command(CommandMessage {
+            command: "subscribe".into(),
+            identifier: identifier.into(),
+            connection_identifiers: identifiers.into(),
+            ..CommandMessage::default()
+        })
+    }
+
+    #[test]
+    fn connect_needs_the_client_token() {
+        let answers = Answers::new();
+        let accepted = connect(&answers, &format!("http://h/cable?a=1&{CLIENT_TOKEN}"));
+        assert_eq!(accepted.status, Status::Success as i32);
+        assert_eq!(accepted.identifiers, IDENTIFIERS);
+        assert_eq!(accepted.transmissions, [r#"{"type":"welcome"}"#]);
+        let refused = connect(&answers, &format!("http://h/cable?x{CLIENT_TOKEN}"));
+        assert_eq!(refused.status, Status::Failure as i32);
+        assert_eq!(answers.connect.load(Ordering::Relaxed), 2);
+        assert_eq!(answers.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn subscribe_confirms_the_bench_channel_for_its_identifiers() {
+        let answers = Answers::new();
+        let confirmed = subscribe(&answers, CHANNEL, IDENTIFIERS);
+        assert_eq!(confirmed.status, Status::Success as i32);
+        assert_eq!(confirmed.streams, [STREAM]);
+        let confirmation: serde_json::Value =
+            serde_json::from_str(&confirmed.transmissions[0]).unwrap();
+        assert_eq!(
+            confirmation,
+            serde_json::json!({"identifier": CHANNEL, "type": "confirm_subscription"})
+        );
+        assert_eq!(
+            subscribe(&answers, r#"{"channel":"Other"}"#, IDENTIFIERS).status,
+            Status::Failure as i32
+        );
+        assert_eq!(
+            subscribe(&answers, CHANNEL, r#"{"user":"else"}"#).status,
+            Status::Failure as i32
+        );
+        assert_eq!(answers.command.load(Ordering::Relaxed), 3);
+        assert_eq!(answers.refused.load(Ordering::Relaxed), 2);
+    }
+}
