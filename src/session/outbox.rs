@@ -16,6 +16,7 @@
 //!   a queue push and a non-blocking send, not a task wake-up and poll. Whatever the flusher
 //!   cannot write at once (a full send buffer, a close frame, an error) is handed back to the
 //!   task, which stays the writer until the queue is empty again.
+//!
 //! Such an outbox holds the socket itself, next to the queue, so that the flusher finds both in
 //! the same few cache lines: under fan-out, cache misses on per-connection memory are most of
 //! the cost of a delivery outside the kernel.
