@@ -26,6 +26,90 @@ pub struct Subscription {
     pub state: HashMap<String, String>,
 }
 
+/// A connection's subscriptions by channel identifier, in the order they were made.
+///
+/// A vector searched in order rather than a hash map: clients hold a handful of subscriptions,
+/// and the smallest hash table has room for four (half a KiB for one subscription), which adds
+/// up on a server holding many mostly idle connections. A client with very many subscriptions
+/// pays a linear search per command, its own cost.
+#[derive(Debug, Default)]
+pub struct Subscriptions(Vec<Entry>);
+
+impl Subscriptions {
+    pub fn get(&self, identifier: &str) -> Option<&Subscription> {
+        self.position(identifier).map(|i| &self.0[i].1)
+    }
+
+    pub fn get_mut(&mut self, identifier: &str) -> Option<&mut Subscription> {
+        self.position(identifier).map(|i| &mut self.0[i].1)
+    }
+
+    pub fn contains_key(&self, identifier: &str) -> bool {
+        self.position(identifier).is_some()
+    }
+
+    /// Adds or replaces the subscription of `identifier`; returns the replaced one.
+    pub fn insert(
+        &mut self,
+        identifier: Arc<str>,
+        subscription: Subscription,
+    ) -> Option<Subscription> {
+        if let Some(i) = self.position(&identifier) {
+            return Some(std::mem::replace(&mut self.0[i].1, subscription));
+        }
+        // Exact room for the first few: most connections never have more.
+        if self.0.len() < 4 {
+            self.0.reserve_exact(1);
+        }
+        self.0.push((identifier, subscription));
+        None
+    }
+
+    pub fn remove(&mut self, identifier: &str) -> Option<Subscription> {
+        let i = self.position(identifier)?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(identifier, _)| identifier)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Subscription> {
+        self.0.iter().map(|(_, subscription)| subscription)
+    }
+
+    pub fn iter(&self) -> <&Subscriptions as IntoIterator>::IntoIter {
+        self.into_iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut Subscription)> {
+        self.0
+            .iter_mut()
+            .map(|(identifier, subscription)| (&*identifier, subscription))
+    }
+
+    fn position(&self, identifier: &str) -> Option<usize> {
+        self.0.iter().position(|(key, _)| **key == *identifier)
+    }
+}
+
+type Entry = (Arc<str>, Subscription);
+
+impl<'a> IntoIterator for &'a Subscriptions {
+    type Item = (&'a Arc<str>, &'a Subscription);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, Entry>, fn(&'a Entry) -> Self::Item>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0
+            .iter()
+            .map(|(identifier, subscription)| (identifier, subscription))
+    }
+}
+
 /// The state of one authenticated connection. Owned by its connection task: only that task
 /// mutates it, so it needs no lock; other tasks reach the client through the shared [`Outbox`].
 pub struct Session {
@@ -36,7 +120,7 @@ pub struct Session {
     /// Connection identifiers (JSON text): the JWT `ext` claim or `{"sid":"..."}`.
     pub identifiers: Arc<str>,
     pub outbox: Arc<Outbox>,
-    pub subscriptions: HashMap<Arc<str>, Subscription>,
+    pub subscriptions: Subscriptions,
     /// Frames that were not valid commands; too many of them end the connection.
     pub malformed_frames: u32,
     /// Negotiated `actioncable-v1-ext-json`: the session is cached for restore.
@@ -83,7 +167,7 @@ impl Session {
             sid,
             identifiers,
             outbox,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             malformed_frames: 0,
             extended,
             env,
@@ -95,5 +179,42 @@ impl Session {
     /// Queues a protocol message for this client.
     pub fn send(&self, frame: String) -> Pushed {
         self.outbox.push(frame.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_streams(streams: &[&str]) -> Subscription {
+        Subscription {
+            streams: streams.iter().map(|s| Arc::from(*s)).collect(),
+            ..Subscription::default()
+        }
+    }
+
+    #[test]
+    fn subscriptions_keep_their_order_and_replace_by_identifier() {
+        let mut subscriptions = Subscriptions::default();
+        for id in ["a", "b", "c", "d", "e"] {
+            assert!(subscriptions
+                .insert(id.into(), with_streams(&[id]))
+                .is_none());
+        }
+        let replaced = subscriptions.insert("b".into(), with_streams(&["b2"]));
+        assert_eq!(replaced.unwrap().streams, [Arc::from("b")]);
+        assert_eq!(subscriptions.get("b").unwrap().streams, [Arc::from("b2")]);
+        assert!(subscriptions.remove("c").is_some());
+        assert!(subscriptions.remove("c").is_none());
+        assert!(!subscriptions.contains_key("c"));
+        let ids: Vec<&str> = subscriptions.keys().map(|k| &**k).collect();
+        assert_eq!(ids, ["a", "b", "d", "e"]);
+        subscriptions.get_mut("e").unwrap().remote = true;
+        let remote: Vec<&str> = subscriptions
+            .iter()
+            .filter(|(_, s)| s.remote)
+            .map(|(k, _)| &**k)
+            .collect();
+        assert_eq!(remote, ["e"]);
     }
 }
