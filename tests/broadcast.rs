@@ -544,23 +544,9 @@ async fn read_until(stream: &mut tokio::net::TcpStream, needle: &[u8]) -> Vec<u8
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_client_is_disconnected_without_delaying_others() {
-    // N × ~20 KB must exceed what the kernel buffers between the server and a non-reading
-    // peer on loopback (send buffer autotuning goes up to 4 MiB).
-    const N: usize = 300;
-    let server = start(&[
-        "--noauth",
-        "--public_streams",
-        // A dozen messages: roomy for a client that reads, tiny next to the 6 MB burst.
-        "--ws_max_pending_size=262144",
-        // Long enough that only the pending-size limit can explain a prompt disconnect.
-        "--ws_write_timeout=30",
-    ])
-    .await;
-
-    // The slow client: a raw socket with a small receive buffer that completes the handshake,
-    // subscribes, and then stops reading.
+/// A raw WebSocket client with a small receive buffer that completes the handshake, subscribes
+/// to `stream`, and then stops reading.
+async fn stalled_subscriber(server: &Server, stream: &str) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut slow = socket
@@ -577,12 +563,79 @@ async fn slow_client_is_disconnected_without_delaying_others() {
     .await
     .unwrap();
     read_until(&mut slow, b"\"welcome\"").await;
-    let subscribe =
-        json!({"command": "subscribe", "identifier": public_id("firehose")}).to_string();
+    let subscribe = json!({"command": "subscribe", "identifier": public_id(stream)}).to_string();
     slow.write_all(&client_text_frame(subscribe.as_bytes()))
         .await
         .unwrap();
     read_until(&mut slow, b"confirm_subscription").await;
+    slow
+}
+
+/// Reads what the server sent until it hangs up (or `limit` passes: `None`).
+async fn read_to_end(socket: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    tokio::time::timeout(limit, async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_at_the_write_timeout() {
+    // No pending-size limit: only the write deadline can end this connection.
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--ws_max_pending_size=0",
+        "--ws_write_timeout=1",
+    ])
+    .await;
+    let mut slow = stalled_subscriber(&server, "stuck").await;
+    // More than loopback buffers between the server and a peer that does not read.
+    let filler = "x".repeat(20_000);
+    for n in 0..300 {
+        let data = json!({"n": n, "filler": filler}).to_string();
+        server.publish("stuck", &data).await;
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = read_to_end(&mut slow, Duration::from_secs(10))
+        .await
+        .expect("the server kept the stalled connection open past its write timeout");
+    let delivered = String::from_utf8_lossy(&received)
+        .matches("\"filler\"")
+        .count();
+    assert!(
+        delivered < 300,
+        "all messages arrived: the connection was never stalled ({:?})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_is_disconnected_without_delaying_others() {
+    // N × ~20 KB must exceed what the kernel buffers between the server and a non-reading
+    // peer on loopback (send buffer autotuning goes up to 4 MiB).
+    const N: usize = 300;
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        // A dozen messages: roomy for a client that reads, tiny next to the 6 MB burst.
+        "--ws_max_pending_size=262144",
+        // Long enough that only the pending-size limit can explain a prompt disconnect.
+        "--ws_write_timeout=30",
+    ])
+    .await;
+
+    let mut slow = stalled_subscriber(&server, "firehose").await;
 
     // The normal client reads everything as it comes.
     let (mut fast, _) = server.ws_welcomed().await;
@@ -618,22 +671,13 @@ async fn slow_client_is_disconnected_without_delaying_others() {
 
     // Now read the slow socket: the server must have given up on it (EOF/reset after whatever
     // was buffered), and it cannot have received every message.
-    let mut received = Vec::new();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            match slow.read(&mut buf).await {
-                Ok(0) => return "eof".to_string(),
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(e) => return format!("error: {e}"),
-            }
-        }
-    })
-    .await;
+    let outcome = read_to_end(&mut slow, Duration::from_secs(10)).await;
+    let hung_up = outcome.is_some();
+    let received = outcome.unwrap_or_default();
     let text = String::from_utf8_lossy(&received);
     let delivered = text.matches("\"filler\"").count();
     assert!(
-        outcome.is_ok(),
+        hung_up,
         "the slow client was never disconnected (read {} bytes, {delivered} messages)",
         received.len()
     );
@@ -643,6 +687,6 @@ async fn slow_client_is_disconnected_without_delaying_others() {
     );
     assert!(
         text.contains(r#"{"type":"disconnect","reason":"too_slow","reconnect":true}"#),
-        "the slow client did not get the too_slow disconnect notice (outcome {outcome:?}, {delivered} messages)"
+        "the slow client did not get the too_slow disconnect notice ({delivered} messages)"
     );
 }
