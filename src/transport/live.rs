@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::protocol::DisconnectReason;
 use crate::session::Outbox;
 
@@ -29,6 +32,17 @@ pub struct Registration<'a> {
 }
 
 impl LiveOutboxes {
+    /// A list whose outboxes are all told to close once `shutdown` is cancelled.
+    pub fn watch(shutdown: &CancellationToken, tracker: &TaskTracker) -> Arc<LiveOutboxes> {
+        let live = Arc::new(LiveOutboxes::default());
+        let (notify, shutdown) = (live.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            shutdown.cancelled().await;
+            notify.shut_down();
+        });
+        live
+    }
+
     pub fn register(&self, outbox: &Arc<Outbox>) -> Registration<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.shard(id).insert(id, Arc::downgrade(outbox));

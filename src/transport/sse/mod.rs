@@ -3,8 +3,9 @@
 //! subscribes, decides the status from the outcome, then streams events until either side ends.
 //!
 //! The response body is fed through a small bounded channel by one task per connection, which
-//! owns the `Session` and selects over the shutdown token, the outbox, the ping timer and the
-//! client going away (the channel's receiver is dropped with the response).
+//! owns the `Session` and selects over the outbox, the ping timer and the client going away (the
+//! channel's receiver is dropped with the response). Shutdown reaches it through
+//! `transport::live`, as for WebSocket connections.
 
 mod encoder;
 mod request;
@@ -22,7 +23,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,13 +31,14 @@ use tokio_util::task::TaskTracker;
 pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
 pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 
+use super::live::LiveOutboxes;
 use super::{
     connection_id, find_token, first_ping_delay, with_cors, AllowedOrigins, EnvBuilder, Precision,
 };
 use crate::config::Config;
 use crate::metrics::Gauge;
 use crate::node::{ConnectRequest, Node, Subscribed};
-use crate::protocol::{DisconnectReason, Reply};
+use crate::protocol::Reply;
 use crate::server::ConnectionAbort;
 use crate::session::{Outbox, Outgoing, RequestEnv, Session};
 
@@ -58,7 +60,8 @@ pub struct SseEndpoint {
     write_timeout: Duration,
     ping_interval: Option<Duration>,
     ping_precision: Precision,
-    shutdown: CancellationToken,
+    /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
+    live: Arc<LiveOutboxes>,
     tracker: TaskTracker,
 }
 
@@ -82,7 +85,7 @@ impl SseEndpoint {
             ping_interval: (config.app.ping_interval_secs > 0)
                 .then(|| Duration::from_secs(config.app.ping_interval_secs)),
             ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
-            shutdown,
+            live: LiveOutboxes::watch(&shutdown, &tracker),
             tracker,
         }
     }
@@ -210,7 +213,7 @@ impl SseEndpoint {
                 write_timeout: self.write_timeout,
                 ping_interval: self.ping_interval.filter(|_| !format.raw),
                 ping_precision: self.ping_precision,
-                shutdown: self.shutdown.clone(),
+                live: self.live.clone(),
                 abort,
             };
             self.tracker.spawn(connection.run());
@@ -246,13 +249,32 @@ struct Connection {
     write_timeout: Duration,
     ping_interval: Option<Duration>,
     ping_precision: Precision,
-    shutdown: CancellationToken,
+    live: Arc<LiveOutboxes>,
     /// Drops the HTTP connection when the client stopped reading: the response could never be
     /// finished, and the socket would otherwise stay open until TCP gives up.
     abort: Option<CancellationToken>,
 }
 
 impl Connection {
+    /// Hands a chunk to the response body; false once the connection is over. The write
+    /// deadline is armed only when the channel is full: a timer per chunk would cost more than
+    /// the chunk.
+    async fn send(&self, chunk: Bytes) -> bool {
+        let chunk = match self.sender.try_send(chunk) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(chunk)) => chunk,
+        };
+        match timeout(self.write_timeout, self.sender.send(chunk)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::debug!(sid = &*self.session.sid, "SSE write timed out");
+                self.abort_connection();
+                false
+            }
+        }
+    }
+
     fn abort_connection(&self) {
         if let Some(abort) = &self.abort {
             abort.cancel();
@@ -262,34 +284,27 @@ impl Connection {
     async fn run(mut self) {
         let _client = self.node.metrics().track(Gauge::SseClients);
         let outbox = self.session.outbox.clone();
+        let live = self.live.clone();
+        let _listed = live.register(&outbox);
         let mut batch = VecDeque::new();
         let mut next_ping = self
             .ping_interval
             .map(|interval| Instant::now() + first_ping_delay(interval));
-        let mut shutting_down = false;
+        // The timer lives across loop turns: a new one per turn would register with the timer
+        // wheel on every delivery.
+        let ping = sleep_until(next_ping.unwrap_or_else(Instant::now));
+        tokio::pin!(ping);
         loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled(), if !shutting_down => {
-                    shutting_down = true;
-                    outbox.disconnect(DisconnectReason::ServerRestart, true, 1001, "Server restart");
-                }
                 _ = self.sender.closed() => {
                     tracing::debug!(sid = &*self.session.sid, "SSE client went away");
                     break;
                 }
                 _ = outbox.take_batch(&mut batch) => {
                     let (chunk, closed) = encode_batch(&mut batch, self.format);
-                    if !chunk.is_empty() {
-                        match timeout(self.write_timeout, self.sender.send(Bytes::from(chunk))).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break,
-                            Err(_) => {
-                                tracing::debug!(sid = &*self.session.sid, "SSE write timed out");
-                                self.abort_connection();
-                                break;
-                            }
-                        }
+                    if !chunk.is_empty() && !self.send(Bytes::from(chunk)).await {
+                        break;
                     }
                     if closed {
                         // A client too slow to drain its queue will not read the end of the
@@ -300,8 +315,11 @@ impl Connection {
                         break;
                     }
                 }
-                _ = sleep_until(next_ping.unwrap_or_else(Instant::now)), if next_ping.is_some() => {
+                _ = &mut ping, if next_ping.is_some() => {
                     next_ping = self.ping_interval.map(|interval| Instant::now() + interval);
+                    if let Some(at) = next_ping {
+                        ping.as_mut().reset(at);
+                    }
                     let ping = Reply::Ping { message: self.ping_precision.timestamp() };
                     self.node.send(&self.session, ping.encode());
                 }

@@ -105,7 +105,7 @@ impl WsEndpoint {
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
             sessions_keepalive: keepalive(config),
-            live: live_outboxes(&shutdown, &tracker),
+            live: LiveOutboxes::watch(&shutdown, &tracker),
             flushers,
             tracker,
         }
@@ -449,17 +449,6 @@ impl WsEndpoint {
             Box::pin(self.node.disconnect(&mut session)).await;
         }
     }
-}
-
-/// The list of open connections, told to close once `shutdown` is cancelled.
-fn live_outboxes(shutdown: &CancellationToken, tracker: &TaskTracker) -> Arc<LiveOutboxes> {
-    let live = Arc::new(LiveOutboxes::default());
-    let (notify, shutdown) = (live.clone(), shutdown.clone());
-    tracker.spawn(async move {
-        shutdown.cancelled().await;
-        notify.shut_down();
-    });
-    live
 }
 
 /// Per-connection settings taken from the upgrade request.
