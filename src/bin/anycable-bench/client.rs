@@ -1,7 +1,8 @@
-//! Benchmark clients: Action Cable over WebSocket, from many loopback source addresses.
+//! Benchmark clients: Action Cable over WebSocket (here) or SSE (`sse.rs`), from many loopback
+//! source addresses.
 //!
-//! The clients speak raw WebSocket (see `wire.rs`) rather than through a WebSocket library, so
-//! that on a shared machine the figures measure the server, not the load generator.
+//! The clients speak raw WebSocket (see `wire.rs`) and raw HTTP/1.1 rather than through a
+//! library, so that on a shared machine the figures measure the server, not the load generator.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::wire::{encode_client_text, find, Frame, FrameBuffer, OPCODE_CLOSE, OPCODE_TEXT};
+use crate::buffer::{find, ReadBuffer};
+use crate::wire::{encode_client_text, next_frame, OPCODE_CLOSE, OPCODE_TEXT};
 
 /// Source addresses 127.0.0.1 ..= 127.0.0.SOURCES: each has its own ephemeral port range, so
 /// tens of thousands of connections to one server port do not run out of ports.
@@ -20,14 +22,31 @@ static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 /// Large enough for many packed broadcast frames per read.
 const READ_BUFFER: usize = 16 * 1024;
 
-/// An open WebSocket connection.
-pub struct Socket {
-    stream: TcpStream,
-    buffer: FrameBuffer,
+/// What a client received: an Action Cable message (a WebSocket text frame's payload, or an
+/// SSE event's lines), the end of the stream, or something the benchmark ignores.
+pub enum Message<'a> {
+    Text(&'a [u8]),
+    Closed,
+    Other,
 }
 
-/// Opens a WebSocket to `path_and_query` (e.g. `/cable?jid=...`).
-pub async fn connect(server: SocketAddr, path_and_query: &str) -> Result<Socket, String> {
+/// A connection that receives Action Cable messages, whatever the transport.
+pub trait Receive {
+    /// Reads whatever arrived (waiting for at least one byte); false when the server closed.
+    async fn receive(&mut self) -> Result<bool, String>;
+
+    /// The next complete message received so far.
+    fn next_message(&mut self) -> Result<Option<Message<'_>>, String>;
+}
+
+/// Sends an HTTP/1.1 request from the next source address and reads the response head,
+/// which must start with `expected` (e.g. `HTTP/1.1 101`). Returns the socket, the head and
+/// a buffer holding what followed it.
+pub async fn open(
+    server: SocketAddr,
+    request: &str,
+    expected: &str,
+) -> Result<(TcpStream, String, ReadBuffer), String> {
     let source = 1 + (NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCES as usize) as u8;
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket
@@ -41,40 +60,61 @@ pub async fn connect(server: SocketAddr, path_and_query: &str) -> Result<Socket,
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let request = format!(
-        "GET {path_and_query} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|e| format!("request: {e}"))?;
     let mut response = Vec::with_capacity(512);
     let head_end = loop {
         if let Some(at) = find(&response, b"\r\n\r\n") {
             break at + 4;
         }
         if response.len() > 16 * 1024 {
-            return Err("handshake: response headers too long".into());
+            return Err("response headers too long".into());
         }
         let read = stream
             .read_buf(&mut response)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(|e| format!("response: {e}"))?;
         if read == 0 {
-            return Err("handshake: closed".into());
+            return Err("closed before the response".into());
         }
     };
-    if !response.starts_with(b"HTTP/1.1 101") {
-        let status = String::from_utf8_lossy(&response[..head_end]);
-        return Err(format!(
-            "handshake: {}",
-            status.lines().next().unwrap_or("")
-        ));
+    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
+    if !head.starts_with(expected) {
+        return Err(format!("answered {}", head.lines().next().unwrap_or("")));
     }
-    let mut buffer = FrameBuffer::with_capacity(READ_BUFFER);
+    let mut buffer = ReadBuffer::with_capacity(READ_BUFFER);
     buffer.extend(&response[head_end..]);
+    Ok((stream, head, buffer))
+}
+
+/// Reads what arrived on `stream` into `buffer`; false when the server closed.
+pub async fn read_into(stream: &mut TcpStream, buffer: &mut ReadBuffer) -> Result<bool, String> {
+    let read = stream
+        .read(buffer.spare())
+        .await
+        .map_err(|e| e.to_string())?;
+    buffer.filled(read);
+    Ok(read > 0)
+}
+
+/// An open WebSocket connection.
+pub struct Socket {
+    stream: TcpStream,
+    buffer: ReadBuffer,
+}
+
+/// Opens a WebSocket to `path_and_query` (e.g. `/cable?jid=...`).
+pub async fn connect(server: SocketAddr, path_and_query: &str) -> Result<Socket, String> {
+    let request = format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let (stream, _, buffer) = open(server, &request, "HTTP/1.1 101")
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
     Ok(Socket { stream, buffer })
 }
 
@@ -87,21 +127,21 @@ impl Socket {
             .await
             .map_err(|e| e.to_string())
     }
+}
 
-    /// Reads whatever arrived (waiting for at least one byte); false when the server closed.
-    pub async fn receive(&mut self) -> Result<bool, String> {
-        let read = self
-            .stream
-            .read(self.buffer.spare())
-            .await
-            .map_err(|e| e.to_string())?;
-        self.buffer.filled(read);
-        Ok(read > 0)
+impl Receive for Socket {
+    async fn receive(&mut self) -> Result<bool, String> {
+        read_into(&mut self.stream, &mut self.buffer).await
     }
 
-    /// The next complete frame received so far.
-    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, String> {
-        self.buffer.next_frame()
+    fn next_message(&mut self) -> Result<Option<Message<'_>>, String> {
+        Ok(
+            next_frame(&mut self.buffer)?.map(|frame| match frame.opcode {
+                OPCODE_TEXT => Message::Text(frame.payload),
+                OPCODE_CLOSE => Message::Closed,
+                _ => Message::Other,
+            }),
+        )
     }
 }
 
@@ -113,24 +153,25 @@ pub async fn subscribe(ws: &mut Socket, identifier: &str) -> Result<(), String> 
     expect_type(ws, "confirm_subscription").await
 }
 
-async fn expect_type(ws: &mut Socket, kind: &str) -> Result<(), String> {
+/// Waits for the message of type `kind`, skipping pings.
+pub async fn expect_type(client: &mut impl Receive, kind: &str) -> Result<(), String> {
     let marker = format!("\"type\":\"{kind}\"");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        while let Some(frame) = ws.next_frame()? {
-            match frame.opcode {
-                OPCODE_TEXT if find(frame.payload, marker.as_bytes()).is_some() => return Ok(()),
-                OPCODE_TEXT if find(frame.payload, b"\"type\":\"ping\"").is_some() => {}
-                OPCODE_TEXT => {
-                    let text = String::from_utf8_lossy(frame.payload);
+        while let Some(message) = client.next_message()? {
+            match message {
+                Message::Text(text) if find(text, marker.as_bytes()).is_some() => return Ok(()),
+                Message::Text(text) if find(text, b"\"type\":\"ping\"").is_some() => {}
+                Message::Text(text) => {
+                    let text = String::from_utf8_lossy(text);
                     return Err(format!("expected {kind}, got {text}"));
                 }
-                OPCODE_CLOSE => return Err(format!("closed while waiting for {kind}")),
-                _ => {}
+                Message::Closed => return Err(format!("closed while waiting for {kind}")),
+                Message::Other => {}
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, ws.receive()).await {
+        match tokio::time::timeout(remaining, client.receive()).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => return Err(format!("closed while waiting for {kind}")),
             Ok(Err(e)) => return Err(e),

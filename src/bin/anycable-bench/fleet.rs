@@ -1,4 +1,4 @@
-//! A fleet of subscribed clients that record what they receive.
+//! A fleet of subscribed clients that record what they receive, over WebSocket or SSE.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,9 +7,36 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::client::{connect, now_nanos, parse_stamp, subscribe, Socket};
+use crate::buffer::find;
+use crate::client::{connect, now_nanos, parse_stamp, subscribe, Message, Receive};
+use crate::scenarios::STREAM;
+use crate::sse;
 use crate::target::Target;
-use crate::wire::{find, OPCODE_CLOSE, OPCODE_TEXT};
+
+/// How the fleet's clients connect: Action Cable over WebSocket, or an SSE stream (`GET
+/// /events`, which the server must have enabled: `--sse`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Sse,
+}
+
+impl Transport {
+    pub fn parse(name: &str) -> Result<Transport, String> {
+        match name {
+            "ws" => Ok(Transport::Ws),
+            "sse" => Ok(Transport::Sse),
+            other => Err(format!("--transport: expected ws or sse, got {other}")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
 
 /// What one client saw, indexed by message sequence number.
 struct Log {
@@ -41,32 +68,27 @@ pub struct DeliveryStats {
     pub max_ms: f64,
 }
 
-/// Reads until the connection closes, recording each broadcast's latency. Frames that arrived
-/// in one read share one clock reading and one lock of the log.
+/// Reads until the connection closes, recording each broadcast's latency. Messages that
+/// arrived in one read share one clock reading and one lock of the log.
 async fn record(
-    mut ws: Socket,
+    mut client: impl Receive,
     log: Arc<Mutex<Log>>,
     delivered: Arc<AtomicU64>,
     pings: Arc<AtomicU64>,
 ) {
-    while let Ok(true) = ws.receive().await {
+    while let Ok(true) = client.receive().await {
         let now = now_nanos();
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh = 0;
         loop {
-            let frame = match ws.next_frame() {
-                Ok(Some(frame)) => frame,
+            let text = match client.next_message() {
+                Ok(Some(Message::Text(text))) => text,
+                Ok(Some(Message::Other)) => continue,
                 Ok(None) => break,
-                Err(_) => return,
+                Ok(Some(Message::Closed)) | Err(_) => return,
             };
-            if frame.opcode == OPCODE_CLOSE {
-                return;
-            }
-            if frame.opcode != OPCODE_TEXT {
-                continue;
-            }
-            let Some(stamp) = parse_stamp(frame.payload) else {
-                if find(frame.payload, b"\"type\":\"ping\"").is_some() {
+            let Some(stamp) = parse_stamp(text) else {
+                if find(text, b"\"type\":\"ping\"").is_some() {
                     pings.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
@@ -87,35 +109,46 @@ async fn record(
 
 impl Fleet {
     /// Connects `count` clients (at most `concurrency` handshakes at a time) and subscribes
-    /// each to `identifier`. `capacity` bounds the sequence numbers that will be published.
+    /// each to the public stream [`STREAM`]. `capacity` bounds the sequence numbers that will
+    /// be published.
     pub async fn start(
         target: &Target,
+        transport: Transport,
         count: usize,
-        path: &str,
-        identifier: &str,
         capacity: usize,
         concurrency: usize,
     ) -> Result<Fleet, String> {
         let delivered = Arc::new(AtomicU64::new(0));
         let pings = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+        let identifier =
+            serde_json::json!({"channel": "$pubsub", "stream_name": STREAM}).to_string();
+        let events_path = format!("/events?stream={STREAM}");
         let mut pending = Vec::with_capacity(count);
         for _ in 0..count {
             let gate = gate.clone();
-            let (addr, path, identifier) = (target.addr, path.to_string(), identifier.to_string());
+            let (addr, identifier, events_path) =
+                (target.addr, identifier.clone(), events_path.clone());
             let delivered = delivered.clone();
             let pings = pings.clone();
             pending.push(tokio::spawn(async move {
-                let permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-                let mut ws = connect(addr, &path).await?;
-                subscribe(&mut ws, &identifier).await?;
-                drop(permit);
+                let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
                 let log = Arc::new(Mutex::new(Log {
                     latency_us: vec![u32::MAX; capacity],
                     duplicates: 0,
                 }));
                 let reader_log = log.clone();
-                let reader = tokio::spawn(record(ws, reader_log, delivered, pings));
+                let reader = match transport {
+                    Transport::Ws => {
+                        let mut ws = connect(addr, "/cable").await?;
+                        subscribe(&mut ws, &identifier).await?;
+                        tokio::spawn(record(ws, reader_log, delivered, pings))
+                    }
+                    Transport::Sse => {
+                        let events = sse::subscribe(addr, &events_path).await?;
+                        tokio::spawn(record(events, reader_log, delivered, pings))
+                    }
+                };
                 Ok::<Member, String>(Member { log, reader })
             }));
         }

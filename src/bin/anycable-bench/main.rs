@@ -1,14 +1,18 @@
 //! `anycable-bench`: the project's load benchmark. It starts the server (or uses a running one),
-//! drives it over loopback with Action Cable WebSocket clients and HTTP publications, and prints
-//! figures as a table and, with `--json`, as JSON. Every scenario stops by itself.
+//! drives it over loopback with Action Cable clients (WebSocket or SSE) and publications (HTTP
+//! or Redis), and prints figures as a table and, with `--json`, as JSON. Every scenario stops
+//! by itself.
 
 mod backend;
+mod buffer;
 mod client;
 mod fleet;
 mod procfs;
 mod publisher;
+mod redis;
 mod report;
 mod scenarios;
+mod sse;
 mod target;
 mod wire;
 
@@ -18,6 +22,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use backend::{Backend, Protocol};
+use fleet::Transport;
+use publisher::Broadcaster;
 use report::Report;
 use target::Target;
 
@@ -32,6 +38,13 @@ const USAGE: &str =
   --step SECS            throughput: seconds per rate step (2)
   --hold SECS            idle: seconds to hold the connections before measuring (5)
   --concurrency C        connection handshakes in flight (100)
+  --transport ws|sse     idle, fanout, throughput: the clients' transport (ws); sse starts the
+                         server with --sse and reads GET /events?stream=... (connect is ws only)
+  --broadcaster http|redis
+                         fanout, throughput: publish through POST /_broadcast (http) or with
+                         PUBLISH on Redis at 127.0.0.1:6379 (the server gets
+                         --broadcast_adapter=redis and a channel of its own); unless
+                         these two are given, `all` also runs fanout over sse and redis
   --rpc grpc|http        connect: authenticate through an in-process RPC backend instead of
                          JWT and signed streams (`all` runs connect in all three modes)
   --json                 also print the figures as one JSON document
@@ -49,6 +62,16 @@ pub struct Options {
     pub step: Duration,
     pub hold: Duration,
     pub concurrency: usize,
+    pub transport: Transport,
+    pub broadcaster: Broadcaster,
+}
+
+/// One scenario to run, with what its server and clients use.
+struct Run {
+    scenario: &'static str,
+    rpc: Option<Protocol>,
+    transport: Transport,
+    broadcaster: Broadcaster,
 }
 
 struct Cli {
@@ -63,6 +86,8 @@ struct Cli {
     hold: Option<f64>,
     concurrency: usize,
     rpc: Option<Protocol>,
+    transport: Option<Transport>,
+    broadcaster: Option<Broadcaster>,
     server_bin: Option<PathBuf>,
     server: Option<SocketAddr>,
     server_pid: Option<u32>,
@@ -83,6 +108,8 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         hold: None,
         concurrency: 100,
         rpc: None,
+        transport: None,
+        broadcaster: None,
         server_bin: None,
         server: None,
         server_pid: None,
@@ -127,6 +154,8 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             "--hold" => cli.hold = Some(number(value()?)?),
             "--concurrency" => cli.concurrency = number(value()?)? as usize,
             "--rpc" => cli.rpc = Some(Protocol::parse(&value()?)?),
+            "--transport" => cli.transport = Some(Transport::parse(&value()?)?),
+            "--broadcaster" => cli.broadcaster = Some(Broadcaster::parse(&value()?)?),
             "--server-bin" => cli.server_bin = Some(value()?.into()),
             "--server" => {
                 cli.server = Some(value()?.parse().map_err(|e| format!("--server: {e}"))?)
@@ -141,8 +170,8 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
 }
 
 impl Cli {
-    fn options(&self, scenario: &str) -> Options {
-        let default_connections = match (scenario, self.quick) {
+    fn options(&self, run: &Run) -> Options {
+        let default_connections = match (run.scenario, self.quick) {
             (_, true) => 200,
             ("idle" | "connect", false) => 10_000,
             ("fanout", false) => 5_000,
@@ -163,13 +192,19 @@ impl Cli {
             step: Duration::from_secs_f64(self.step.unwrap_or(if self.quick { 0.5 } else { 2.0 })),
             hold: Duration::from_secs_f64(self.hold.unwrap_or(if self.quick { 1.0 } else { 5.0 })),
             concurrency: self.concurrency,
+            transport: run.transport,
+            broadcaster: run.broadcaster,
         }
     }
 
     /// One fresh server per scenario, so figures do not depend on what ran before.
-    fn target(&self, rpc: Option<Protocol>) -> Result<Target, String> {
+    async fn target(&self, run: &Run) -> Result<Target, String> {
+        if run.broadcaster == Broadcaster::Redis {
+            // Fail before connecting thousands of clients when Redis is not there.
+            redis::open().await?;
+        }
         if let Some(addr) = self.server {
-            if rpc.is_some() {
+            if run.rpc.is_some() {
                 return Err("--rpc starts its own server, not with --server".into());
             }
             let pid = self.server_pid.ok_or("--server needs --server-pid")?;
@@ -181,28 +216,72 @@ impl Cli {
                 .map_err(|e| e.to_string())?
                 .with_file_name("anycable-rs"),
         };
-        let backend = rpc.map(Backend::start).transpose()?;
-        Target::spawn(&bin, backend, &self.server_args)
+        let backend = run.rpc.map(Backend::start).transpose()?;
+        Target::spawn(
+            &bin,
+            backend,
+            run.transport,
+            run.broadcaster,
+            &self.server_args,
+        )
     }
 
-    /// The scenarios to run, each with the RPC backend its server authenticates through.
-    fn runs(&self) -> Result<Vec<(&'static str, Option<Protocol>)>, String> {
+    /// The scenarios to run, each with the RPC backend its server authenticates through and
+    /// the transport and broadcaster it uses.
+    fn runs(&self) -> Result<Vec<Run>, String> {
+        let transport = self.transport.unwrap_or(Transport::Ws);
+        let broadcaster = self.broadcaster.unwrap_or(Broadcaster::Http);
+        let run = |scenario, rpc, transport, broadcaster| Run {
+            scenario,
+            rpc,
+            transport,
+            broadcaster,
+        };
+        // Each option where it applies: only fanout and throughput publish, and connect
+        // measures WebSocket handshakes.
+        let fitted = |scenario: &'static str, rpc| {
+            let transport = if scenario == "connect" {
+                Transport::Ws
+            } else {
+                transport
+            };
+            let publishes = matches!(scenario, "fanout" | "throughput");
+            let broadcaster = if publishes {
+                broadcaster
+            } else {
+                Broadcaster::Http
+            };
+            run(scenario, rpc, transport, broadcaster)
+        };
         let standalone = ["idle", "fanout", "throughput", "connect"];
         match (self.scenario.as_str(), self.rpc) {
-            ("connect", rpc) => Ok(vec![("connect", rpc)]),
+            ("connect", _) if transport == Transport::Sse => Err(
+                "connect measures WebSocket handshakes only; --transport sse applies to idle, fanout and throughput".into(),
+            ),
+            ("connect" | "idle", _) if broadcaster == Broadcaster::Redis => Err(
+                "--broadcaster applies to fanout and throughput (the scenarios that publish)".into(),
+            ),
+            ("connect", rpc) => Ok(vec![fitted("connect", rpc)]),
             ("all", None) => {
-                let mut runs: Vec<_> = standalone.iter().map(|&s| (s, None)).collect();
-                // A running server's mode was chosen by whoever started it.
+                let mut runs: Vec<_> = standalone.iter().map(|&s| fitted(s, None)).collect();
+                // A running server's mode and endpoints were chosen by whoever started it.
                 if self.server.is_none() {
-                    runs.push(("connect", Some(Protocol::Grpc)));
-                    runs.push(("connect", Some(Protocol::Http)));
+                    runs.push(fitted("connect", Some(Protocol::Grpc)));
+                    runs.push(fitted("connect", Some(Protocol::Http)));
+                    // So that every path is exercised, fan-out also through what was not chosen.
+                    if self.transport.is_none() {
+                        runs.push(run("fanout", None, Transport::Sse, broadcaster));
+                    }
+                    if self.broadcaster.is_none() {
+                        runs.push(run("fanout", None, transport, Broadcaster::Redis));
+                    }
                 }
                 Ok(runs)
             }
             (one, None) => standalone
                 .into_iter()
                 .find(|&s| s == one)
-                .map(|s| vec![(s, None)])
+                .map(|s| vec![fitted(s, None)])
                 .ok_or(format!("unknown scenario {one}\n{USAGE}")),
             (_, Some(_)) => Err("--rpc applies to the connect scenario only".into()),
         }
@@ -247,10 +326,11 @@ fn main() -> ExitCode {
         }
     };
     let mut reports: Vec<Report> = Vec::new();
-    for (scenario, rpc) in runs {
-        let options = cli.options(scenario);
+    for run in runs {
+        let options = cli.options(&run);
+        let scenario = run.scenario;
         let result = runtime.block_on(async {
-            let target = cli.target(rpc)?;
+            let target = cli.target(&run).await?;
             let run = async {
                 match scenario {
                     "idle" => scenarios::idle(&target, &options).await,

@@ -1,4 +1,5 @@
-//! Publishes through the HTTP broadcaster over one keep-alive connection.
+//! Publishes stamped messages: through the HTTP broadcaster (`POST /_broadcast`) over one
+//! keep-alive connection, or through Redis (`redis.rs`).
 
 use std::net::SocketAddr;
 
@@ -9,14 +10,70 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub struct Publisher {
+use crate::redis::RedisPublisher;
+use crate::target::Target;
+
+/// The server's broadcaster the benchmark publishes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broadcaster {
+    Http,
+    /// The legacy `redis` broadcaster (Redis Pub/Sub).
+    Redis,
+}
+
+impl Broadcaster {
+    pub fn parse(name: &str) -> Result<Broadcaster, String> {
+        match name {
+            "http" => Ok(Broadcaster::Http),
+            "redis" => Ok(Broadcaster::Redis),
+            other => Err(format!(
+                "--broadcaster: expected http or redis, got {other}"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Broadcaster::Http => "http",
+            Broadcaster::Redis => "redis",
+        }
+    }
+}
+
+pub enum Publisher {
+    Http(HttpPublisher),
+    Redis(RedisPublisher),
+}
+
+impl Publisher {
+    pub async fn connect(target: &Target, broadcaster: Broadcaster) -> Result<Publisher, String> {
+        Ok(match broadcaster {
+            Broadcaster::Http => Publisher::Http(
+                HttpPublisher::connect(target.addr, target.broadcast_key.clone()).await?,
+            ),
+            Broadcaster::Redis => {
+                Publisher::Redis(RedisPublisher::connect(&target.redis_channel).await?)
+            }
+        })
+    }
+
+    /// Sends one body of [`stamped_publications`].
+    pub async fn publish(&mut self, body: String) -> Result<(), String> {
+        match self {
+            Publisher::Http(http) => http.publish(body).await,
+            Publisher::Redis(redis) => redis.publish(body).await,
+        }
+    }
+}
+
+pub struct HttpPublisher {
     sender: SendRequest<Full<Bytes>>,
     addr: SocketAddr,
     key: Option<String>,
 }
 
-impl Publisher {
-    pub async fn connect(addr: SocketAddr, key: Option<String>) -> Result<Publisher, String> {
+impl HttpPublisher {
+    pub async fn connect(addr: SocketAddr, key: Option<String>) -> Result<HttpPublisher, String> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("publisher connect: {e}"))?;
@@ -25,7 +82,7 @@ impl Publisher {
             .await
             .map_err(|e| format!("publisher handshake: {e}"))?;
         tokio::spawn(connection);
-        Ok(Publisher { sender, addr, key })
+        Ok(HttpPublisher { sender, addr, key })
     }
 
     /// Sends one broadcast body and checks for `201 Created`.
@@ -58,7 +115,8 @@ impl Publisher {
 }
 
 /// Publications whose data carry a sequence number and the publish time: one JSON object for a
-/// single message, an array (one `/_broadcast` request for the whole batch) for several.
+/// single message, an array (one `/_broadcast` request or one `PUBLISH` for the whole batch;
+/// both broadcasters accept it) for several.
 pub fn stamped_publications(stream: &str, seqs: std::ops::Range<u64>, sent_nanos: u64) -> String {
     let mut publications: Vec<serde_json::Value> = seqs
         .map(|seq| {

@@ -19,18 +19,13 @@ use crate::Options;
 
 pub const STREAM: &str = "bench";
 
-fn public_identifier() -> String {
-    serde_json::json!({"channel": "$pubsub", "stream_name": STREAM}).to_string()
-}
-
 /// N idle subscribed connections: server memory per connection.
 pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> {
     let before = rss_kib(target.pid).ok_or("cannot read server RSS")?;
     let fleet = Fleet::start(
         target,
+        options.transport,
         options.connections,
-        "/cable",
-        &public_identifier(),
         0,
         options.concurrency,
     )
@@ -46,6 +41,7 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
     let pings = fleet.pings() - pings_before;
     let open = fleet.open();
     let mut report = Report::new("idle");
+    report.add("transport", options.transport.name());
     report.add("connections", fleet.len());
     report.add("rss_before_kib", before);
     report.add("rss_after_kib", after);
@@ -74,19 +70,24 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
     Ok(report)
 }
 
+/// Which way the messages went, first in the reports of the scenarios that publish.
+fn add_paths(report: &mut Report, options: &Options) {
+    report.add("transport", options.transport.name());
+    report.add("broadcaster", options.broadcaster.name());
+}
+
 /// N subscribers on one stream, M messages at rate R.
 pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String> {
     let messages = options.messages;
     let fleet = Fleet::start(
         target,
+        options.transport,
         options.connections,
-        "/cable",
-        &public_identifier(),
         messages,
         options.concurrency,
     )
     .await?;
-    let mut publisher = Publisher::connect(target.addr, target.broadcast_key.clone()).await?;
+    let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
     publish_at_rate(&mut publisher, 0..messages, options.rate).await?;
@@ -98,6 +99,7 @@ pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String
         .since(cpu_before);
     let stats = fleet.stats(0..messages);
     let mut report = Report::new("fanout");
+    add_paths(&mut report, options);
     report.add("subscribers", fleet.len());
     report.add("messages", messages);
     report.add("rate_per_s", options.rate);
@@ -126,15 +128,15 @@ pub async fn throughput(target: &Target, options: &Options) -> Result<Report, St
     let capacity = per_step.iter().sum();
     let fleet = Fleet::start(
         target,
+        options.transport,
         options.connections,
-        "/cable",
-        &public_identifier(),
         capacity,
         options.concurrency,
     )
     .await?;
-    let mut publisher = Publisher::connect(target.addr, target.broadcast_key.clone()).await?;
+    let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let mut report = Report::new("throughput");
+    add_paths(&mut report, options);
     report.add("subscribers", fleet.len());
     let mut best = 0.0_f64;
     let mut first_seq = 0;
@@ -231,6 +233,7 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
         .as_ref()
         .map_or("standalone", |b| b.protocol.name());
     report.add("mode", mode);
+    report.add("transport", options.transport.name());
     report.add("connections", times.len());
     report.add("failures", failures);
     report.add("connections_per_s", times.len() as f64 / elapsed);

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use anycable_rs::streams::hex_hmac_sha256;
 
 use crate::backend::Backend;
+use crate::fleet::Transport;
+use crate::publisher::Broadcaster;
+use crate::redis::{DEFAULT_CHANNEL, REDIS_URL};
 
 /// The application secret the spawned server runs with.
 pub const SECRET: &str = "bench-secret";
@@ -17,6 +20,9 @@ pub struct Target {
     pub pid: u32,
     /// Bearer key for `/_broadcast` (derived from [`SECRET`] for a spawned server).
     pub broadcast_key: Option<String>,
+    /// The channel of the server's `redis` broadcaster: one per spawned server, so that
+    /// benchmarks running side by side do not receive each other's publications.
+    pub redis_channel: String,
     /// The RPC backend the server authenticates through; none in standalone mode.
     pub backend: Option<Backend>,
     child: Option<Child>,
@@ -25,13 +31,17 @@ pub struct Target {
 impl Target {
     /// Starts `bin` on a free loopback port with a secret (JWT, signed streams, authenticated
     /// broadcasts on the main port) and public streams: in standalone mode, or authenticating
-    /// through `backend`.
+    /// through `backend`; with the SSE endpoint for SSE clients, and the `redis` broadcaster
+    /// instead of HTTP when publishing through Redis.
     pub fn spawn(
         bin: &PathBuf,
         backend: Option<Backend>,
+        transport: Transport,
+        broadcaster: Broadcaster,
         extra_args: &[String],
     ) -> Result<Target, String> {
         let port = free_port()?;
+        let redis_channel = format!("anycable-bench-{port}");
         let mut command = Command::new(bin);
         command
             .arg("--ignore-config-path")
@@ -43,6 +53,15 @@ impl Target {
             Some(backend) => command.arg(format!("--rpc_host={}", backend.rpc_host())),
             None => command.arg("--noauth").arg("--norpc"),
         };
+        if transport == Transport::Sse {
+            command.arg("--sse");
+        }
+        if broadcaster == Broadcaster::Redis {
+            command
+                .arg("--broadcast_adapter=redis")
+                .arg(format!("--redis_url={REDIS_URL}"))
+                .arg(format!("--redis_channel={redis_channel}"));
+        }
         command
             .arg("--turbo_streams")
             .arg("--log_level=warn")
@@ -57,6 +76,7 @@ impl Target {
             addr,
             pid: child.id(),
             broadcast_key: Some(hex_hmac_sha256(SECRET.as_bytes(), b"broadcast-cable")),
+            redis_channel,
             backend,
             child: Some(child),
         };
@@ -64,12 +84,14 @@ impl Target {
         Ok(target)
     }
 
-    /// A server started by someone else.
+    /// A server started by someone else (its Redis broadcaster, if any, on the default
+    /// channel).
     pub fn existing(addr: SocketAddr, pid: u32, broadcast_key: Option<String>) -> Target {
         Target {
             addr,
             pid,
             broadcast_key,
+            redis_channel: DEFAULT_CHANNEL.to_string(),
             backend: None,
             child: None,
         }

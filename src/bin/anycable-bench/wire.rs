@@ -4,6 +4,8 @@
 //! less per received frame than the server does per sent one: they read large chunks, find frame
 //! boundaries from the headers, and hand out borrowed payloads without copying or allocating.
 
+use crate::buffer::ReadBuffer;
+
 /// Opcodes the benchmark cares about (RFC 6455, section 5.2).
 pub const OPCODE_TEXT: u8 = 0x1;
 pub const OPCODE_CLOSE: u8 = 0x8;
@@ -70,79 +72,20 @@ fn parse_header(bytes: &[u8]) -> Result<Option<Header>, String> {
     }))
 }
 
-/// A receive buffer that yields complete frames and keeps partial ones for the next read.
-pub struct FrameBuffer {
-    bytes: Vec<u8>,
-    /// Start of the first unconsumed byte.
-    start: usize,
-    /// End of the received bytes.
-    end: usize,
-}
-
-impl FrameBuffer {
-    pub fn with_capacity(capacity: usize) -> FrameBuffer {
-        FrameBuffer {
-            bytes: vec![0; capacity],
-            start: 0,
-            end: 0,
-        }
+/// The next complete frame in `buffer`, consumed; `None` when more bytes are needed.
+pub fn next_frame(buffer: &mut ReadBuffer) -> Result<Option<Frame<'_>>, String> {
+    let buffered = buffer.pending();
+    let Some(header) = parse_header(buffered)? else {
+        return Ok(None);
+    };
+    let frame_len = header.header_len + header.payload_len;
+    if buffered.len() < frame_len {
+        return Ok(None);
     }
-
-    /// The free space to read into; moves a partial frame to the front first, and grows the
-    /// buffer when one frame does not fit.
-    pub fn spare(&mut self) -> &mut [u8] {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.bytes.len() {
-            self.bytes.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.end == self.bytes.len() {
-                let doubled = self.bytes.len() * 2;
-                self.bytes.resize(doubled, 0);
-            }
-        }
-        &mut self.bytes[self.end..]
-    }
-
-    /// Records that `n` bytes were read into [`FrameBuffer::spare`].
-    pub fn filled(&mut self, n: usize) {
-        self.end += n;
-    }
-
-    /// Appends bytes received outside [`FrameBuffer::spare`] (after the HTTP handshake).
-    pub fn extend(&mut self, bytes: &[u8]) {
-        while self.spare().len() < bytes.len() {
-            let doubled = self.bytes.len() * 2;
-            self.bytes.resize(doubled, 0);
-        }
-        self.bytes[self.end..self.end + bytes.len()].copy_from_slice(bytes);
-        self.end += bytes.len();
-    }
-
-    /// The next complete frame, consumed; `None` when more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, String> {
-        let buffered = &self.bytes[self.start..self.end];
-        let Some(header) = parse_header(buffered)? else {
-            return Ok(None);
-        };
-        let frame_len = header.header_len + header.payload_len;
-        if buffered.len() < frame_len {
-            return Ok(None);
-        }
-        let payload_start = self.start + header.header_len;
-        self.start += frame_len;
-        Ok(Some(Frame {
-            opcode: header.opcode,
-            payload: &self.bytes[payload_start..payload_start + header.payload_len],
-        }))
-    }
-}
-
-/// Finds `needle` in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    Ok(Some(Frame {
+        opcode: header.opcode,
+        payload: &buffer.take(frame_len)[header.header_len..],
+    }))
 }
 
 #[cfg(test)]
@@ -166,7 +109,7 @@ mod tests {
         let long = vec![b'x'; 300];
         let mut wire = server_frame(b"hello");
         wire.extend(server_frame(&long));
-        let mut buffer = FrameBuffer::with_capacity(8);
+        let mut buffer = ReadBuffer::with_capacity(8);
         let mut seen = Vec::new();
         let mut rest = &wire[..];
         while !rest.is_empty() {
@@ -175,7 +118,7 @@ mod tests {
             spare[..n].copy_from_slice(&rest[..n]);
             buffer.filled(n);
             rest = &rest[n..];
-            while let Some(frame) = buffer.next_frame().unwrap() {
+            while let Some(frame) = next_frame(&mut buffer).unwrap() {
                 assert_eq!(frame.opcode, OPCODE_TEXT);
                 seen.push(frame.payload.to_vec());
             }
