@@ -212,9 +212,6 @@ async fn serve_connection<S>(
         request
             .extensions_mut()
             .insert(ConnectionAbort(abort_handle.clone()));
-        request
-            .extensions_mut()
-            .insert(ConnectionAbort(abort_handle.clone()));
         if let Some(permit) = &permit {
             request
                 .extensions_mut()
