@@ -109,6 +109,9 @@ pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String
     report.add("latency_p50_ms", stats.p50_ms);
     report.add("latency_p99_ms", stats.p99_ms);
     report.add("latency_max_ms", stats.max_ms);
+    report.add("completion_p50_ms", stats.completion_p50_ms);
+    report.add("completion_p99_ms", stats.completion_p99_ms);
+    report.add("completion_max_ms", stats.completion_max_ms);
     report.add("elapsed_s", elapsed.as_secs_f64());
     let per_delivery = |seconds: f64| seconds * 1e6 / stats.deliveries.max(1) as f64;
     report.add("server_cpu_us_per_delivery", per_delivery(cpu.total()));
