@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -148,6 +149,22 @@ fn valid_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'='))
 }
 
+/// Why a publication was not stored.
+struct Unstored {
+    /// JetStream has no stream for the subject.
+    stream_missing: bool,
+    reason: String,
+}
+
+impl Unstored {
+    fn other(reason: impl Into<String>) -> Unstored {
+        Unstored {
+            stream_missing: false,
+            reason: reason.into(),
+        }
+    }
+}
+
 pub struct NatsBroker {
     jetstream: jetstream::Context,
     sessions: Bucket,
@@ -229,19 +246,32 @@ impl NatsBroker {
         Ok(())
     }
 
-    async fn publish(&self, name: &str, payload: &Payload) -> Result<u64, String> {
-        self.ensure_stream(name).await?;
-        let ack = self
+    /// Stores one publication. Refused at once while the client is disconnected: the client
+    /// would buffer it and send it after reconnecting, when the caller has long been told it
+    /// failed (and a publisher retrying would store it twice).
+    async fn publish(&self, name: &str, payload: &Payload) -> Result<u64, Unstored> {
+        if self.jetstream.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(Unstored::other("not connected to NATS"));
+        }
+        self.ensure_stream(name).await.map_err(Unstored::other)?;
+        let published = self
             .jetstream
             .publish(
                 name.to_string(),
                 Bytes::copy_from_slice(payload.as_json().as_bytes()),
             )
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(ack.sequence)
+            .await;
+        let ack = match published {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(error) => Err(Unstored {
+                stream_missing: error.kind() == PublishErrorKind::StreamNotFound,
+                reason: error.to_string(),
+            }),
+        }
     }
 
     /// The JetStream stream of `name` and its state; `None` when it does not exist.
@@ -333,20 +363,20 @@ impl Broker for NatsBroker {
     ) -> BoxFuture<'a, Result<Position, StoreError>> {
         Box::pin(async move {
             let name = jetstream_name(stream);
-            let offset = match self.publish(&name, payload).await {
-                Ok(offset) => offset,
-                // The stream may have been deleted behind this node's back (a NATS restart
-                // without storage, an operator): create it again, once.
-                Err(_) => {
+            let published = match self.publish(&name, payload).await {
+                // The stream was deleted behind this node's back (a NATS restart without
+                // storage, an operator): create it again, once. Any other failure is not
+                // retried: the publication may still have been stored.
+                Err(unstored) if unstored.stream_missing => {
                     lock(&self.streams).remove(&name);
-                    self.publish(&name, payload)
-                        .await
-                        .map_err(|reason| StoreError {
-                            stream: stream.to_string(),
-                            reason,
-                        })?
+                    self.publish(&name, payload).await
                 }
+                other => other,
             };
+            let offset = published.map_err(|unstored| StoreError {
+                stream: stream.to_string(),
+                reason: unstored.reason,
+            })?;
             Ok(Position {
                 offset,
                 epoch: self.epoch(),
