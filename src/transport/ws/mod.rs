@@ -301,6 +301,8 @@ impl WsEndpoint {
                 sleep.as_mut().reset(at);
                 armed = Some(at);
             }
+            // In order: frames to write (the task is the writer only for TLS, slow clients and
+            // close frames), the command in flight or else the next client frame, the timer.
             let event = poll_fn(|cx| {
                 outbox.poll_take(cx, &mut batch);
                 if !batch.is_empty() {
