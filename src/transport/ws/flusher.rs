@@ -106,7 +106,8 @@ fn send_now(socket: &TcpStream, bytes: &[u8]) -> usize {
     if bytes.is_empty() {
         return 0;
     }
-    rustix::net::send(socket, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap_or(0)
+    // No MSG_NOSIGNAL (not portable): Rust programs ignore SIGPIPE, a vanished peer is EPIPE.
+    rustix::net::send(socket, bytes, SendFlags::DONTWAIT).unwrap_or(0)
 }
 
 /// The connection task's side of a socket its outbox holds: reads, and the writes the flusher
