@@ -58,6 +58,8 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// The handlers' futures are boxed: hyper keeps room for this future, sized for the largest
+    /// handler, for as long as the connection lives, which for an event stream is its whole life.
     async fn handle(&self, request: Request<Incoming>) -> Response<RouteBody> {
         let path = request.uri().path();
         if self.health_path.as_deref() == Some(path) {
@@ -70,17 +72,19 @@ impl Routes {
         }
         if let Some((broadcast_path, broadcaster)) = &self.broadcast {
             if broadcast_path == path {
-                return broadcaster.handle(request).await.map(Either::Left);
+                return Box::pin(broadcaster.handle(request))
+                    .await
+                    .map(Either::Left);
             }
         }
         if let Some(api) = &self.api {
             if api.serves(path) {
-                return api.handle(request).await.map(Either::Left);
+                return Box::pin(api.handle(request)).await.map(Either::Left);
             }
         }
         if let Some((sse_path, sse)) = &self.sse {
             if sse_path == path {
-                return sse.handle(request).await.map(Either::Right);
+                return Box::pin(sse.handle(request)).await.map(Either::Right);
             }
         }
         if let Some(ws) = &self.ws {
