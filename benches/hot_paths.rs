@@ -7,10 +7,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::net::{TcpListener, TcpStream};
+
 use anycable_rs::hub::{Delivery, Hub, Subscriber};
 use anycable_rs::identity::{issue_token, JwtVerifier};
 use anycable_rs::protocol::{self, broadcast_frame, Payload, Reply};
-use anycable_rs::session::Outbox;
+use anycable_rs::session::{Direct, FlushList, Outbox};
 use anycable_rs::streams::StreamVerifier;
 
 /// Runs `operation` repeatedly for about `budget` and returns the mean time per call.
@@ -68,47 +70,31 @@ fn main() {
         black_box(jwt.verify(black_box(&token)).ok());
     });
 
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let payload = Payload::from_data(data);
+    let delivery = Delivery {
+        payload: &payload,
+        broadcast_type: None,
+        exclude_sid: None,
+        exclude_session: None,
+        position: None,
+    };
     for subscribers in [1_usize, 1_000, 10_000] {
-        let hub = Hub::new(16);
-        let stream: Arc<str> = "chat_42".into();
-        let id: Arc<str> = identifier.into();
         let outboxes: Vec<Arc<Outbox>> =
             (0..subscribers).map(|_| Arc::new(Outbox::new(0))).collect();
-        for (n, outbox) in outboxes.iter().enumerate() {
-            let subscriber = Subscriber {
-                session_id: n as u64,
-                sid: format!("s{n}").into(),
-                outbox: outbox.clone(),
-            };
-            hub.subscribe(&stream, &id, subscriber);
-        }
-        let payload = Payload::from_data(data);
-        let delivery = Delivery {
-            payload: &payload,
-            broadcast_type: None,
-            exclude_sid: None,
-            exclude_session: None,
-            position: None,
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let mut drained = VecDeque::new();
-        let per_delivery_budget = budget;
-        let started = Instant::now();
-        let mut messages = 0u64;
-        while started.elapsed() < per_delivery_budget {
-            black_box(hub.broadcast("chat_42", &delivery));
-            messages += 1;
+        let per_message = fan_out(&outboxes, identifier, &delivery, budget, || {
             // Empty the queues (not timed separately: it is the writer's side of the cost).
             runtime.block_on(async {
+                let mut drained = VecDeque::new();
                 for outbox in &outboxes {
                     outbox.take_batch(&mut drained).await;
                     drained.clear();
                 }
             });
-        }
-        let per_message = started.elapsed().as_nanos() as f64 / messages as f64;
+        });
         println!(
             "{:<45} {:>12.1} ns/op  ({:.1} ns per subscriber, queue drain included)",
             format!("Hub::broadcast to {subscribers} subscribers"),
@@ -116,4 +102,77 @@ fn main() {
             per_message / subscribers as f64
         );
     }
+
+    // Outboxes written by a flusher, as plain-TCP WebSocket connections are: the push lists the
+    // outbox instead of waking a task; the flusher's take and hand-back are included, its
+    // framing and `send` are not. 1 000 loopback sockets (2 000 files) stay under the limit.
+    let list = Arc::new(FlushList::default());
+    let (outboxes, _peers) = runtime.block_on(flusher_outboxes(1_000, &list));
+    let per_message = fan_out(&outboxes, identifier, &delivery, budget, || {
+        runtime.block_on(async {
+            let (mut due, mut batch) = (Vec::new(), VecDeque::new());
+            list.take(&mut due).await;
+            for outbox in due {
+                outbox.take_for_flush(&mut batch);
+                batch.clear();
+                outbox.flushed(&[], &mut batch);
+            }
+        });
+    });
+    println!(
+        "{:<45} {:>12.1} ns/op  ({:.1} ns per subscriber, list and take included)",
+        "Hub::broadcast to 1000 flusher-written",
+        per_message,
+        per_message / 1_000.0
+    );
+}
+
+/// Subscribes `outboxes` to one stream, then broadcasts for about `budget`, running `drain`
+/// after each message; returns the mean time per message.
+fn fan_out(
+    outboxes: &[Arc<Outbox>],
+    identifier: &str,
+    delivery: &Delivery<'_>,
+    budget: Duration,
+    mut drain: impl FnMut(),
+) -> f64 {
+    let hub = Hub::new(16);
+    let stream: Arc<str> = "chat_42".into();
+    let id: Arc<str> = identifier.into();
+    for (n, outbox) in outboxes.iter().enumerate() {
+        let subscriber = Subscriber {
+            session_id: n as u64,
+            sid: format!("s{n}").into(),
+            outbox: outbox.clone(),
+        };
+        hub.subscribe(&stream, &id, subscriber);
+    }
+    let started = Instant::now();
+    let mut messages = 0u64;
+    while started.elapsed() < budget {
+        black_box(hub.broadcast("chat_42", delivery));
+        messages += 1;
+        drain();
+    }
+    started.elapsed().as_nanos() as f64 / messages as f64
+}
+
+/// `count` flusher-written outboxes over connected loopback sockets, and the peers' ends.
+async fn flusher_outboxes(
+    count: usize,
+    list: &Arc<FlushList>,
+) -> (Vec<Arc<Outbox>>, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+    let addr = listener.local_addr().expect("address");
+    let (mut outboxes, mut peers) = (Vec::new(), Vec::new());
+    for _ in 0..count {
+        let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        peers.push(peer.expect("connect"));
+        let direct = Direct {
+            socket: accepted.expect("accept").0,
+            list: list.clone(),
+        };
+        outboxes.push(Arc::new(Outbox::direct(0, direct)));
+    }
+    (outboxes, peers)
 }
