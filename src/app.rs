@@ -626,7 +626,7 @@ async fn start_broker(
         (broker, "NATS", options.description())
     } else {
         let options = RedisOptions::from_config(&config.redis).map_err(|e| failed(&e))?;
-        let broker = RedisBroker::start(&options, retention, shutdown, tracker)
+        let broker = RedisBroker::start(&options, retention, metrics.clone(), shutdown, tracker)
             .await
             .map_err(|e| failed(&e))?;
         (broker, "Redis", options.address())

@@ -45,6 +45,11 @@ fn sample<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The value of an unlabelled counter in a Prometheus exposition.
+fn counter(body: &str, name: &str) -> Option<u64> {
+    sample(body, name)?.rsplit(' ').next()?.parse().ok()
+}
+
 fn has_sample(body: &str, line: &str) -> bool {
     body.lines().any(|l| l == line)
 }
@@ -643,26 +648,27 @@ fn mruby_log_formatter_refuses_to_start() {
     );
 }
 
-#[tokio::test]
-async fn a_broker_outage_is_counted_and_refused_publications_are_reported() {
-    let mut redis = OwnRedis::start(free_port());
-    redis.ready().await;
-    let server = start(&[
+/// A server with the Redis broker on `redis` and Prometheus metrics.
+async fn redis_broker_server(redis: &OwnRedis, args: &[&str]) -> Server {
+    let url = format!("--redis_url={}", redis.url());
+    let mut all = vec![
         "--noauth",
         "--public_streams",
         "--norpc",
         "--broker=redis",
-        "--broadcast_adapter=http,redis",
-        &format!("--redis_url={}", redis.url()),
         "--metrics_http=/metrics",
-    ])
-    .await;
-    let value = |body: &str| -> u64 {
-        sample(body, "broker_errors_total")
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
+        &url,
+    ];
+    all.extend_from_slice(args);
+    start(&all).await
+}
+
+#[tokio::test]
+async fn a_broker_outage_is_counted_and_refused_publications_are_reported() {
+    let mut redis = OwnRedis::start(free_port());
+    redis.ready().await;
+    let server = redis_broker_server(&redis, &["--broadcast_adapter=http,redis"]).await;
+    let value = |body: &str| counter(body, "broker_errors_total").unwrap_or(u64::MAX);
     let body = scrape_until(&server.addr(), "/metrics", "broker errors", |b| {
         value(b) == 0
     })
@@ -690,4 +696,39 @@ async fn a_broker_outage_is_counted_and_refused_publications_are_reported() {
     let reconnects =
         |body: &str| sample(body, "service_reconnects_total").is_some_and(|l| !l.ends_with(" 0"));
     scrape_until(&server.addr(), "/metrics", "service reconnects", reconnects).await;
+}
+
+#[tokio::test]
+async fn the_redis_broker_counts_its_reconnections() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    redis.ready().await;
+    // The broker is the only Redis client (no Redis pub/sub, which it would otherwise imply):
+    // nothing else can move the counter.
+    let server = redis_broker_server(&redis, &["--pubsub=none", "--broadcast_adapter=http"]).await;
+    let publish = r#"{"stream":"s","data":"1"}"#;
+    assert_eq!(server.broadcast(publish).await.status, 201);
+    let reconnects = |body: &str| counter(body, "service_reconnects_total");
+    let body = scrape_until(&server.addr(), "/metrics", "the counter", |b| {
+        reconnects(b).is_some()
+    })
+    .await;
+    assert_eq!(reconnects(&body), Some(0), "{body}");
+
+    redis.stop();
+    let redis = OwnRedis::start(port);
+    redis.ready().await;
+    // The next publication finds the kept connection dead and opens another one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.broadcast(publish).await.status != 201 {
+        assert!(
+            Instant::now() < deadline,
+            "publications never accepted again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    scrape_until(&server.addr(), "/metrics", "a reconnection", |b| {
+        reconnects(b).is_some_and(|n| n >= 1)
+    })
+    .await;
 }

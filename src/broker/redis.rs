@@ -20,6 +20,7 @@
 //! snapshot per session seen within `--sessions_ttl`.
 //! Presence is not kept by this broker.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,7 @@ use super::{
     StreamPosition,
 };
 use crate::broadcast::resp::{Connection, RedisError, RedisOptions, Value};
+use crate::metrics::{Counter, Metrics};
 use crate::protocol::Payload;
 use crate::transport::random_id;
 
@@ -66,17 +68,23 @@ return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], '-', '+')}
 pub struct StartError(String);
 
 /// One Redis connection shared by the callers of a task, opened on demand and dropped after
-/// an IO error or a timeout (its state is unknown then); the next call opens a new one.
+/// an IO error or a timeout (its state is unknown then); the next call opens a new one, which
+/// counts as a reconnection (`service_reconnects_total`).
 struct Link {
     options: RedisOptions,
     connection: Mutex<Option<Connection>>,
+    /// A connection was opened before.
+    opened: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl Link {
-    fn new(options: RedisOptions) -> Link {
+    fn new(options: RedisOptions, metrics: Arc<Metrics>) -> Link {
         Link {
             options,
             connection: Mutex::new(None),
+            opened: AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -102,6 +110,9 @@ impl Link {
         let attempt = async {
             if slot.is_none() {
                 *slot = Some(Connection::open(&self.options).await?);
+                if self.opened.swap(true, Ordering::Relaxed) {
+                    self.metrics.inc(Counter::ServiceReconnects);
+                }
             }
             let connection = slot.as_mut().expect("just opened");
             connection.call(args).await
@@ -146,16 +157,17 @@ impl RedisBroker {
     pub async fn start(
         options: &RedisOptions,
         retention: Retention,
+        metrics: Arc<Metrics>,
         shutdown: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<RedisBroker>, StartError> {
-        let link = Link::new(options.clone());
+        let link = Link::new(options.clone(), metrics.clone());
         let epoch = shared_epoch(&link, epoch_ttl(&retention))
             .await
             .map_err(|e| StartError(e.to_string()))?;
         // Session writes have a connection of their own.
         let sessions = Sessions {
-            link: Link::new(options.clone()),
+            link: Link::new(options.clone(), metrics),
             ttl_secs: retention.sessions_ttl.as_secs().max(1).to_string(),
         };
         let broker = Arc::new(RedisBroker {
