@@ -110,12 +110,12 @@ fn main() {
     let (outboxes, _peers) = runtime.block_on(flusher_outboxes(1_000, &list));
     let per_message = fan_out(&outboxes, identifier, &delivery, budget, || {
         runtime.block_on(async {
-            let (mut due, mut batch) = (Vec::new(), VecDeque::new());
+            let mut due = Vec::new();
             list.take(&mut due).await;
             for outbox in due {
-                outbox.take_for_flush(&mut batch);
-                batch.clear();
-                outbox.flushed(&[], &mut batch);
+                if outbox.take_for_flush().is_some() {
+                    outbox.flushed(&[], &mut VecDeque::new());
+                }
             }
         });
     });

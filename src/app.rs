@@ -29,6 +29,7 @@ use crate::rpc::disconnector::Disconnector;
 use crate::rpc::{Rpc, SetupError};
 use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
 use crate::streams::StreamsRouter;
+use crate::transport::live::LiveOutboxes;
 use crate::transport::sse::SseEndpoint;
 use crate::transport::ws::WsEndpoint;
 use crate::transport::{AllowedOrigins, EnvBuilder};
@@ -166,12 +167,14 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let host = &config.server.host;
 
     let env_builder = EnvBuilder::new(config, jwt_enabled, tls.is_some());
+    // WebSocket and SSE connections, told to close on shutdown.
+    let live = LiveOutboxes::watch(&shutdown, &tracker);
     let ws = Arc::new(WsEndpoint::new(
         config,
         node.clone(),
         env_builder,
         jwt_enabled,
-        shutdown.clone(),
+        live.clone(),
         tracker.clone(),
     ));
     let broadcaster = config
@@ -204,7 +207,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
                 node.clone(),
                 EnvBuilder::new(config, jwt_enabled, tls.is_some()),
                 jwt_enabled,
-                shutdown.clone(),
+                live,
                 tracker.clone(),
             );
             (config.sse.path.clone(), Arc::new(sse))

@@ -52,6 +52,19 @@ async fn publish(redis: &mut Connection, channel: &str, body: &str) -> i64 {
     int(&call(redis, &["PUBLISH", channel, body]).await)
 }
 
+/// Publishes `text` to stream `s` on `channel`, which exactly one server must be subscribed to,
+/// and expects it at `ws` (subscribed to `s`).
+async fn publish_and_receive(redis: &mut Connection, channel: &str, ws: &mut Ws, text: &str) {
+    assert_eq!(
+        publish(redis, channel, &publication("s", &json!(text))).await,
+        1
+    );
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": public_id("s"), "message": text})
+    );
+}
+
 fn publication(stream: &str, data: &Value) -> String {
     json!({"stream": stream, "data": data.to_string()}).to_string()
 }
@@ -287,14 +300,7 @@ async fn redis_restart_is_survived_with_a_resubscription() {
         server.output.all()
     );
     // The database index of the URL does not matter for Pub/Sub, but SELECT must have worked.
-    assert_eq!(
-        publish(&mut redis, &channel, &publication("s", &json!("back"))).await,
-        1
-    );
-    assert_eq!(
-        ws.recv_json().await,
-        json!({"identifier": public_id("s"), "message": "back"})
-    );
+    publish_and_receive(&mut redis, &channel, &mut ws, "back").await;
     own.stop();
 }
 
@@ -1013,14 +1019,7 @@ async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_ok(&public_id("s")).await;
     let mut on_master = master.ready().await;
-    assert_eq!(
-        publish(&mut on_master, &channel, &publication("s", &json!("first"))).await,
-        1
-    );
-    assert_eq!(
-        ws.recv_json().await,
-        json!({"identifier": public_id("s"), "message": "first"})
-    );
+    publish_and_receive(&mut on_master, &channel, &mut ws, "first").await;
 
     // The master dies; the sentinel promotes the replica and the server follows it.
     master.stop();
@@ -1037,17 +1036,5 @@ async fn redis_sentinel_names_the_master_and_a_failover_is_followed() {
         server.output.all()
     );
     let mut on_new_master = replica.ready().await;
-    assert_eq!(
-        publish(
-            &mut on_new_master,
-            &channel,
-            &publication("s", &json!("after failover"))
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        ws.recv_json().await,
-        json!({"identifier": public_id("s"), "message": "after failover"})
-    );
+    publish_and_receive(&mut on_new_master, &channel, &mut ws, "after failover").await;
 }

@@ -237,8 +237,11 @@ impl Outbox {
 
     /// The task wrote its batch: with a flusher, it gives the writing back once nothing is left.
     pub fn written(&self) {
+        if self.direct.is_none() {
+            return;
+        }
         let mut state = self.lock();
-        if self.direct.is_some() && state.writer == Writer::Task && state.frames.is_empty() {
+        if state.writer == Writer::Task && state.frames.is_empty() {
             state.writer = Writer::Idle;
         }
     }
@@ -250,17 +253,16 @@ impl Outbox {
 
     /// The flusher's side: takes what is queued, with the socket to write it to. `None` when
     /// the outbox is not the flusher's to write (the task took over meanwhile).
-    pub fn take_for_flush(&self, batch: &mut VecDeque<Outgoing>) -> Option<&TcpStream> {
+    pub fn take_for_flush(&self) -> Option<(&TcpStream, VecDeque<Outgoing>)> {
         let socket = self.socket()?;
         let mut state = self.lock();
         if state.writer != Writer::Listed {
             return None;
         }
         state.writer = Writer::Flushing;
-        // Taken, not swapped: an outbox between messages holds no queue memory.
-        *batch = std::mem::take(&mut state.frames);
         state.bytes = 0;
-        Some(socket)
+        // Taken, not swapped: an outbox between messages holds no queue memory.
+        Some((socket, std::mem::take(&mut state.frames)))
     }
 
     /// The flusher wrote all but `unsent` (bytes framed but not sent) and `left` (items not
@@ -483,8 +485,7 @@ mod tests {
         assert_eq!(listed(&list), 1);
         assert!(task_takes(&outbox).is_empty(), "the task must not write");
 
-        let mut batch = VecDeque::new();
-        assert!(outbox.take_for_flush(&mut batch).is_some());
+        let (_, mut batch) = outbox.take_for_flush().unwrap();
         assert_eq!(batch.len(), 2);
         batch.clear();
         outbox.flushed(&[], &mut batch);
@@ -499,8 +500,7 @@ mod tests {
         let (outbox, list) = direct_outbox().await;
         outbox.push(text("a"));
         listed(&list);
-        let mut batch = VecDeque::new();
-        outbox.take_for_flush(&mut batch).unwrap();
+        let (_, mut batch) = outbox.take_for_flush().unwrap();
         outbox.push(text("b"));
         assert_eq!(listed(&list), 0, "being flushed: not listed twice");
 
@@ -527,8 +527,7 @@ mod tests {
         let (outbox, list) = direct_outbox().await;
         outbox.disconnect(DisconnectReason::Remote, false, 1000, "");
         listed(&list);
-        let mut batch = VecDeque::new();
-        outbox.take_for_flush(&mut batch).unwrap();
+        let (_, mut batch) = outbox.take_for_flush().unwrap();
         batch.pop_front(); // the `disconnect` message, written by the flusher
         outbox.flushed(&[], &mut batch);
         assert_eq!(

@@ -1,5 +1,5 @@
-//! The outboxes of every open WebSocket connection, so that shutdown reaches each connection in
-//! one pass.
+//! The outboxes of every open WebSocket and SSE connection, so that shutdown reaches each
+//! connection in one pass.
 //!
 //! The alternative, every connection task waiting on the shared cancellation token, costs two
 //! locks shared by all connections (the token's and its `Notify`'s) each time a task wakes up

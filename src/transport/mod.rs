@@ -1,7 +1,7 @@
 //! Client transports. Each one turns an HTTP request into a session and moves frames between
 //! the socket and the session's outbox: `ws` (WebSocket) and `sse` (Server-Sent Events).
 
-mod live;
+pub mod live;
 pub mod sse;
 pub mod ws;
 

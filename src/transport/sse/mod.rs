@@ -71,7 +71,7 @@ impl SseEndpoint {
         node: Arc<Node>,
         env_builder: EnvBuilder,
         jwt_enabled: bool,
-        shutdown: CancellationToken,
+        live: Arc<LiveOutboxes>,
         tracker: TaskTracker,
     ) -> SseEndpoint {
         SseEndpoint {
@@ -85,7 +85,7 @@ impl SseEndpoint {
             ping_interval: (config.app.ping_interval_secs > 0)
                 .then(|| Duration::from_secs(config.app.ping_interval_secs)),
             ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
-            live: LiveOutboxes::watch(&shutdown, &tracker),
+            live,
             tracker,
         }
     }

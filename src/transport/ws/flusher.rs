@@ -9,7 +9,6 @@
 //! close frame, goes back to the connection's task (see `session::outbox`), which waits for the
 //! socket and keeps the write deadline.
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,7 +68,6 @@ impl Flushers {
 
 async fn flush(list: Arc<FlushList>, metrics: Arc<Metrics>) {
     let mut due: Vec<Arc<Outbox>> = Vec::new();
-    let mut batch = VecDeque::new();
     let mut wire = Vec::new();
     loop {
         list.take(&mut due).await;
@@ -78,8 +76,7 @@ async fn flush(list: Arc<FlushList>, metrics: Arc<Metrics>) {
             if n > 0 && n % ROUND == 0 {
                 tokio::task::yield_now().await;
             }
-            let Some(socket) = outbox.take_for_flush(&mut batch) else {
-                batch.clear();
+            let Some((socket, mut batch)) = outbox.take_for_flush() else {
                 continue;
             };
             wire.clear();
@@ -93,9 +90,6 @@ async fn flush(list: Arc<FlushList>, metrics: Arc<Metrics>) {
         metrics.add(Counter::DataSent, bytes);
         if wire.capacity() > KEPT_BUFFER {
             wire = Vec::new();
-        }
-        if batch.capacity() > KEPT_BUFFER / 32 {
-            batch = VecDeque::new();
         }
     }
 }

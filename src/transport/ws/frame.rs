@@ -40,39 +40,19 @@ pub fn append_text_frame(payload: &[u8], out: &mut Vec<u8>) {
 
 /// Appends an unmasked, final frame to `out`.
 pub fn append_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(FrameHeader::new(opcode, payload.len()).as_bytes());
+    const FIN: u8 = 0x80;
+    let len = payload.len();
+    out.push(FIN | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        out.push(126);
+        out.extend_from_slice(&short.to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
     out.extend_from_slice(payload);
-}
-
-/// The header of an unmasked, final frame: 2 to 10 bytes.
-pub struct FrameHeader {
-    bytes: [u8; 10],
-    len: usize,
-}
-
-impl FrameHeader {
-    pub fn new(opcode: u8, payload_len: usize) -> FrameHeader {
-        const FIN: u8 = 0x80;
-        let mut bytes = [0; 10];
-        bytes[0] = FIN | opcode;
-        let len = if payload_len < 126 {
-            bytes[1] = payload_len as u8;
-            2
-        } else if let Ok(short) = u16::try_from(payload_len) {
-            bytes[1] = 126;
-            bytes[2..4].copy_from_slice(&short.to_be_bytes());
-            4
-        } else {
-            bytes[1] = 127;
-            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
-            10
-        };
-        FrameHeader { bytes, len }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
 }
 
 /// Appends a close frame with a status code and a reason (at most 123 bytes, as control frames

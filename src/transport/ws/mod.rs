@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 use tokio::time::error::Elapsed;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::codec::Message;
@@ -85,7 +84,7 @@ impl WsEndpoint {
         node: Arc<Node>,
         env_builder: EnvBuilder,
         jwt_enabled: bool,
-        shutdown: CancellationToken,
+        live: Arc<LiveOutboxes>,
         tracker: TaskTracker,
     ) -> WsEndpoint {
         let ws = &config.ws;
@@ -105,7 +104,7 @@ impl WsEndpoint {
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
             sessions_keepalive: keepalive(config),
-            live: LiveOutboxes::watch(&shutdown, &tracker),
+            live,
             flushers,
             tracker,
         }
