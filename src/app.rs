@@ -437,6 +437,7 @@ fn start_pubsub(
         let (queue, outgoing, readiness) = pubsub::Queue::new(&config.redis.pubsub_channel);
         node.set_pubsub(Arc::new(queue));
         background.tracker.spawn(pubsub::redis::run_publisher(
+            node.clone(),
             options.clone(),
             outgoing,
             shutdown.clone(),
@@ -452,7 +453,7 @@ fn start_pubsub(
                     .await;
             if let Err(reason) = result {
                 tracing::error!(context = "pubsub", provider = "redis", "{reason}");
-                fatal.raise(reason);
+                fatal.raise(reason.to_string());
             }
         });
     } else {
@@ -502,7 +503,7 @@ fn start_broadcasters(
                 background.tracker.spawn(async move {
                     if let Err(reason) = broadcaster.run(shutdown).await {
                         tracing::error!(context = "broadcast", provider = "redis", "{reason}");
-                        fatal.raise(reason);
+                        fatal.raise(reason.to_string());
                     }
                 });
             }
@@ -518,9 +519,7 @@ fn start_broadcasters(
                     "Starting Redis broadcaster at {}",
                     options.address()
                 );
-                background.tracker.spawn(async move {
-                    let _ = broadcaster.run(shutdown).await;
-                });
+                background.tracker.spawn(broadcaster.run(shutdown));
             }
             "nats" => {
                 let options = NatsOptions::from_config(&config.nats)

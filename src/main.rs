@@ -60,8 +60,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     tracing::info!(
-        "Starting AnyCable-rs {} (pid: {}, open file limit: {}, threads: {})",
-        env!("CARGO_PKG_VERSION"),
+        "Starting AnyCable {} (pid: {}, open file limit: {}, threads: {})",
+        anycable_rs::config::VERSION,
         std::process::id(),
         open_file_limit(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -233,7 +233,7 @@ async fn redis_restart(broker: &str) {
     let traffic = Traffic::start(&args, "").await;
 
     redis.stop();
-    traffic.wait_logs("next Redis reconnect attempt").await;
+    traffic.wait_logs("lost the connection to Redis").await;
     if broker == "redis" {
         traffic
             .publisher

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod nats;
+pub mod reconnect;
 pub mod redis;
 pub mod redisx;
 pub mod resp;

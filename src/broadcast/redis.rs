@@ -4,11 +4,9 @@
 //!
 //! Publisher side: `PUBLISH __anycable__ '{"stream":"chat","data":"{\"text\":\"hi\"}"}'`.
 //!
-//! When the connection fails it is reopened with the reference's backoff (250 ms, then 2–4 s,
-//! 4–8 s, ...). After `redis.max_reconnect_attempts` (TOML, default 5) consecutive failed
-//! attempts [`RedisBroadcaster::run`] returns an error and the server stops with exit status 1,
-//! as AnyCable-Go does (`Redis reconnect attempts exceeded`). A working subscription resets
-//! the count.
+//! The broadcaster is on by default, so Redis is not required to be up: when the connection
+//! fails it is reopened for as long as the server runs, and the operator sees one line per
+//! state change (see [`super::reconnect`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +15,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::apply_fan_out;
-use super::resp::{backoff, go_duration, Connection, RedisError, RedisOptions, Value};
+use super::reconnect::Reconnect;
+use super::resp::{Connection, RedisError, RedisOptions, Value};
 use crate::metrics::Counter;
 use crate::node::Node;
-
-/// The error [`RedisBroadcaster::run`] ends with when Redis stays unreachable.
-pub const ATTEMPTS_EXCEEDED: &str = "Redis reconnect attempts exceeded";
 
 pub struct RedisBroadcaster {
     node: Arc<Node>,
@@ -45,59 +41,41 @@ impl RedisBroadcaster {
         }
     }
 
-    /// Subscribes and delivers until `shutdown`; `Err` when the reconnect attempts are
-    /// exhausted (the caller stops the server).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
-        let mut failures: u64 = 0;
-        let mut subscribed_before = false;
+    /// Subscribes and delivers until `shutdown`, reconnecting for as long as it runs; `Err`
+    /// only when an explicit `redis.max_reconnect_attempts` is exhausted (the caller stops the
+    /// server, as the reference does).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), &'static str> {
+        let mut reconnect = Reconnect::new(
+            "broadcast",
+            "redis",
+            self.options.redacted_url(),
+            "broadcasts published to Redis are not received",
+            self.options.max_reconnect_attempts,
+        );
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 result = self.subscribe() => result,
             };
-            match outcome {
+            let error = match outcome {
                 Ok(connection) => {
-                    failures = 0;
-                    let message = if subscribed_before {
-                        "reconnected to Redis channel"
-                    } else {
-                        "subscribed to Redis channel"
-                    };
-                    subscribed_before = true;
-                    tracing::info!(
-                        context = "broadcast",
-                        provider = "redis",
-                        channel = %self.channel,
-                        "{message}"
-                    );
-                    match self.receive(connection, &shutdown).await {
-                        Ended::Shutdown => return Ok(()),
-                        Ended::Failed(error) => tracing::warn!(
+                    if reconnect.up() {
+                        tracing::info!(
                             context = "broadcast",
                             provider = "redis",
-                            "Redis connection failed: {error}"
-                        ),
+                            channel = %self.channel,
+                            "subscribed to Redis channel"
+                        );
+                    }
+                    match self.receive(connection, &shutdown).await {
+                        Ended::Shutdown => return Ok(()),
+                        Ended::Failed(error) => error,
                     }
                 }
-                Err(error) => tracing::warn!(
-                    context = "broadcast",
-                    provider = "redis",
-                    "failed to subscribe to Redis channel {}: {error}",
-                    self.channel
-                ),
-            }
-            if failures >= self.options.max_reconnect_attempts {
-                return Err(ATTEMPTS_EXCEEDED.to_string());
-            }
-            let delay = backoff(failures);
-            failures += 1;
+                Err(error) => error,
+            };
+            let delay = reconnect.failed(&error)?;
             self.node.metrics().inc(Counter::ServiceReconnects);
-            tracing::info!(
-                context = "broadcast",
-                provider = "redis",
-                "next Redis reconnect attempt in {}",
-                go_duration(delay)
-            );
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(delay) => {}

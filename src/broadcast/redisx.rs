@@ -15,9 +15,9 @@
 //! 4. each handled entry is acknowledged and deleted (`XACK` + `XDEL`), so the stream does not
 //!    grow; nothing else trims it.
 //!
-//! Errors reconnect with the reference's backoff; after `redis.max_reconnect_attempts`
-//! consecutive failures the consumer gives up (logged) while the server keeps running, as in
-//! the reference. On shutdown the consumer leaves the group (`XGROUP DELCONSUMER`) unless it
+//! Errors reconnect for as long as the server runs (see [`super::reconnect`]); with an explicit
+//! `redis.max_reconnect_attempts` the consumer gives up after that many consecutive failures
+//! (logged) while the server keeps running, as in the reference. On shutdown the consumer leaves the group (`XGROUP DELCONSUMER`) unless it
 //! still owns pending entries, which are then left for another node to claim.
 //!
 //! Deliberate difference: an entry without a `payload` field is acknowledged, deleted and
@@ -31,7 +31,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::parse;
-use super::resp::{backoff, go_duration, Connection, RedisError, RedisOptions, Value};
+use super::reconnect::Reconnect;
+use super::resp::{Connection, RedisError, RedisOptions, Value};
 use crate::config::RedisXConfig;
 use crate::metrics::Counter;
 use crate::node::Node;
@@ -71,45 +72,38 @@ impl RedisXBroadcaster {
     }
 
     /// Consumes until `shutdown`, then leaves the group.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
-        let mut failures: u64 = 0;
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut reconnect = Reconnect::new(
+            "broadcast",
+            "redisx",
+            self.options.redacted_url(),
+            "broadcasts added to the Redis stream wait there",
+            self.options.max_reconnect_attempts,
+        );
         loop {
-            match self.session(&shutdown, &mut failures).await {
+            let error = match self.session(&shutdown, &mut reconnect).await {
                 Ok(()) => {
                     self.leave().await;
-                    return Ok(());
+                    return;
                 }
-                Err(error) => tracing::warn!(
-                    context = "broadcast",
-                    provider = "redisx",
-                    consumer = %self.consumer,
-                    "Redis stream consumer failed: {error}"
-                ),
-            }
+                Err(error) => error,
+            };
             if shutdown.is_cancelled() {
                 self.leave().await;
-                return Ok(());
+                return;
             }
-            if failures >= self.options.max_reconnect_attempts {
+            let Ok(delay) = reconnect.failed(&error) else {
                 tracing::error!(
                     context = "broadcast",
                     provider = "redisx",
                     consumer = %self.consumer,
                     "failed to reconnect to Redis: attempts exceeded"
                 );
-                return Ok(());
-            }
-            let delay = backoff(failures);
-            failures += 1;
+                return;
+            };
             self.node.metrics().inc(Counter::ServiceReconnects);
-            tracing::info!(
-                context = "broadcast",
-                provider = "redisx",
-                "next Redis reconnect attempt in {}",
-                go_duration(delay)
-            );
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -119,7 +113,7 @@ impl RedisXBroadcaster {
     async fn session(
         &self,
         shutdown: &CancellationToken,
-        failures: &mut u64,
+        reconnect: &mut Reconnect,
     ) -> Result<(), RedisError> {
         let mut connection = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -150,10 +144,7 @@ impl RedisXBroadcaster {
                 self.consumer.as_bytes(),
             ])
             .await?;
-        if *failures > 0 {
-            tracing::info!(context = "broadcast", provider = "redisx", stream = %self.stream, "reconnected to Redis");
-        }
-        *failures = 0;
+        reconnect.up();
         let block_ms = self.block.as_millis().to_string();
         let mut last_claim: Option<Instant> = None;
         loop {

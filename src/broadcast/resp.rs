@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use rand::Rng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::danger::{
@@ -203,6 +202,16 @@ impl RedisOptions {
         }
         let sentinels: Vec<String> = self.sentinels.iter().map(Sentinel::address).collect();
         format!("{} (sentinels: {})", self.host, sentinels.join(","))
+    }
+
+    /// The address as a URL without credentials, for log lines.
+    pub fn redacted_url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}", self.address())
     }
 
     /// Where the data node is: the configured address, or the master the sentinels name.
@@ -626,27 +635,6 @@ fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, RedisError> {
     }
 }
 
-/// The reference's reconnect delay: 250 ms before the first retry, then a random duration in
-/// `[2^n, 2^(n+1))` seconds, whole seconds only.
-pub fn backoff(attempt: u64) -> Duration {
-    if attempt == 0 {
-        return Duration::from_millis(250);
-    }
-    let low = 1u64 << attempt.min(16);
-    Duration::from_secs(rand::rng().random_range(low..low * 2))
-}
-
-/// Formats a delay like Go's `time.Duration` does for the values [`backoff`] produces.
-pub fn go_duration(delay: Duration) -> String {
-    if delay.subsec_nanos() == 0 {
-        format!("{}s", delay.as_secs())
-    } else if delay < Duration::from_secs(1) {
-        format!("{}ms", delay.as_millis())
-    } else {
-        format!("{:.3}s", delay.as_secs_f64())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,16 +724,5 @@ mod tests {
     #[test]
     fn encodes_commands() {
         assert_eq!(encode(&[b"PING"]), b"*1\r\n$4\r\nPING\r\n".to_vec());
-    }
-
-    #[test]
-    fn backoff_follows_the_reference() {
-        assert_eq!(backoff(0), Duration::from_millis(250));
-        for attempt in 1..5 {
-            let d = backoff(attempt).as_secs();
-            assert!((1 << attempt..2 << attempt).contains(&d), "{attempt}: {d}");
-        }
-        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(go_duration(Duration::from_secs(3)), "3s");
     }
 }

@@ -217,7 +217,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("ssl_cert", &["ANYCABLE_SSL_CERT"], Kind::Str, "", Some("server.ssl.cert_path"), Feature::Core, "SSL", "PEM certificate; with key → all listeners serve HTTPS (TLS ≥ 1.2)"),
     FlagDef::new("ssl_key", &["ANYCABLE_SSL_KEY"], Kind::Str, "", Some("server.ssl.key_path"), Feature::Core, "SSL", "PEM private key"),
     // BROADCASTING
-    FlagDef::new("broadcast_adapter", &["ANYCABLE_BROADCAST_ADAPTER"], Kind::List { sep: ',', toml_array: true }, "http", Some("broadcast_adapters"), Feature::Core, "BROADCASTING", "Broadcasters: http, redis, redisx, nats"),
+    FlagDef::new("broadcast_adapter", &["ANYCABLE_BROADCAST_ADAPTER"], Kind::List { sep: ',', toml_array: true }, "http,redis", Some("broadcast_adapters"), Feature::Core, "BROADCASTING", "Broadcasters: http, redis, redisx, nats"),
     FlagDef::new("broker", &["ANYCABLE_BROKER"], Kind::Str, "", Some("broker.adapter"), Feature::Broker, "BROADCASTING", "memory, nats, redis, none"),
     FlagDef::new("pubsub", &["ANYCABLE_PUBSUB"], Kind::Str, "", Some("pubsub_adapter"), Feature::PubSub, "BROADCASTING", "Node-to-node pub/sub: redis, nats, none"),
     FlagDef::new("redis_channel", &["ANYCABLE_REDIS_CHANNEL"], Kind::Str, "__anycable__", Some("redis_pubsub_broadcast.channel"), Feature::Redis, "BROADCASTING", "Channel of the legacy Redis broadcaster"),
@@ -361,7 +361,7 @@ pub static FLAGS: &[FlagDef] = &[
     // File-only settings (config.md §5)
     FlagDef::file("redis_pubsub.channel", Kind::Str, "__anycable_internal__", Feature::Redis, "Control channel of Redis pub/sub"),
     FlagDef::file("nats_pubsub.channel", Kind::Str, "__anycable_internal__", Feature::Nats, "Control subject of NATS pub/sub"),
-    FlagDef::file("redis.max_reconnect_attempts", Kind::Int, "5", Feature::Redis, "Redis reconnect attempts"),
+    FlagDef::file("redis.max_reconnect_attempts", Kind::Int, "0", Feature::Redis, "Consecutive failed Redis reconnections before giving up (0: never give up)"),
     FlagDef::file("nats.max_reconnect_attempts", Kind::Int, "5", Feature::Nats, "NATS max reconnects"),
     FlagDef::file("streams.pubsub_channel", Kind::Str, "$pubsub", Feature::Streams, "Name of the built-in pub/sub channel (empty disables it)"),
     FlagDef::file("embedded_nats.jetstream", Kind::Bool, "false", Feature::EmbeddedNats, "Enable JetStream"),

@@ -29,8 +29,14 @@ pub use error::ConfigError;
 pub use secrets::derive_key;
 pub use types::*;
 
-/// Version reported by `--version` and `--help`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The AnyCable-Go release whose protocol, flags and behaviour this build follows.
+pub const ANYCABLE_VERSION: &str = "1.6.16";
+
+/// Version reported by `--version`, `--help`, the startup line and the `x-anycable-version`
+/// header: the AnyCable version first, because tools around AnyCable compare prefixes
+/// (anycable-rails' `bin/anycable-go` binstub re-downloads the Go binary unless
+/// `anycable-go -v` starts with its pinned version), then this project's own version.
+pub const VERSION: &str = concat!("1.6.16", "-rs.", env!("CARGO_PKG_VERSION"));
 
 /// What the binary should do.
 #[derive(Debug)]

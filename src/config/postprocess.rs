@@ -19,11 +19,8 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         cfg.node_id = Alphanumeric.sample_string(&mut rand::rng(), 6);
     }
 
-    // §6.1 lists. Deliberate difference: the default adapter list is `http` only, plus `redis`
-    // when the user configured a Redis URL (the reference always starts the Redis broadcaster).
-    if !raw.is_set("broadcast_adapter") && raw.is_set("redis_url") {
-        cfg.broadcast_adapters = vec!["http".to_string(), "redis".to_string()];
-    }
+    // §6.1 lists (the default `http,redis` is the reference's; Redis need not be up, see
+    // broadcast::reconnect).
     if let Some(bad) = cfg
         .broadcast_adapters
         .iter()

@@ -63,34 +63,55 @@ fn fly(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigErro
             cfg.rpc.host = format!("dns:///{region}.{rpc_app}.internal:50051");
         }
     }
-    // The reference's HTTP broadcast port change is a no-op (the port is already resolved), and the
-    // broadcast adapter default is already `http` here.
+    // The reference's HTTP broadcast port change is a no-op (the port is already resolved).
+    // Clustering: Redis pub/sub was already chosen when a Redis URL is configured (§6.7). The
+    // reference otherwise clusters through an embedded NATS server, which this server does
+    // not have, so an external NATS takes its place when one is configured; with neither the
+    // start is refused rather than silently running every machine on its own.
+    let defaults = Config::default();
+    let redis_configured = cfg.redis.url != defaults.redis.url;
+    let nats_configured = cfg.nats.servers != defaults.nats.servers;
     if cfg.pubsub_adapter.is_empty() {
-        cfg.warnings.push(
-            "fly preset: automatic pub/sub and embedded NATS cluster setup is not available yet, skipped".to_string(),
-        );
+        if !nats_configured {
+            return Err(ConfigError::Invalid(
+                "fly preset: machines of a Fly app must share broadcasts, and the reference's \
+                 embedded NATS cluster is not available here. Set a Redis URL \
+                 (ANYCABLE_REDIS_URL or REDIS_URL, e.g. from `fly redis create`) or NATS servers \
+                 (ANYCABLE_NATS_SERVERS); or run a single machine with ANYCABLE_PUBSUB=none"
+                    .to_string(),
+            ));
+        }
+        cfg.pubsub_adapter = "nats".into();
+    }
+    if !redis_configured && cfg.broadcast_adapters == defaults.broadcast_adapters {
+        cfg.broadcast_adapters = if cfg.pubsub_adapter == "nats" {
+            vec!["http".into(), "nats".into()]
+        } else {
+            vec!["http".into()]
+        };
     }
     Ok(())
 }
 
 /// Reliable streams on one node: the memory broker (embedded NATS, which would select the NATS
 /// broker, is not available), and with a Redis URL the Redis Streams broadcaster plus Redis
-/// pub/sub, as in the reference.
+/// pub/sub; without one, HTTP broadcasting only, as in the reference.
 fn broker(cfg: &mut Config) {
     let defaults = Config::default();
     if cfg.broker.adapter.is_empty() {
         cfg.broker.adapter = "memory".into();
     }
     let redis_configured = cfg.redis.url != defaults.redis.url;
+    let untouched = cfg.broadcast_adapters == defaults.broadcast_adapters;
     if redis_configured {
-        let untouched = cfg.broadcast_adapters == ["http", "redis"]
-            || cfg.broadcast_adapters == defaults.broadcast_adapters;
         if untouched {
             cfg.broadcast_adapters = vec!["http".into(), "redisx".into(), "redis".into()];
         }
         if cfg.pubsub_adapter.is_empty() {
             cfg.pubsub_adapter = "redis".into();
         }
+    } else if untouched {
+        cfg.broadcast_adapters = vec!["http".into()];
     }
 }
 

@@ -62,7 +62,7 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             http_broadcast: HttpBroadcastConfig::default(),
             // Deliberately not the reference's `http,redis` (see docs/compatibility.md).
-            broadcast_adapters: vec!["http".to_string()],
+            broadcast_adapters: vec!["http".to_string(), "redis".to_string()],
             pubsub_adapter: String::new(),
             logging: LogConfig::default(),
             presets: Vec::new(),
@@ -406,6 +406,8 @@ pub struct RedisConfig {
     pub tls_client_cert_path: String,
     pub tls_client_key_path: String,
     pub disable_cache: bool,
+    /// Consecutive failed reconnections before a component gives up; 0 (the default, unlike
+    /// the reference's 5): never.
     pub max_reconnect_attempts: u64,
     /// Channel of the legacy `redis` broadcaster.
     pub channel: String,
@@ -425,7 +427,7 @@ impl Default for RedisConfig {
             tls_client_cert_path: String::new(),
             tls_client_key_path: String::new(),
             disable_cache: false,
-            max_reconnect_attempts: 5,
+            max_reconnect_attempts: 0,
             channel: "__anycable__".to_string(),
             pubsub_channel: "__anycable_internal__".to_string(),
         }

@@ -24,7 +24,7 @@ use crate::metrics::{Counter, Metrics};
 use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
-use crate::pubsub::PubSub;
+use crate::pubsub::{PubSub, Ready};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::Rpc;
 use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
@@ -461,11 +461,17 @@ impl Node {
             return;
         };
         for stream in streams {
-            if !pubsub.subscribed(stream).await {
-                tracing::warn!(
+            match pubsub.subscribed(stream).await {
+                Ready::Confirmed => {}
+                Ready::TimedOut => tracing::warn!(
                     stream = &**stream,
                     "pub/sub subscription not confirmed in time"
-                );
+                ),
+                // The subscriber has already said so, once.
+                Ready::Offline => tracing::debug!(
+                    stream = &**stream,
+                    "pub/sub is offline, subscription not confirmed"
+                ),
             }
         }
     }

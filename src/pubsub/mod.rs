@@ -22,6 +22,7 @@ pub mod nats;
 pub mod redis;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +38,19 @@ pub trait PubSub: Send + Sync {
     fn publish(&self, publication: &Publication);
     /// Sends a remote command to every node.
     fn publish_command(&self, command: &RemoteCommand);
-    /// Resolves once this node receives what is published on `stream` from now on (false
-    /// when that did not happen within [`READY_WITHIN`]: the pub/sub server is away).
-    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool>;
+    /// Resolves once this node receives what is published on `stream` from now on, or when
+    /// that did not happen within [`READY_WITHIN`], or at once when the pub/sub server is
+    /// known to be away (there is nothing to wait for).
+    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Ready>;
+}
+
+/// The outcome of waiting for a stream's pub/sub subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Confirmed,
+    TimedOut,
+    /// The subscriber has no connection to the pub/sub server.
+    Offline,
 }
 
 /// How long a subscribing client waits for the pub/sub to confirm a stream's subscription.
@@ -51,6 +62,9 @@ pub const READY_WITHIN: Duration = Duration::from_secs(2);
 pub struct Readiness {
     confirmed: Mutex<HashSet<Arc<str>>>,
     changed: Notify,
+    /// Set by a subscriber task while its last connection attempt failed, so clients do not
+    /// wait [`READY_WITHIN`] each for a confirmation that cannot come.
+    offline: AtomicBool,
 }
 
 impl Readiness {
@@ -68,17 +82,28 @@ impl Readiness {
         self.lock().clear();
     }
 
-    pub async fn wait(&self, stream: &str, limit: Duration) -> bool {
+    /// Records whether the subscriber is connected; going offline wakes every waiter.
+    pub(crate) fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::Relaxed);
+        if offline {
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub async fn wait(&self, stream: &str, limit: Duration) -> Ready {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if self.lock().contains(stream) {
-                return true;
+                return Ready::Confirmed;
+            }
+            if self.offline.load(Ordering::Relaxed) {
+                return Ready::Offline;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return false;
+                return Ready::TimedOut;
             }
         }
     }
@@ -156,7 +181,7 @@ impl PubSub for Queue {
         let _ = self.tx.send((self.control.clone(), command.to_json()));
     }
 
-    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, bool> {
+    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Ready> {
         Box::pin(self.readiness.wait(stream, READY_WITHIN))
     }
 }
@@ -204,7 +229,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn readiness_waits_for_a_confirmation_or_gives_up() {
         let readiness = Arc::new(Readiness::default());
-        assert!(!readiness.wait("s", Duration::from_secs(1)).await);
+        assert_eq!(
+            readiness.wait("s", Duration::from_secs(1)).await,
+            Ready::TimedOut
+        );
         let waiting = tokio::spawn({
             let readiness = readiness.clone();
             async move { readiness.wait("s", Duration::from_secs(1)).await }
@@ -212,9 +240,32 @@ mod tests {
         tokio::task::yield_now().await;
         readiness.confirm("other");
         readiness.confirm("s");
-        assert!(waiting.await.unwrap());
+        assert_eq!(waiting.await.unwrap(), Ready::Confirmed);
         readiness.forget_all();
-        assert!(!readiness.wait("s", Duration::from_millis(10)).await);
+        assert_eq!(
+            readiness.wait("s", Duration::from_millis(10)).await,
+            Ready::TimedOut
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offline_subscriber_releases_waiters_at_once() {
+        let readiness = Arc::new(Readiness::default());
+        let waiting = tokio::spawn({
+            let readiness = readiness.clone();
+            async move { readiness.wait("s", Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        readiness.set_offline(true);
+        assert_eq!(waiting.await.unwrap(), Ready::Offline);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        readiness.set_offline(false);
+        readiness.confirm("s");
+        assert_eq!(
+            readiness.wait("s", Duration::from_secs(1)).await,
+            Ready::Confirmed
+        );
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! Redis node-to-node pub/sub: one connection in subscriber mode (the control channel plus
 //! one channel per locally needed stream) and one for `PUBLISH`.
 //!
-//! - Subscriber: reconnects with the reference's backoff and re-subscribes everything (in
-//!   `SUBSCRIBE` batches of 256); after `redis.max_reconnect_attempts` consecutive failures
-//!   [`run_subscriber`] returns an error and the server stops with exit status 1, as in the
-//!   reference.
-//! - Publisher: publications are pipelined; while Redis is unreachable they are dropped
-//!   (logged), as in the reference.
+//! - Subscriber: reconnects for as long as the server runs (see [`crate::broadcast::reconnect`])
+//!   and re-subscribes everything (in `SUBSCRIBE` batches of 256).
+//! - Publisher: publications are pipelined; while Redis is unreachable they are delivered to
+//!   this node's own clients (see [`run_publisher`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,9 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{apply_change, Outgoing, Readiness, StreamChange};
 use crate::broadcast::parse;
-use crate::broadcast::resp::{
-    backoff, go_duration, Connection, RedisError, RedisOptions, Value, CONNECT_TIMEOUT,
-};
+use crate::broadcast::reconnect::Reconnect;
+use crate::broadcast::resp::{Connection, RedisError, RedisOptions, Value, CONNECT_TIMEOUT};
 use crate::metrics::Counter;
 use crate::node::Node;
 
@@ -28,11 +25,8 @@ use crate::node::Node;
 const SUBSCRIBE_BATCH: usize = 256;
 /// At most this many publications go out in one pipelined write.
 const PUBLISH_BATCH: usize = 512;
-/// After a failed connection attempt, publications are dropped for this long.
+/// After a failed connection attempt, publications are delivered locally for at least this long.
 const PUBLISH_RETRY: Duration = Duration::from_secs(1);
-
-/// The error [`run_subscriber`] ends with when Redis stays unreachable.
-pub const ATTEMPTS_EXCEEDED: &str = "Redis reconnect attempts exceeded";
 
 /// Receives from the control channel and from the channels of the streams this node needs
 /// (`changes`), until `shutdown`.
@@ -43,10 +37,15 @@ pub async fn run_subscriber(
     mut changes: mpsc::UnboundedReceiver<StreamChange>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), &'static str> {
     let mut streams: HashSet<Arc<str>> = HashSet::new();
-    let mut failures: u64 = 0;
-    let mut connected_before = false;
+    let mut reconnect = Reconnect::new(
+        "pubsub",
+        "redis",
+        options.redacted_url(),
+        "publications of other nodes are not received",
+        options.max_reconnect_attempts,
+    );
     loop {
         while let Ok(change) = changes.try_recv() {
             apply_change(&mut streams, &change);
@@ -55,16 +54,12 @@ pub async fn run_subscriber(
             _ = shutdown.cancelled() => return Ok(()),
             opened = subscribe_all(&options, &control, &streams) => opened,
         };
-        match opened {
+        let error = match opened {
             Ok(mut connection) => {
-                failures = 0;
-                let what = if connected_before {
-                    "reconnected"
-                } else {
-                    "connected"
-                };
-                connected_before = true;
-                tracing::info!(context = "pubsub", provider = "redis", "{what}");
+                readiness.set_offline(false);
+                if reconnect.up() {
+                    tracing::info!(context = "pubsub", provider = "redis", "connected");
+                }
                 let ended = receive(
                     &node,
                     &options,
@@ -76,31 +71,14 @@ pub async fn run_subscriber(
                 readiness.forget_all();
                 match ended {
                     Ok(()) => return Ok(()),
-                    Err(error) => tracing::warn!(
-                        context = "pubsub",
-                        provider = "redis",
-                        "Redis pub/sub connection failed: {error}"
-                    ),
+                    Err(error) => error,
                 }
             }
-            Err(error) => tracing::warn!(
-                context = "pubsub",
-                provider = "redis",
-                "failed to connect to Redis: {error}"
-            ),
-        }
-        if failures >= options.max_reconnect_attempts {
-            return Err(ATTEMPTS_EXCEEDED.to_string());
-        }
-        let delay = backoff(failures);
-        failures += 1;
+            Err(error) => error,
+        };
+        readiness.set_offline(true);
+        let delay = reconnect.failed(&error)?;
         node.metrics().inc(Counter::ServiceReconnects);
-        tracing::info!(
-            context = "pubsub",
-            provider = "redis",
-            "next Redis reconnect attempt in {}",
-            go_duration(delay)
-        );
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(delay) => {}
@@ -214,7 +192,14 @@ fn handle(node: &Node, readiness: &Readiness, value: Value) {
 }
 
 /// Publishes queued messages until `shutdown`.
+///
+/// While Redis cannot be reached, messages are delivered to this node's own clients instead of
+/// being dropped (the reference drops them): a node that lost Redis keeps serving its clients
+/// what its own broadcasters receive, and other nodes miss them either way. Only messages that
+/// certainly never reached Redis are delivered so; a batch whose write failed half-way may
+/// have been relayed already and is dropped, so no client sees a message twice.
 pub async fn run_publisher(
+    node: Arc<Node>,
     options: RedisOptions,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     shutdown: CancellationToken,
@@ -238,11 +223,7 @@ pub async fn run_publisher(
         }
         if connection.is_none() {
             if retry_at.is_some_and(|at| Instant::now() < at) {
-                tracing::debug!(
-                    context = "pubsub",
-                    "dropped {} messages: Redis is unreachable",
-                    batch.len()
-                );
+                deliver_here(&node, &batch);
                 continue;
             }
             match Connection::open(&options).await {
@@ -251,13 +232,14 @@ pub async fn run_publisher(
                     retry_at = None;
                 }
                 Err(error) => {
-                    tracing::warn!(
+                    // The subscriber, on the same Redis, tells the operator once.
+                    tracing::debug!(
                         context = "pubsub",
                         provider = "redis",
-                        "cannot publish, dropped {} messages: {error}",
-                        batch.len()
+                        "cannot publish: {error}"
                     );
                     retry_at = Some(Instant::now() + PUBLISH_RETRY);
+                    deliver_here(&node, &batch);
                     continue;
                 }
             }
@@ -273,6 +255,21 @@ pub async fn run_publisher(
                 batch.len()
             );
             connection = None;
+        }
+    }
+}
+
+/// Hands messages that never reached Redis to this node, as if Redis had relayed them.
+fn deliver_here(node: &Node, batch: &[Outgoing]) {
+    tracing::debug!(
+        context = "pubsub",
+        provider = "redis",
+        "Redis is unreachable: {} messages delivered to this node only",
+        batch.len()
+    );
+    for (_, body) in batch {
+        if let Ok(inbound) = parse(body.as_bytes()) {
+            node.publish_local(inbound);
         }
     }
 }

@@ -1400,6 +1400,9 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> String {
 pub struct OwnRedis {
     pub port: u16,
     process: Guarded,
+    /// Its working directory: whatever it writes (a replica's RDB copy, say) stays out of the
+    /// checkout.
+    _dir: TempDir,
 }
 
 impl OwnRedis {
@@ -1407,23 +1410,39 @@ impl OwnRedis {
         OwnRedis::start_with(port, &["--port", &port.to_string()])
     }
 
+    /// `args` come last, so they may override the working directory too.
     pub fn start_with(port: u16, args: &[&str]) -> OwnRedis {
+        let dir = TempDir::new();
         let process = Guarded::spawn(
             Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
                 .args(args),
             "redis-server (Debian package redis-server)",
         );
-        OwnRedis { port, process }
+        OwnRedis {
+            port,
+            process,
+            _dir: dir,
+        }
     }
 
     /// A Sentinel (`redis-server <config> --sentinel`) listening on `port`.
     pub fn sentinel(port: u16, config: &Path) -> OwnRedis {
+        let dir = TempDir::new();
         let process = Guarded::spawn(
-            Command::new("redis-server").arg(config).arg("--sentinel"),
+            Command::new("redis-server")
+                .arg(config)
+                .arg("--sentinel")
+                .current_dir(dir.path()),
             "redis-server --sentinel",
         );
-        OwnRedis { port, process }
+        OwnRedis {
+            port,
+            process,
+            _dir: dir,
+        }
     }
 
     /// With an append-only file in `dir`, written through on every command, so that its data

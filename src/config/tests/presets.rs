@@ -8,16 +8,46 @@ const FLY: [(&str, &str); 3] = [
     ("FLY_ALLOC_ID", "1"),
 ];
 
+/// The Fly.io guide's setup: a Redis URL from `fly redis create`.
+fn fly_with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut pairs = FLY.to_vec();
+    pairs.extend_from_slice(extra);
+    pairs
+}
+
 #[test]
-fn fly_is_auto_detected() {
-    let cfg = run(&[], &FLY);
+fn fly_is_auto_detected_and_clusters_through_redis() {
+    let cfg = run(&[], &fly_with(&[("REDIS_URL", "redis://fly-redis:6379")]));
     assert_eq!(cfg.presets, vec!["fly"]);
     assert_eq!(cfg.server.host, "0.0.0.0");
-    assert!(cfg
-        .warnings
-        .iter()
-        .any(|w| w.contains("fly preset") && w.contains("not available yet")));
+    assert_eq!(cfg.pubsub_adapter, "redis");
+    assert_eq!(cfg.broadcast_adapters, vec!["http", "redis"]);
     assert!(cfg.unsupported_settings().is_empty());
+}
+
+#[test]
+fn fly_without_redis_or_nats_is_refused() {
+    let message = error(&[], &FLY);
+    assert!(message.contains("fly preset"), "{message}");
+    assert!(message.contains("REDIS_URL"), "{message}");
+    assert!(message.contains("ANYCABLE_NATS_SERVERS"), "{message}");
+}
+
+#[test]
+fn fly_clusters_through_an_external_nats() {
+    let cfg = run(
+        &[],
+        &fly_with(&[("ANYCABLE_NATS_SERVERS", "nats://n:4222")]),
+    );
+    assert_eq!(cfg.pubsub_adapter, "nats");
+    assert_eq!(cfg.broadcast_adapters, vec!["http", "nats"]);
+}
+
+#[test]
+fn fly_single_machine_opts_out_of_clustering() {
+    let cfg = run(&["--pubsub=none"], &FLY);
+    assert_eq!(cfg.presets, vec!["fly"]);
+    assert_eq!(cfg.broadcast_adapters, vec!["http"]);
 }
 
 #[test]
@@ -29,8 +59,10 @@ fn fly_needs_all_three_vars_to_be_detected() {
 
 #[test]
 fn fly_rpc_host() {
-    let mut pairs = FLY.to_vec();
-    pairs.push(("ANYCABLE_FLY_RPC_APP_NAME", "rails"));
+    let pairs = fly_with(&[
+        ("ANYCABLE_FLY_RPC_APP_NAME", "rails"),
+        ("REDIS_URL", "redis://r:6379"),
+    ]);
     assert_eq!(run(&[], &pairs).rpc.host, "dns:///ams.rails.internal:50051");
     assert_eq!(run(&["--rpc_host=x:1"], &pairs).rpc.host, "x:1");
 }

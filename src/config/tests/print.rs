@@ -165,7 +165,7 @@ fn layout_uses_reference_keys() {
     for expected in [
         "secret = \"none\"\n",
         "broadcast_key = \"none\"\n",
-        "broadcast_adapters = [\"http\"]\n",
+        "broadcast_adapters = [\"http\", \"redis\"]\n",
         "[server]\n",
         "port = 8080\n",
         "ssl.cert_path = \"\"\n",

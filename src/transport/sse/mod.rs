@@ -371,7 +371,7 @@ fn stream_headers(mut response: Response<SseBody>) -> Response<SseBody> {
     set("expire", "0");
     set("x-content-type-options", "nosniff");
     set("x-accel-buffering", "no");
-    set("x-anycable-version", env!("CARGO_PKG_VERSION"));
+    set("x-anycable-version", crate::config::VERSION);
     response
 }
 

@@ -175,7 +175,7 @@ impl WsEndpoint {
         response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         response_headers.insert(
             "x-anycable-version",
-            HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+            HeaderValue::from_static(crate::config::VERSION),
         );
         if let Ok(accept) = HeaderValue::from_str(&accept) {
             response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
