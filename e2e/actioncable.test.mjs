@@ -284,3 +284,39 @@ describe('@rails/actioncable against anycable-rs', () => {
     assert.deepEqual(await raw2.welcome(), { type: 'disconnect', reason: 'token_expired', reconnect: false });
   }));
 });
+
+// The Hotwire guide's unsigned-names setup, exactly its command line: a JWT key and
+// --turbo_rails_cleartext (no --turbo_streams, no Turbo key, no backend). Pages pass the
+// plain stream name where turbo-rails would put the signed one.
+describe('@rails/actioncable with --jwt_id_key --turbo_rails_cleartext (Hotwire guide)', () => {
+  const JWT_KEY = 'e2e-cleartext-jwt-key';
+  let cleartext;
+  const own = [];
+  before(async () => {
+    cleartext = await startServer({ args: [`--jwt_id_key=${JWT_KEY}`, '--turbo_rails_cleartext'], label: 'ac-cleartext' });
+  });
+  after(async () => {
+    for (const c of own) c.disconnect();
+    await cleartext?.stop();
+  });
+  const clearConsumer = (query) => {
+    const c = nodeConsumer(cleartext.wsUrl(query));
+    own.push(c);
+    return c;
+  };
+
+  it('Turbo::StreamsChannel takes the plain name in signed_stream_name; a bad JWT is still refused',
+    withServerLog(() => [cleartext], async () => {
+      const stream = 'gid://app/Room/7:messages';
+      const c = clearConsumer({ jid: makeJwt({ user_id: 7 }, JWT_KEY) });
+      const sub = c.subscribe({ channel: 'Turbo::StreamsChannel', signed_stream_name: stream });
+      await sub.waitFor('connected');
+      const html = '<turbo-stream action="append" target="messages"><template><p>plain</p></template></turbo-stream>';
+      await broadcastOk(cleartext, { stream, data: JSON.stringify(html) });
+      assert.equal((await sub.waitFor('received')).data, html);
+
+      const intruder = clearConsumer({ jid: makeJwt({ user_id: 8 }, OTHER_SECRET) });
+      const refused = intruder.subscribe({ channel: 'Turbo::StreamsChannel', signed_stream_name: stream });
+      await assertRejectedConnection(intruder, refused, 'unauthorized');
+    }));
+});

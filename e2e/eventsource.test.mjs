@@ -283,3 +283,35 @@ describe('eventsource (npm) against anycable-rs --sse', () => {
     }
   }));
 });
+
+// The Hotwire guide: with --turbo_rails_cleartext, <turbo-stream-source> (an EventSource)
+// passes the plain name as ?turbo_stream_name=; JWT (--jwt_id_key) still authenticates.
+describe('eventsource (npm) with ?turbo_stream_name= and --turbo_rails_cleartext', () => {
+  const JWT_KEY = 'e2e-cleartext-sse-key';
+  let cleartext;
+  before(async () => {
+    cleartext = await startServer({ args: ['--sse', `--jwt_id_key=${JWT_KEY}`, '--turbo_rails_cleartext'], label: 'sse-cleartext' });
+  });
+  after(async () => {
+    for (const s of sources) s.close();
+    await cleartext?.stop();
+  });
+
+  it('subscribes Turbo::StreamsChannel with the plain name and streams the HTML; a bad JWT is 401',
+    withDiag(() => cleartext, async () => {
+      const stream = `gid://e2e/Room/${Date.now()}:plain`;
+      const jwt = makeJwt({ user_id: 'sse' }, JWT_KEY);
+      const src = newSource(eventsUrl(cleartext.port, { turbo_stream_name: stream, jid: jwt }));
+      const confirm = await src.waitFor('confirm_subscription');
+      assert.equal(confirm.data.identifier, JSON.stringify({ channel: 'Turbo::StreamsChannel', signed_stream_name: stream }));
+      const html = '<turbo-stream action="append" target="messages"><template><p>plain &amp; simple</p></template></turbo-stream>';
+      await publish(cleartext, stream, JSON.stringify(html));
+      const m = await src.waitFor('message', () => true, 5000, 'the Turbo Stream');
+      assert.equal(m.data, html);
+
+      const forged = newSource(eventsUrl(cleartext.port, { turbo_stream_name: stream, jid: makeJwt({ user_id: 1 }, 'other-key') }));
+      const e = await forged.waitFor('error');
+      assert.equal(e.code, 401, `JWT signed with another key: ${e.message}`);
+      assert.equal(forged.count('message'), 0);
+    }));
+});

@@ -53,6 +53,11 @@ impl ApiEndpoint {
         if self.cors.is_some() && request.method() == Method::OPTIONS {
             return plain(StatusCode::OK, "");
         }
+        // Authorization comes first, so a client without the key learns nothing about which
+        // paths exist (the reference answers 404 before checking the key).
+        if !self.authorized(&request) {
+            return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+        }
         let rest = request.uri().path()[self.base.len()..].to_string();
         if rest == "/publish" {
             return self.publish(request).await;
@@ -67,18 +72,12 @@ impl ApiEndpoint {
         if request.method() != Method::POST {
             return plain(StatusCode::UNPROCESSABLE_ENTITY, "use POST\n");
         }
-        if !self.authorized(&request) {
-            return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
-        }
         publish_body(&self.node, request.into_body()).await
     }
 
     fn presence(&self, request: Request<Incoming>, stream: &str) -> Response<Body> {
         if request.method() != Method::GET {
             return plain(StatusCode::UNPROCESSABLE_ENTITY, "use GET\n");
-        }
-        if !self.authorized(&request) {
-            return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
         }
         match self.node.presence_users(stream) {
             PresenceLookup::Found(json) => {
@@ -103,11 +102,12 @@ impl ApiEndpoint {
 }
 
 /// The stream of `/presence/<stream>/users`, matched on the percent-decoded path as the
-/// reference does (so a stream containing `/` cannot be queried).
+/// reference does. Unlike the reference, the stream may contain `/` (Turbo names such as
+/// `gid://app/Room/1` do): everything between the fixed prefix and suffix is the stream.
 fn presence_stream(rest: &str) -> Option<String> {
     let decoded = percent_decode(rest)?;
     let stream = decoded.strip_prefix("/presence/")?.strip_suffix("/users")?;
-    (!stream.is_empty() && !stream.contains('/')).then(|| stream.to_string())
+    (!stream.is_empty()).then(|| stream.to_string())
 }
 
 /// `%XX` decoding; `None` for a malformed escape or invalid UTF-8.
@@ -142,9 +142,20 @@ mod tests {
             presence_stream("/presence/chat%201/users").as_deref(),
             Some("chat 1")
         );
-        assert_eq!(presence_stream("/presence/chat%2F1/users"), None);
-        assert_eq!(presence_stream("/presence/a/b/users"), None);
+        assert_eq!(
+            presence_stream("/presence/gid%3A%2F%2Fapp%2FRoom%2F1/users").as_deref(),
+            Some("gid://app/Room/1")
+        );
+        assert_eq!(
+            presence_stream("/presence/a/b/users").as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(
+            presence_stream("/presence/x/users/users").as_deref(),
+            Some("x/users")
+        );
         assert_eq!(presence_stream("/presence//users"), None);
+        assert_eq!(presence_stream("/presence/users"), None);
         assert_eq!(presence_stream("/presence/x/users/more"), None);
         assert_eq!(presence_stream("/presence/%zz/users"), None);
     }

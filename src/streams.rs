@@ -1,6 +1,6 @@
 //! Channels the server handles itself, without a backend: `$pubsub` (signed or public streams),
 //! `Turbo::StreamsChannel` and `CableReady::Stream`, all using Rails `MessageVerifier` signed
-//! stream names.
+//! stream names (Turbo and CableReady also take plain names with the legacy cleartext flags).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -87,6 +87,33 @@ pub enum Route {
     Backend,
 }
 
+/// How a Turbo or CableReady identifier names its stream.
+struct StreamNames {
+    verifier: Option<StreamVerifier>,
+    /// Plain names are taken as they are (`--turbo_rails_cleartext`, `--cable_ready_cleartext`).
+    cleartext: bool,
+}
+
+impl StreamNames {
+    /// `None` when the channel is off, or on without any way to accept a name (no key, no
+    /// cleartext): its subscriptions then go to the backend, as in the reference.
+    fn new(on: bool, secret: &Option<String>, cleartext: bool) -> Option<StreamNames> {
+        let verifier = StreamVerifier::new(secret.as_deref());
+        (on && (verifier.is_some() || cleartext)).then_some(StreamNames {
+            verifier,
+            cleartext,
+        })
+    }
+
+    /// The stream of a name. With cleartext on, a name signed with the configured key still
+    /// yields its verified stream, so pages that keep signing (turbo-rails always signs) work
+    /// alongside plain names; any other value is the stream itself.
+    fn stream(&self, name: &str) -> Option<String> {
+        let verified = self.verifier.as_ref().and_then(|v| v.verify(name));
+        verified.or_else(|| self.cleartext.then(|| name.to_string()))
+    }
+}
+
 /// Routes identifiers of the locally handled channels.
 pub struct StreamsRouter {
     pubsub_channel: String,
@@ -94,23 +121,24 @@ pub struct StreamsRouter {
     public: bool,
     whisper_signed: bool,
     presence_signed: bool,
-    turbo: Option<StreamVerifier>,
-    cable_ready: Option<StreamVerifier>,
+    turbo: Option<StreamNames>,
+    cable_ready: Option<StreamNames>,
 }
 
 impl StreamsRouter {
     pub fn new(config: &StreamsConfig) -> StreamsRouter {
-        let enabled = |on: bool, secret: &Option<String>| {
-            on.then(|| StreamVerifier::new(secret.as_deref())).flatten()
-        };
         StreamsRouter {
             pubsub_channel: config.pubsub_channel.clone(),
             pubsub: StreamVerifier::new(config.secret.as_deref()),
             public: config.public,
             whisper_signed: config.whisper,
             presence_signed: config.presence,
-            turbo: enabled(config.turbo, &config.turbo_secret),
-            cable_ready: enabled(config.cable_ready, &config.cable_ready_secret),
+            turbo: StreamNames::new(config.turbo, &config.turbo_secret, config.turbo_cleartext),
+            cable_ready: StreamNames::new(
+                config.cable_ready,
+                &config.cable_ready_secret,
+                config.cable_ready_cleartext,
+            ),
         }
     }
 
@@ -142,16 +170,14 @@ impl StreamsRouter {
         let Some(channel) = param("channel") else {
             return Route::Backend;
         };
-        let verified = |verifier: &Option<StreamVerifier>, key: &str| {
-            match (verifier, param(key)) {
-                (Some(v), Some(signed)) => v.verify(signed),
-                _ => None,
-            }
-            .map_or(Route::Reject, |stream| Route::Stream {
-                stream,
-                whisper: false,
-                presence: false,
-            })
+        let named = |names: &StreamNames, key: &str| {
+            param(key)
+                .and_then(|name| names.stream(name))
+                .map_or(Route::Reject, |stream| Route::Stream {
+                    stream,
+                    whisper: false,
+                    presence: false,
+                })
         };
 
         if channel == self.pubsub_channel {
@@ -174,11 +200,15 @@ impl StreamsRouter {
                 _ => Route::Reject,
             };
         }
-        if channel == TURBO_CHANNEL && self.turbo.is_some() {
-            return verified(&self.turbo, "signed_stream_name");
+        if let Some(turbo) = self.turbo.as_ref().filter(|_| channel == TURBO_CHANNEL) {
+            return named(turbo, "signed_stream_name");
         }
-        if channel == CABLE_READY_CHANNEL && self.cable_ready.is_some() {
-            return verified(&self.cable_ready, "identifier");
+        if let Some(cable_ready) = self
+            .cable_ready
+            .as_ref()
+            .filter(|_| channel == CABLE_READY_CHANNEL)
+        {
+            return named(cable_ready, "identifier");
         }
         Route::Backend
     }
@@ -240,6 +270,8 @@ mod tests {
             turbo_secret: Some("s3Krit".into()),
             cable_ready: false,
             cable_ready_secret: Some("s3Krit".into()),
+            cable_ready_cleartext: false,
+            turbo_cleartext: false,
             pubsub_channel: "$pubsub".into(),
         }
     }
@@ -300,5 +332,51 @@ mod tests {
                 presence: true
             }
         );
+    }
+
+    #[test]
+    fn cleartext_takes_plain_names_and_still_verifies_signed_ones() {
+        let turbo = |name: &str| {
+            id(serde_json::json!({"channel":"Turbo::StreamsChannel","signed_stream_name":name}))
+        };
+        let stream = |name: &str| Route::Stream {
+            stream: name.into(),
+            whisper: false,
+            presence: false,
+        };
+        // Cleartext without any key: the exact command line of the Hotwire guide.
+        let plain_only = StreamsRouter::new(&StreamsConfig {
+            turbo_cleartext: true,
+            turbo_secret: None,
+            cable_ready: true,
+            cable_ready_cleartext: true,
+            cable_ready_secret: None,
+            ..config()
+        });
+        assert_eq!(
+            plain_only.route(&turbo("gid://app/Room/1")),
+            stream("gid://app/Room/1")
+        );
+        assert_eq!(plain_only.route(&turbo(EXAMPLE_A)), stream(EXAMPLE_A));
+        assert_eq!(plain_only.route(&turbo("")), Route::Reject);
+        assert_eq!(
+            plain_only.route(&id(
+                serde_json::json!({"channel":"CableReady::Stream","identifier":"cr_1"})
+            )),
+            stream("cr_1")
+        );
+        // With a key too, a signed name still means its verified stream.
+        let both = StreamsRouter::new(&StreamsConfig {
+            turbo_cleartext: true,
+            ..config()
+        });
+        assert_eq!(both.route(&turbo(EXAMPLE_A)), stream("chat/2023"));
+        assert_eq!(both.route(&turbo("room_1")), stream("room_1"));
+        // Turbo on without key nor cleartext: the backend's channel, as before.
+        let keyless = StreamsRouter::new(&StreamsConfig {
+            turbo_secret: None,
+            ..config()
+        });
+        assert_eq!(keyless.route(&turbo("room_1")), Route::Backend);
     }
 }

@@ -125,8 +125,30 @@ async fn methods_paths_and_invalid_bodies() {
         .http("POST", "/api/presence/s/users", &auth, b"")
         .await;
     assert_eq!(resp.status, 422, "{resp:?}");
+    let resp = server.http("GET", "/api/presence//users", &auth, b"").await;
+    assert_eq!(resp.status, 404, "{resp:?}");
+}
+
+/// Without the key, every path under the base answers 401, whether it exists or not (the
+/// reference answers 404 first, telling strangers which paths exist).
+#[tokio::test]
+async fn unauthorized_requests_get_401_before_404_and_422() {
+    let server = start(&["--noauth", "--api_secret=k"]).await;
+    let wrong = [("Authorization", "Bearer wrong")];
+    for (method, path) in [
+        ("GET", "/api/other"),
+        ("POST", "/api/other"),
+        ("GET", "/api/presence//users"),
+        ("GET", "/api/publish"),
+        ("POST", "/api/presence/s/users"),
+    ] {
+        for headers in [&wrong[..], &[]] {
+            let resp = server.http(method, path, headers, b"").await;
+            assert_eq!(resp.status, 401, "{method} {path} {headers:?}: {resp:?}");
+        }
+    }
     let resp = server
-        .http("GET", "/api/presence/a%2Fb/users", &auth, b"")
+        .http("GET", "/api/other", &[("Authorization", "Bearer k")], b"")
         .await;
     assert_eq!(resp.status, 404, "{resp:?}");
 }

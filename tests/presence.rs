@@ -262,6 +262,30 @@ async fn the_rest_api_lists_the_records() {
     );
 }
 
+/// Turbo stream names contain `/` (`gid://app/Room/1`): percent-encoded in the path, they can
+/// be queried (AnyCable-Go answers 404 for any `/` in the stream, even as `%2F`).
+#[tokio::test]
+async fn the_rest_api_answers_for_streams_with_slashes() {
+    let server = memory_server(&["--api_secret=k"]).await;
+    let stream = "gid://app/Room/1";
+    let id = public_id(stream);
+    let mut a = ext_client(&server).await;
+    a.subscribe_ok(&id).await;
+    join(&mut a, &id, "42", json!("Jack")).await;
+    a.recv_json().await;
+    let auth = [("Authorization", "Bearer k")];
+    let encoded: String = url::form_urlencoded::byte_serialize(stream.as_bytes()).collect();
+    assert_eq!(encoded, "gid%3A%2F%2Fapp%2FRoom%2F1");
+    let resp = server
+        .http("GET", &format!("/api/presence/{encoded}/users"), &auth, b"")
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&resp.body).unwrap(),
+        json!({"type": "info", "total": 1, "records": [{"id": "42", "info": "Jack"}]})
+    );
+}
+
 #[tokio::test]
 async fn signed_streams_allow_presence_unless_disabled() {
     let stream = "chat/2023";

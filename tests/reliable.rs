@@ -159,3 +159,64 @@ async fn extended_sessions_must_answer_pings_when_a_pong_timeout_is_set() {
     assert_eq!(base.recv_json().await["type"], "welcome");
     base.expect_silence(Duration::from_millis(3500)).await;
 }
+
+/// A client whose last message is the one just below the oldest kept already has everything
+/// before it: it gets the whole kept history (AnyCable-Go rejects it), with every broker that
+/// keeps history. One below that is still rejected.
+async fn history_from_just_below_the_oldest_kept(broker: &str) {
+    let server = start(&[
+        "--noauth",
+        "--public_streams",
+        "--norpc",
+        &format!("--broker={broker}"),
+        "--broadcast_adapter=http",
+        "--history_limit=3",
+    ])
+    .await;
+    // Shared brokers (NATS, Redis) outlive the server: a fresh stream each run.
+    let stream = unique("below-oldest");
+    let identifier = public_id(&stream);
+    let (mut ws, _) = ext_client(&server, "").await;
+    ws.subscribe_ok(&identifier).await;
+    let mut positions = Vec::new();
+    for n in 1..=5 {
+        server
+            .publish(&stream, &json!({ "n": n }).to_string())
+            .await;
+        let (_, position) = read_until(&mut ws, n).await;
+        positions.push(position);
+    }
+    // Kept: 3, 4, 5. The client last saw 2.
+    request_history(&mut ws, &identifier, &stream, &positions[1]).await;
+    let replay = read_until(&mut ws, 5).await.0;
+    assert_eq!(replay, vec![3, 4, 5], "{broker}");
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"type": "confirm_history", "identifier": identifier}),
+        "{broker}"
+    );
+    // The client last saw 1: message 2 is gone, so the request fails as a whole.
+    request_history(&mut ws, &identifier, &stream, &positions[0]).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"type": "reject_history", "identifier": identifier}),
+        "{broker}"
+    );
+}
+
+#[tokio::test]
+async fn history_from_just_below_the_oldest_kept_memory() {
+    history_from_just_below_the_oldest_kept("memory").await;
+}
+
+/// Needs NATS JetStream on 127.0.0.1:4222 (started by scripts/test.sh).
+#[tokio::test]
+async fn history_from_just_below_the_oldest_kept_nats() {
+    history_from_just_below_the_oldest_kept("nats").await;
+}
+
+/// Needs Redis on 127.0.0.1:6379 (started by scripts/test.sh).
+#[tokio::test]
+async fn history_from_just_below_the_oldest_kept_redis() {
+    history_from_just_below_the_oldest_kept("redis").await;
+}

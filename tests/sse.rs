@@ -707,6 +707,36 @@ async fn public_streams_need_public_streams_enabled() {
     }
 }
 
+/// The Hotwire guide: with `--turbo_rails_cleartext` (and a JWT key, nothing else),
+/// `<turbo-stream-source src=".../events?turbo_stream_name=<plain name>">` works.
+#[tokio::test]
+async fn turbo_stream_name_with_turbo_rails_cleartext() {
+    let server = sse_server(&["--jwt_id_key=K", "--turbo_rails_cleartext"]).await;
+    let valid = token("K", "{\"user\":1}");
+    let name = "gid://app/Room/1";
+    let path = format!(
+        "/events?turbo_stream_name={}&jid={}",
+        encode(name),
+        encode(&valid)
+    );
+    let mut sse = get(&server, &path).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.recv().await.name.as_deref(), Some("welcome"));
+    let identifier =
+        json!({"channel": "Turbo::StreamsChannel", "signed_stream_name": name}).to_string();
+    assert_eq!(sse.recv().await.text, confirm_text(&identifier));
+    server.publish(name, "<turbo-stream></turbo-stream>").await;
+    assert_eq!(sse.recv().await.data, "<turbo-stream></turbo-stream>");
+    // JWT still authenticates: a token signed with another key gets no stream.
+    let forged = token("other", "{\"user\":1}");
+    let path = format!(
+        "/events?turbo_stream_name={}&jid={}",
+        encode(name),
+        encode(&forged)
+    );
+    expect_status(&server, SseRequest::get(path), 401).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authentication
 // ---------------------------------------------------------------------------------------------

@@ -286,6 +286,81 @@ async fn legacy_turbo_rails_key_enables_turbo() {
     ws.subscribe_ok(&turbo_id(EXAMPLE_B)).await;
 }
 
+// --- Cleartext names (--turbo_rails_cleartext, --cable_ready_cleartext) ------------------------
+
+/// The command line of the Hotwire guide's "unsigned stream names" note: a JWT key and the
+/// cleartext flag, nothing else (no --turbo_streams, no Turbo key, no backend).
+#[tokio::test]
+async fn seed_cleartext_command_line_takes_plain_turbo_names_and_jwt_still_authenticates() {
+    let server = start(&["--jwt_id_key=some-secret-key", "--turbo_rails_cleartext"]).await;
+    let valid = token("some-secret-key", r#"{"user_id":42}"#);
+    let mut ws = server
+        .ws_with(WsRequest::new(&format!("/cable?jid={valid}")))
+        .await;
+    ws.expect_welcome().await;
+    let id = turbo_id("gid://app/Room/1");
+    ws.subscribe_ok(&id).await;
+    let html =
+        r#"<turbo-stream action="append" target="messages"><template>hi</template></turbo-stream>"#;
+    server.publish("gid://app/Room/1", html).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": id, "message": html})
+    );
+    // A bad token is still refused: cleartext names do not open the door.
+    let forged = token("other-key", r#"{"user_id":42}"#);
+    let mut intruder = server
+        .ws_with(WsRequest::new(&format!("/cable?jid={forged}")))
+        .await;
+    intruder
+        .expect_disconnect("unauthorized", false, 1000, Some("Auth Failed"))
+        .await;
+    assert!(
+        server
+            .startup_log()
+            .await
+            .contains("turbo_rails_cleartext option is deprecated, use signed stream names"),
+        "the deprecation warning says what to use instead"
+    );
+}
+
+#[tokio::test]
+async fn cleartext_still_takes_names_signed_with_the_turbo_key() {
+    let server = start(&[
+        "--noauth",
+        "--turbo_rails_cleartext",
+        "--turbo_streams_secret=my-turbo-secret",
+    ])
+    .await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    let signed = turbo_id(EXAMPLE_B);
+    let plain = turbo_id("gid://app/Room/42:messages");
+    ws.subscribe_ok(&signed).await;
+    ws.subscribe_ok(&plain).await;
+    // Both name the same stream: one publication reaches both subscriptions.
+    server.publish("gid://app/Room/42:messages", "\"x\"").await;
+    let mut got = [ws.recv_json().await, ws.recv_json().await].map(|f| f["identifier"].clone());
+    got.sort_by_key(|v| v.to_string());
+    let mut expected = [json!(signed), json!(plain)];
+    expected.sort_by_key(|v| v.to_string());
+    assert_eq!(got, expected);
+    // An empty name is still refused.
+    ws.subscribe_rejected(&turbo_id("")).await;
+}
+
+#[tokio::test]
+async fn cable_ready_cleartext_takes_plain_identifiers() {
+    let server = start(&["--noauth", "--cable_ready_cleartext"]).await;
+    let (mut ws, _) = server.ws_welcomed().await;
+    let id = cable_ready_id("updates");
+    ws.subscribe_ok(&id).await;
+    server.publish("updates", r#"{"cableReady":true}"#).await;
+    assert_eq!(
+        ws.recv_json().await,
+        json!({"identifier": id, "message": {"cableReady": true}})
+    );
+}
+
 // --- CableReady --------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 
 use super::presence::PresenceStore;
 use super::{
-    Broker, HistoryError, Position, PresenceError, PresenceEvent, PresenceInfo, SessionSnapshot,
-    StoreError, StoredMessage, StreamPosition,
+    check_history_from, Broker, HistoryError, Position, PresenceError, PresenceEvent, PresenceInfo,
+    SessionSnapshot, StoreError, StoredMessage, StreamPosition,
 };
 use crate::protocol::Payload;
 use crate::transport::random_id;
@@ -180,17 +180,8 @@ impl MemoryBroker {
             .streams
             .get(stream)
             .ok_or(HistoryError::UnknownStream)?;
-        let oldest = history
-            .messages
-            .front()
-            .ok_or(HistoryError::Expired)?
-            .offset;
-        if from.offset < oldest {
-            return Err(HistoryError::Expired);
-        }
-        if from.offset > history.last_offset {
-            return Err(HistoryError::OffsetAhead);
-        }
+        let oldest = history.messages.front().map(|m| m.offset);
+        check_history_from(from.offset, oldest, history.last_offset)?;
         Ok(history
             .messages
             .iter()
@@ -370,8 +361,10 @@ mod tests {
         };
         assert_eq!(offsets(b.history_from("s", &at(&b, 3))), Ok(vec![4, 5]));
         assert_eq!(offsets(b.history_from("s", &at(&b, 5))), Ok(vec![]));
+        // Just below the oldest kept: the client misses nothing, it gets all that is kept.
+        assert_eq!(offsets(b.history_from("s", &at(&b, 2))), Ok(vec![3, 4, 5]));
         assert_eq!(
-            offsets(b.history_from("s", &at(&b, 2))),
+            offsets(b.history_from("s", &at(&b, 1))),
             Err(HistoryError::Expired)
         );
         assert_eq!(

@@ -68,6 +68,27 @@ pub enum HistoryError {
     Unavailable(String),
 }
 
+/// Whether messages after `from` can be served from a stream whose kept messages span
+/// `oldest..=last` (`oldest` is `None` when none is kept). Shared by every broker.
+///
+/// Deliberate difference from AnyCable-Go: a client whose last message is the one just below
+/// the oldest kept (`oldest - 1`) already has everything before it, so it gets the whole kept
+/// history; the reference rejects it because that message itself is gone.
+pub(crate) fn check_history_from(
+    from: u64,
+    oldest: Option<u64>,
+    last: u64,
+) -> Result<(), HistoryError> {
+    let oldest = oldest.ok_or(HistoryError::Expired)?;
+    if from.saturating_add(1) < oldest {
+        return Err(HistoryError::Expired);
+    }
+    if from > last {
+        return Err(HistoryError::OffsetAhead);
+    }
+    Ok(())
+}
+
 /// A message could not be stored (the broker cannot be reached or refused it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot store a message of stream {stream:?}: {reason}")]

@@ -32,8 +32,8 @@ use tokio_util::task::TaskTracker;
 
 use super::session_writes::{self, SessionStore, SessionWrites};
 use super::{
-    Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
-    StreamPosition,
+    check_history_from, Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError,
+    StoredMessage, StreamPosition,
 };
 use crate::broadcast::nats::NatsOptions;
 use crate::protocol::Payload;
@@ -398,14 +398,8 @@ impl Broker for NatsBroker {
                 .stream_state(&name)
                 .await?
                 .ok_or(HistoryError::UnknownStream)?;
-            // The rules of the memory broker: the client's own last message must still be
-            // retained, and it cannot be ahead of the stream.
-            if state.messages == 0 || from.offset < state.first_sequence {
-                return Err(HistoryError::Expired);
-            }
-            if from.offset > state.last_sequence {
-                return Err(HistoryError::OffsetAhead);
-            }
+            let oldest = (state.messages > 0).then_some(state.first_sequence);
+            check_history_from(from.offset, oldest, state.last_sequence)?;
             if from.offset == state.last_sequence {
                 return Ok(Vec::new());
             }

@@ -31,8 +31,8 @@ use tokio_util::task::TaskTracker;
 
 use super::session_writes::{self, SessionStore, SessionWrites};
 use super::{
-    Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError, StoredMessage,
-    StreamPosition,
+    check_history_from, Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError,
+    StoredMessage, StreamPosition,
 };
 use crate::broadcast::resp::{Connection, RedisError, RedisOptions, Value};
 use crate::metrics::{Counter, Metrics};
@@ -334,15 +334,7 @@ impl Broker for RedisBroker {
                 .read(stream)
                 .await?
                 .ok_or(HistoryError::UnknownStream)?;
-            // The memory broker's rules: the client's own last message must still be
-            // retained, and it cannot be ahead of the stream.
-            let oldest = retained.first().ok_or(HistoryError::Expired)?.offset;
-            if from.offset < oldest {
-                return Err(HistoryError::Expired);
-            }
-            if from.offset > last {
-                return Err(HistoryError::OffsetAhead);
-            }
+            check_history_from(from.offset, retained.first().map(|m| m.offset), last)?;
             Ok(retained
                 .into_iter()
                 .filter(|m| m.offset > from.offset)

@@ -315,10 +315,10 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("cable_ready", &["ANYCABLE_CABLE_READY"], Kind::Bool, "false", Some("streams.cable_ready"), Feature::Streams, "SIGNED STREAMS", "Handle CableReady::Stream internally"),
     FlagDef::new("turbo_rails_key", &["ANYCABLE_TURBO_RAILS_KEY"], Kind::Str, "", None, Feature::Streams, "SIGNED STREAMS", "→ turbo_streams_secret and turbo_streams=true").hidden().deprecated().secret(),
     FlagDef::new("turbo_streams_secret", &["ANYCABLE_TURBO_STREAMS_SECRET"], Kind::Str, "", Some("streams.turbo_secret"), Feature::Streams, "SIGNED STREAMS", "Turbo verifier key").secret(),
-    FlagDef::new("turbo_rails_cleartext", &["ANYCABLE_TURBO_RAILS_CLEARTEXT"], Kind::Bool, "false", None, Feature::Streams, "SIGNED STREAMS", "No effect; warns").hidden().deprecated(),
+    FlagDef::new("turbo_rails_cleartext", &["ANYCABLE_TURBO_RAILS_CLEARTEXT"], Kind::Bool, "false", None, Feature::Streams, "SIGNED STREAMS", "Turbo::StreamsChannel with plain stream names (turbo_streams=true); warns").hidden().deprecated(),
     FlagDef::new("cable_ready_key", &["ANYCABLE_CABLE_READY_KEY"], Kind::Str, "", None, Feature::Streams, "SIGNED STREAMS", "→ cable_ready_secret and cable_ready=true").hidden().deprecated().secret(),
     FlagDef::new("cable_ready_secret", &["ANYCABLE_CABLE_READY_SECRET"], Kind::Str, "", Some("streams.cable_ready_secret"), Feature::Streams, "SIGNED STREAMS", "CableReady verifier key").secret(),
-    FlagDef::new("cable_ready_cleartext", &["ANYCABLE_CABLE_READY_CLEARTEXT"], Kind::Bool, "false", None, Feature::Streams, "SIGNED STREAMS", "No effect; warns").hidden().deprecated(),
+    FlagDef::new("cable_ready_cleartext", &["ANYCABLE_CABLE_READY_CLEARTEXT"], Kind::Bool, "false", None, Feature::Streams, "SIGNED STREAMS", "CableReady::Stream with plain stream names (cable_ready=true); warns").hidden().deprecated(),
     // STATSD
     FlagDef::new("statsd_host", &["ANYCABLE_STATSD_HOST"], Kind::Str, "", Some("metrics.statsd.host"), Feature::Metrics, "STATSD", "UDP StatsD target"),
     FlagDef::new("statsd_prefix", &["ANYCABLE_STATSD_PREFIX"], Kind::Str, "anycable_go.", Some("metrics.statsd.prefix"), Feature::Metrics, "STATSD", "Metric name prefix"),

@@ -185,13 +185,27 @@ fn apply_legacy(cfg: &mut Config, raw: &Raw) {
         ));
         cfg.streams.cable_ready = true;
     }
-    for flag in ["turbo_rails_cleartext", "cable_ready_cleartext"] {
-        if raw.bool(flag) {
-            cfg.warnings.push(deprecation(
-                flag,
-                "it has no effect, use --public_streams instead",
-            ));
-        }
+    // Deliberate difference: the reference 1.6 ignores these; the Hotwire guide still tells
+    // users to run with them, so they enable the channel with plain stream names.
+    if raw.bool("turbo_rails_cleartext") {
+        cfg.warnings.push(deprecation(
+            "turbo_rails_cleartext",
+            "use signed stream names (--turbo_streams with --turbo_streams_secret) or \
+             $pubsub public streams (--public_streams) instead; until then Turbo::StreamsChannel \
+             takes plain stream names",
+        ));
+        cfg.streams.turbo = true;
+        cfg.streams.turbo_cleartext = true;
+    }
+    if raw.bool("cable_ready_cleartext") {
+        cfg.warnings.push(deprecation(
+            "cable_ready_cleartext",
+            "use signed stream names (--cable_ready with --cable_ready_secret) or \
+             $pubsub public streams (--public_streams) instead; until then CableReady::Stream \
+             takes plain stream names",
+        ));
+        cfg.streams.cable_ready = true;
+        cfg.streams.cable_ready_cleartext = true;
     }
     if !raw.str("http_broadcast_secret").is_empty() {
         cfg.warnings.push(deprecation(

@@ -196,9 +196,13 @@ pub struct StreamsConfig {
     pub turbo: bool,
     /// Effective (`--turbo_rails_key` → `--turbo_streams_secret` → streams secret).
     pub turbo_secret: Option<String>,
+    /// `--turbo_rails_cleartext`: Turbo identifiers may carry plain stream names.
+    pub turbo_cleartext: bool,
     pub cable_ready: bool,
     /// Effective (`--cable_ready_key` → `--cable_ready_secret` → streams secret).
     pub cable_ready_secret: Option<String>,
+    /// `--cable_ready_cleartext`: CableReady identifiers may carry plain stream names.
+    pub cable_ready_cleartext: bool,
     /// Name of the built-in channel (TOML only); empty disables it.
     pub pubsub_channel: String,
 }
@@ -212,8 +216,10 @@ impl Default for StreamsConfig {
             presence: true,
             turbo: false,
             turbo_secret: None,
+            turbo_cleartext: false,
             cable_ready: false,
             cable_ready_secret: None,
+            cable_ready_cleartext: false,
             pubsub_channel: "$pubsub".to_string(),
         }
     }

@@ -78,10 +78,20 @@ fn cable_ready_key_sets_secret_and_enables_cable_ready() {
 }
 
 #[test]
-fn cleartext_flags_only_warn() {
+fn cleartext_flags_enable_plain_names_and_warn() {
     let cfg = run(&["--turbo_rails_cleartext", "--cable_ready_cleartext"], &[]);
     assert!(warned(&cfg, "turbo_rails_cleartext") && warned(&cfg, "cable_ready_cleartext"));
-    assert!(!cfg.streams.public && !cfg.streams.turbo && !cfg.streams.cable_ready);
+    assert!(cfg.streams.turbo && cfg.streams.turbo_cleartext);
+    assert!(cfg.streams.cable_ready && cfg.streams.cable_ready_cleartext);
+    // Plain Turbo names are not $pubsub public streams.
+    assert!(!cfg.streams.public);
+    // The warning says what to use instead.
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.contains("turbo_rails_cleartext") && w.contains("--turbo_streams_secret")));
+    let env = run(&[], &[("ANYCABLE_TURBO_RAILS_CLEARTEXT", "true")]);
+    assert!(env.streams.turbo_cleartext && !env.streams.cable_ready_cleartext);
 }
 
 #[test]

@@ -212,3 +212,18 @@ fn print_happens_before_presets() {
     assert!(text.contains("host = \"localhost\"\n"));
     assert!(text.contains("presets = []\n"));
 }
+
+#[test]
+fn cleartext_flags_are_named_since_the_file_cannot_hold_them() {
+    let text = printed(&["--turbo_rails_cleartext"], &[]);
+    assert!(
+        text.contains("# --turbo_rails_cleartext is on; it has no setting in this file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ANYCABLE_TURBO_RAILS_CLEARTEXT=true"),
+        "{text}"
+    );
+    assert!(!text.contains("cable_ready_cleartext"), "{text}");
+    assert!(!printed(&[], &[]).contains("cleartext"));
+}

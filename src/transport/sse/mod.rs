@@ -52,8 +52,8 @@ pub struct SseEndpoint {
     /// Used only to build CORS headers: SSE never refuses a request by origin.
     origins: AllowedOrigins,
     jwt_param: Option<String>,
-    /// Public streams are allowed: enables the cleartext `turbo_stream_name` parameter.
-    public_streams: bool,
+    /// Where the cleartext `turbo_stream_name` parameter subscribes, if anywhere.
+    plain_turbo_name: request::PlainTurboName,
     /// What the backend learns about each request.
     env_builder: EnvBuilder,
     max_pending_bytes: usize,
@@ -79,7 +79,7 @@ impl SseEndpoint {
             env_builder,
             origins: AllowedOrigins::new(&config.server.allowed_origins),
             jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
-            public_streams: config.streams.public,
+            plain_turbo_name: request::PlainTurboName::from_config(&config.streams),
             max_pending_bytes: config.ws.max_pending_size,
             write_timeout: Duration::from_secs(config.ws.write_timeout_secs.max(1)),
             ping_interval: (config.app.ping_interval_secs > 0)
@@ -127,7 +127,7 @@ impl SseEndpoint {
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty());
-            request::from_query(query, last_event_id, self.public_streams).map(|s| vec![s])
+            request::from_query(query, last_event_id, self.plain_turbo_name).map(|s| vec![s])
         };
         let commands = match commands {
             Ok(commands) => commands,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::config::StreamsConfig;
 use crate::protocol::{HistoryRequest, StreamPosition};
 use crate::transport::query_param;
 
@@ -43,16 +44,49 @@ pub fn raw_mode(query: Option<&str>) -> bool {
     })
 }
 
-/// The single subscription of a GET request. `public_streams` enables the cleartext
-/// `turbo_stream_name` parameter (an addition of ours, see docs/sse.md).
+/// What the cleartext `turbo_stream_name` parameter subscribes to (see docs/sse.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainTurboName {
+    /// Not a subscription parameter.
+    Refused,
+    /// `Turbo::StreamsChannel` with the plain name (`--turbo_rails_cleartext`).
+    Turbo,
+    /// The `$pubsub` public stream of that name (`--public_streams`, an addition of ours).
+    PublicStream,
+}
+
+impl PlainTurboName {
+    pub fn from_config(streams: &StreamsConfig) -> PlainTurboName {
+        if streams.turbo && streams.turbo_cleartext {
+            PlainTurboName::Turbo
+        } else if streams.public {
+            PlainTurboName::PublicStream
+        } else {
+            PlainTurboName::Refused
+        }
+    }
+}
+
+/// The single subscription of a GET request.
 pub fn from_query(
     query: Option<&str>,
     last_event_id: Option<&str>,
-    public_streams: bool,
+    plain_turbo_name: PlainTurboName,
 ) -> Result<Subscribe, RequestError> {
     let param = |name: &str| query_param(query, name).filter(|v| !v.is_empty());
     let pubsub = |key: &str, value: String| {
         serde_json::json!({"channel": "$pubsub", key: value}).to_string()
+    };
+    let turbo = |name: String| {
+        serde_json::json!({"channel": "Turbo::StreamsChannel", "signed_stream_name": name})
+            .to_string()
+    };
+    let plain_turbo = || match plain_turbo_name {
+        PlainTurboName::Refused => None,
+        PlainTurboName::Turbo => param("turbo_stream_name").map(turbo),
+        PlainTurboName::PublicStream => {
+            param("turbo_stream_name").map(|name| pubsub("stream_name", name))
+        }
     };
     let identifier = if let Some(identifier) = param("identifier") {
         identifier
@@ -63,10 +97,9 @@ pub fn from_query(
     } else if let Some(signed) = param("signed_stream") {
         pubsub("signed_stream_name", signed)
     } else if let Some(signed) = param("turbo_signed_stream_name") {
-        serde_json::json!({"channel": "Turbo::StreamsChannel", "signed_stream_name": signed})
-            .to_string()
-    } else if let Some(name) = param("turbo_stream_name").filter(|_| public_streams) {
-        pubsub("stream_name", name)
+        turbo(signed)
+    } else if let Some(identifier) = plain_turbo() {
+        identifier
     } else {
         return Err(RequestError::NoSubscription);
     };
@@ -147,7 +180,7 @@ mod tests {
     use super::*;
 
     fn get(query: &str) -> Result<Subscribe, RequestError> {
-        from_query(Some(query), None, false)
+        from_query(Some(query), None, PlainTurboName::Refused)
     }
 
     fn identifier(query: &str) -> String {
@@ -177,22 +210,50 @@ mod tests {
     }
 
     #[test]
-    fn cleartext_turbo_name_needs_public_streams() {
+    fn cleartext_turbo_name_needs_cleartext_or_public_streams() {
+        let with = |query: &str, plain: PlainTurboName| from_query(Some(query), None, plain);
         assert_eq!(
             get("turbo_stream_name=x"),
             Err(RequestError::NoSubscription)
         );
         assert_eq!(
-            from_query(Some("turbo_stream_name=x"), None, true)
+            with(
+                "turbo_stream_name=gid%3A%2F%2Fa%2FRoom%2F1",
+                PlainTurboName::Turbo
+            )
+            .unwrap()
+            .identifier,
+            r#"{"channel":"Turbo::StreamsChannel","signed_stream_name":"gid://a/Room/1"}"#
+        );
+        assert_eq!(
+            with("turbo_stream_name=x", PlainTurboName::PublicStream)
                 .unwrap()
                 .identifier,
             r#"{"channel":"$pubsub","stream_name":"x"}"#
         );
         assert_eq!(get(""), Err(RequestError::NoSubscription));
         assert_eq!(
-            from_query(None, None, true),
+            from_query(None, None, PlainTurboName::Turbo),
             Err(RequestError::NoSubscription)
         );
+    }
+
+    #[test]
+    fn plain_turbo_names_follow_the_config() {
+        let plain = |streams: StreamsConfig| PlainTurboName::from_config(&streams);
+        assert_eq!(plain(StreamsConfig::default()), PlainTurboName::Refused);
+        let cleartext = StreamsConfig {
+            turbo: true,
+            turbo_cleartext: true,
+            public: true,
+            ..StreamsConfig::default()
+        };
+        assert_eq!(plain(cleartext.clone()), PlainTurboName::Turbo);
+        let public = StreamsConfig {
+            turbo_cleartext: false,
+            ..cleartext
+        };
+        assert_eq!(plain(public), PlainTurboName::PublicStream);
     }
 
     #[test]
@@ -210,10 +271,14 @@ mod tests {
             get("stream=s&history_since=soon"),
             Err(RequestError::BadHistorySince("soon".into()))
         );
-        let resumed = from_query(Some("stream=s&history_since=5"), Some("7/ep/a/b"), false)
-            .unwrap()
-            .history
-            .unwrap();
+        let resumed = from_query(
+            Some("stream=s&history_since=5"),
+            Some("7/ep/a/b"),
+            PlainTurboName::Refused,
+        )
+        .unwrap()
+        .history
+        .unwrap();
         assert_eq!(resumed.since, 5);
         assert_eq!(
             resumed.streams.unwrap()["a/b"],
@@ -223,12 +288,12 @@ mod tests {
             }
         );
         assert_eq!(
-            from_query(Some("stream=s"), Some("x/ep/a"), false),
+            from_query(Some("stream=s"), Some("x/ep/a"), PlainTurboName::Refused),
             Err(RequestError::BadLastEventId("x/ep/a".into()))
         );
         // Fewer than three parts: ignored.
         assert_eq!(
-            from_query(Some("stream=s"), Some("7/ep"), false)
+            from_query(Some("stream=s"), Some("7/ep"), PlainTurboName::Refused)
                 .unwrap()
                 .history,
             None
