@@ -9,9 +9,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::broadcast::http::{bearer_matches, publish_body};
+use crate::http::{plain, Body};
+use crate::http::{with_cors, AllowedOrigins};
 use crate::node::{Node, PresenceLookup};
-use crate::response::{plain, Body};
-use crate::transport::{with_cors, AllowedOrigins};
 
 /// The REST API endpoint, mounted under its base path.
 pub struct ApiEndpoint {
@@ -72,7 +72,7 @@ impl ApiEndpoint {
         if request.method() != Method::POST {
             return plain(StatusCode::UNPROCESSABLE_ENTITY, "use POST\n");
         }
-        publish_body(&self.node, request.into_body()).await
+        publish_body(&*self.node, request.into_body()).await
     }
 
     fn presence(&self, request: Request<Incoming>, stream: &str) -> Response<Body> {

@@ -15,15 +15,16 @@ use crate::broadcast::http::HttpBroadcaster;
 use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
 use crate::broadcast::redis::RedisBroadcaster;
 use crate::broadcast::redisx::RedisXBroadcaster;
-use crate::broadcast::resp::RedisOptions;
 use crate::broker::nats::NatsBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, MemoryBroker, Retention};
+use crate::clients::redis::RedisOptions;
 use crate::config::Config;
+use crate::http::AllowedOrigins;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::metrics::{Exporter, Metrics, Registration};
-use crate::node::{Backend, DisconnectMode, Node, Parts};
+use crate::node::{Backend, DisconnectMode, Node, Parts, PubSub};
 use crate::pubsub::{self, StreamChange};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::{Rpc, SetupError};
@@ -32,7 +33,7 @@ use crate::streams::StreamsRouter;
 use crate::transport::live::LiveOutboxes;
 use crate::transport::sse::SseEndpoint;
 use crate::transport::ws::WsEndpoint;
-use crate::transport::{AllowedOrigins, EnvBuilder};
+use crate::transport::EnvBuilder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -128,15 +129,11 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
     let fatal = Fatal::default();
     let pubsub_background = Background::default();
+    let pubsub_setup = PubSubSetup::new(config);
     let mut hub = Hub::new(config.app.hub_gopool_size);
-    let pubsub_changes = match config.pubsub_adapter.as_str() {
-        "redis" | "nats" => {
-            let (watcher, changes) = pubsub::watcher();
-            hub = hub.with_watcher(watcher);
-            Some(changes)
-        }
-        _ => None,
-    };
+    if let Some(setup) = &pubsub_setup {
+        hub = hub.with_watcher(setup.watcher.clone());
+    }
     let node = Arc::new(Node::new(Parts {
         hub,
         router,
@@ -145,6 +142,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         backend,
         sessions_cache: config.broker.sessions_ttl_secs > 0,
         metrics: metrics.clone(),
+        pubsub: pubsub_setup
+            .as_ref()
+            .map(|setup| setup.queue.clone() as Arc<dyn PubSub>),
     }));
     if let Some(memory_broker) = memory_broker {
         spawn_sweeper(memory_broker, node.clone(), &shutdown, &tracker);
@@ -250,8 +250,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             listeners.push((listener, routes));
         }
     }
-    if let Some(changes) = pubsub_changes {
-        start_pubsub(config, &node, changes, &fatal, &pubsub_background)?;
+    if let Some(setup) = pubsub_setup {
+        start_pubsub(config, &node, setup, &fatal, &pubsub_background)?;
     }
     start_broadcasters(config, &node, &fatal, &background)?;
     if !config.metrics.http_path.is_empty() {
@@ -416,15 +416,52 @@ fn api_endpoint(config: &Config, node: &Arc<Node>, scheme: &str) -> Option<Arc<A
     )))
 }
 
-/// Node-to-node pub/sub (`--pubsub=redis|nats`): the node publishes through it, and its
-/// subscriber follows the streams the hub reports in `changes`.
+/// The node's side of node-to-node pub/sub, made before the node (which publishes through the
+/// queue); the tasks that use the rest start once the node exists (they deliver to it).
+struct PubSubSetup {
+    queue: Arc<pubsub::Queue>,
+    outgoing: tokio::sync::mpsc::UnboundedReceiver<pubsub::Outgoing>,
+    readiness: Arc<pubsub::Readiness>,
+    /// The hub reports the streams it gains and loses through the watcher, and the
+    /// subscriber receives them as `changes`.
+    watcher: Arc<pubsub::ChannelWatcher>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<StreamChange>,
+}
+
+impl PubSubSetup {
+    fn new(config: &Config) -> Option<PubSubSetup> {
+        let control = match config.pubsub_adapter.as_str() {
+            "redis" => &config.redis.pubsub_channel,
+            "nats" => &config.nats.pubsub_channel,
+            _ => return None,
+        };
+        let (watcher, changes) = pubsub::watcher();
+        let (queue, outgoing, readiness) = pubsub::Queue::new(control);
+        Some(PubSubSetup {
+            queue: Arc::new(queue),
+            outgoing,
+            readiness,
+            watcher,
+            changes,
+        })
+    }
+}
+
+/// Node-to-node pub/sub (`--pubsub=redis|nats`): the publisher sends what the node queued, and
+/// the subscriber follows the streams the hub reports.
 fn start_pubsub(
     config: &Config,
     node: &Arc<Node>,
-    changes: tokio::sync::mpsc::UnboundedReceiver<StreamChange>,
+    setup: PubSubSetup,
     fatal: &Fatal,
     background: &Background,
 ) -> Result<(), AppError> {
+    let PubSubSetup {
+        outgoing,
+        readiness,
+        changes,
+        ..
+    } = setup;
     let shutdown = background.shutdown.clone();
     if config.pubsub_adapter == "redis" {
         let options = RedisOptions::from_config(&config.redis)
@@ -434,8 +471,6 @@ fn start_pubsub(
             "Starting Redis pub/sub: {}",
             options.address()
         );
-        let (queue, outgoing, readiness) = pubsub::Queue::new(&config.redis.pubsub_channel);
-        node.set_pubsub(Arc::new(queue));
         background.tracker.spawn(pubsub::redis::run_publisher(
             node.clone(),
             options.clone(),
@@ -465,8 +500,6 @@ fn start_pubsub(
             "Starting NATS pub/sub: {}",
             options.description()
         );
-        let (queue, outgoing, readiness) = pubsub::Queue::new(&config.nats.pubsub_channel);
-        node.set_pubsub(Arc::new(queue));
         background.tracker.spawn(pubsub::nats::run(
             node.clone(),
             options,

@@ -4,13 +4,13 @@
 //!
 //! Every test uses its own channel, subject or stream name, so tests can run in parallel and
 //! next to other users of the same services. Publishing is done with the server's own RESP
-//! client (`anycable_rs::broadcast::resp`) and with `async-nats`.
+//! client (`anycable_rs::clients::redis`) and with `async-nats`.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use anycable_rs::broadcast::resp::{Connection, RedisOptions, Value as RedisValue};
+use anycable_rs::clients::redis::{Connection, RedisOptions, Value as RedisValue};
 use anycable_rs::config::RedisConfig;
 use serde_json::{json, Value};
 use support::*;

@@ -8,18 +8,18 @@ use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
-use super::parse;
+use crate::http::{plain, Body};
+use crate::http::{with_cors, AllowedOrigins};
 use crate::metrics::Counter;
-use crate::node::Node;
-use crate::response::{plain, Body};
-use crate::transport::{with_cors, AllowedOrigins};
+use crate::node::PublicationHandler;
+use crate::publication::parse;
 
 /// Publications larger than this are refused with 413 (the reference has no limit).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// The broadcast endpoint.
 pub struct HttpBroadcaster {
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     /// Expected bearer token; `None` accepts every request.
     key: Option<String>,
     /// `Some` when CORS headers are enabled.
@@ -28,7 +28,7 @@ pub struct HttpBroadcaster {
 
 impl HttpBroadcaster {
     pub fn new(
-        node: Arc<Node>,
+        node: Arc<dyn PublicationHandler>,
         key: Option<String>,
         cors: Option<AllowedOrigins>,
     ) -> HttpBroadcaster {
@@ -49,7 +49,7 @@ impl HttpBroadcaster {
         if !self.authorized(&request) {
             return plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
         }
-        publish_body(&self.node, request.into_body()).await
+        publish_body(&*self.node, request.into_body()).await
     }
 
     fn authorized(&self, request: &Request<Incoming>) -> bool {
@@ -74,7 +74,7 @@ pub fn bearer_matches<B>(request: &Request<B>, key: Option<&str>) -> bool {
 
 /// Reads a publication body (a publication, a batch or a remote command) and applies it: the
 /// shared core of `/_broadcast` and the REST API's `/publish`.
-pub async fn publish_body(node: &Node, body: Incoming) -> Response<Body> {
+pub async fn publish_body(node: &dyn PublicationHandler, body: Incoming) -> Response<Body> {
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(body) => body.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::apply_fan_out;
 use crate::config::NatsConfig;
 use crate::metrics::{Counter, Metrics};
-use crate::node::Node;
+use crate::node::PublicationHandler;
 
 /// Delay between reconnection attempts (nats.go's `ReconnectWait`).
 const RECONNECT_WAIT: Duration = Duration::from_secs(2);
@@ -133,13 +133,17 @@ impl NatsOptions {
 }
 
 pub struct NatsBroadcaster {
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     options: NatsOptions,
     subject: String,
 }
 
 impl NatsBroadcaster {
-    pub fn new(node: Arc<Node>, options: NatsOptions, subject: String) -> NatsBroadcaster {
+    pub fn new(
+        node: Arc<dyn PublicationHandler>,
+        options: NatsOptions,
+        subject: String,
+    ) -> NatsBroadcaster {
         NatsBroadcaster {
             node,
             options,
@@ -186,7 +190,7 @@ impl NatsBroadcaster {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 message = subscription.next() => match message {
-                    Some(message) => apply_fan_out(&self.node, &message.payload, "nats"),
+                    Some(message) => apply_fan_out(&*self.node, &message.payload, "nats"),
                     None => {
                         tracing::error!(context = "broadcast", provider = "nats", "NATS subscription ended");
                         return Ok(());

@@ -6,7 +6,7 @@
 //!
 //! The broadcaster is on by default, so Redis is not required to be up: when the connection
 //! fails it is reopened for as long as the server runs, and the operator sees one line per
-//! state change (see [`super::reconnect`]).
+//! state change (see [`crate::clients::reconnect`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +15,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::apply_fan_out;
-use super::reconnect::Reconnect;
-use super::resp::{Connection, RedisError, RedisOptions, Value};
+use crate::clients::reconnect::Reconnect;
+use crate::clients::redis::{Connection, RedisError, RedisOptions, Value};
 use crate::metrics::Counter;
-use crate::node::Node;
+use crate::node::PublicationHandler;
 
 pub struct RedisBroadcaster {
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     options: RedisOptions,
     channel: String,
 }
@@ -33,7 +33,11 @@ enum Ended {
 }
 
 impl RedisBroadcaster {
-    pub fn new(node: Arc<Node>, options: RedisOptions, channel: String) -> RedisBroadcaster {
+    pub fn new(
+        node: Arc<dyn PublicationHandler>,
+        options: RedisOptions,
+        channel: String,
+    ) -> RedisBroadcaster {
         RedisBroadcaster {
             node,
             options,
@@ -88,7 +92,7 @@ impl RedisBroadcaster {
         connection
             .send(&[b"SUBSCRIBE", self.channel.as_bytes()])
             .await?;
-        let reply = tokio::time::timeout(super::resp::CONNECT_TIMEOUT, connection.read())
+        let reply = tokio::time::timeout(crate::clients::redis::CONNECT_TIMEOUT, connection.read())
             .await
             .map_err(|_| RedisError::Protocol("no answer to SUBSCRIBE".into()))??;
         match reply {
@@ -138,7 +142,7 @@ impl RedisBroadcaster {
         };
         if items.len() == 3 && items[0].as_str() == Some("message") {
             if let Some(body) = items.pop().as_ref().and_then(Value::as_bytes) {
-                apply_fan_out(&self.node, body, "redis");
+                apply_fan_out(&*self.node, body, "redis");
             }
         }
         // `subscribe` confirmations and `pong` replies only prove the connection is alive.

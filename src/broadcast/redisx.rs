@@ -15,7 +15,7 @@
 //! 4. each handled entry is acknowledged and deleted (`XACK` + `XDEL`), so the stream does not
 //!    grow; nothing else trims it.
 //!
-//! Errors reconnect for as long as the server runs (see [`super::reconnect`]); with an explicit
+//! Errors reconnect for as long as the server runs (see [`crate::clients::reconnect`]); with an explicit
 //! `redis.max_reconnect_attempts` the consumer gives up after that many consecutive failures
 //! (logged) while the server keeps running, as in the reference. On shutdown the consumer leaves the group (`XGROUP DELCONSUMER`) unless it
 //! still owns pending entries, which are then left for another node to claim.
@@ -30,18 +30,18 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::parse;
-use super::reconnect::Reconnect;
-use super::resp::{Connection, RedisError, RedisOptions, Value};
+use crate::clients::reconnect::Reconnect;
+use crate::clients::redis::{Connection, RedisError, RedisOptions, Value};
 use crate::config::RedisXConfig;
 use crate::metrics::Counter;
-use crate::node::Node;
+use crate::node::PublicationHandler;
+use crate::publication::parse;
 
 /// Extra time allowed on top of the block time before a silent XREADGROUP counts as a failure.
 const READ_GRACE: Duration = Duration::from_secs(5);
 
 pub struct RedisXBroadcaster {
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     options: RedisOptions,
     stream: String,
     group: String,
@@ -56,7 +56,11 @@ struct Entry {
 }
 
 impl RedisXBroadcaster {
-    pub fn new(node: Arc<Node>, options: RedisOptions, config: &RedisXConfig) -> Self {
+    pub fn new(
+        node: Arc<dyn PublicationHandler>,
+        options: RedisOptions,
+        config: &RedisXConfig,
+    ) -> Self {
         RedisXBroadcaster {
             node,
             options,

@@ -34,7 +34,7 @@ use super::{
     check_history_from, Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError,
     StoredMessage, StreamPosition,
 };
-use crate::broadcast::resp::{Connection, RedisError, RedisOptions, Value};
+use crate::clients::redis::{Connection, RedisError, RedisOptions, Value};
 use crate::metrics::{Counter, Metrics};
 use crate::protocol::Payload;
 use crate::transport::random_id;

@@ -11,7 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::Response;
 
 use super::Metrics;
-use crate::response::Body;
+use crate::http::Body;
 
 /// The fixed prefix of every exported name.
 pub const PREFIX: &str = "anycable_go_";

@@ -7,16 +7,17 @@
 //! - `remote.rs`: channels that live in the application backend.
 
 mod history;
+mod ports;
 mod presence;
 mod remote;
 
+pub use ports::{PubSub, PublicationHandler, Ready};
 pub use presence::PresenceLookup;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::broadcast::{Inbound, Publication, PublicationMeta, RemoteCommand};
 use crate::broker::{Broker, SessionSnapshot, StoreError, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
@@ -24,7 +25,7 @@ use crate::metrics::{Counter, Metrics};
 use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
-use crate::pubsub::{PubSub, Ready};
+use crate::publication::{Inbound, Publication, PublicationMeta, RemoteCommand};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::Rpc;
 use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
@@ -101,8 +102,10 @@ pub struct Node {
     sessions_cache: bool,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
-    /// Node-to-node pub/sub (`--pubsub`), set once at start.
-    pubsub: OnceLock<Arc<dyn PubSub>>,
+    /// Node-to-node pub/sub (`--pubsub`). Without one, publications, whispers and remote
+    /// commands are delivered here directly; with one, they go through it (to every node,
+    /// this one included) and subscriptions wait for its confirmation.
+    pubsub: Option<Arc<dyn PubSub>>,
     /// Publications of one stream are stored and dispatched under one of these locks (picked
     /// by the stream's hash), so that their offsets and their delivery have the same order.
     publish_order: Box<[tokio::sync::Mutex<()>]>,
@@ -120,6 +123,7 @@ pub struct Parts {
     pub backend: Option<Backend>,
     pub sessions_cache: bool,
     pub metrics: Arc<Metrics>,
+    pub pubsub: Option<Arc<dyn PubSub>>,
 }
 
 impl Node {
@@ -134,16 +138,11 @@ impl Node {
             backend: parts.backend,
             metrics: parts.metrics,
             next_session_id: AtomicU64::new(1),
-            pubsub: OnceLock::new(),
+            pubsub: parts.pubsub,
             publish_order: (0..PUBLISH_ORDER_LOCKS)
                 .map(|_| Default::default())
                 .collect(),
         }
-    }
-
-    /// Routes publications, remote commands and whispers through node-to-node pub/sub.
-    pub fn set_pubsub(&self, pubsub: Arc<dyn PubSub>) {
-        let _ = self.pubsub.set(pubsub);
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -423,7 +422,7 @@ impl Node {
                     }
                     // Held until this node receives the stream from the pub/sub, so that what
                     // is published after the confirmation reaches the client.
-                    None if self.pubsub.get().is_some() => {
+                    None if self.pubsub.is_some() => {
                         self.hub.hold(&stream, &identifier, subscriber(session));
                         self.await_pubsub(std::slice::from_ref(&stream)).await;
                         self.send(session, confirm);
@@ -457,7 +456,7 @@ impl Node {
     /// Waits until the pub/sub delivers these streams to this node (bounded; at once without
     /// pub/sub or when already subscribed).
     async fn await_pubsub(&self, streams: &[Arc<str>]) {
-        let Some(pubsub) = self.pubsub.get() else {
+        let Some(pubsub) = &self.pubsub else {
             return;
         };
         for stream in streams {
@@ -544,7 +543,7 @@ impl Node {
             tracing::debug!(sid = &*session.sid, identifier, "whisper not allowed");
             return;
         };
-        if let Some(pubsub) = self.pubsub.get() {
+        if let Some(pubsub) = &self.pubsub {
             // Every node's subscribers but the author, without a position (transient).
             pubsub.publish(&Publication {
                 stream: stream.to_string(),
@@ -588,7 +587,7 @@ impl Node {
             Inbound::Command(RemoteCommand::Other(name)) => {
                 tracing::debug!(command = name, "remote command ignored: not supported");
             }
-            Inbound::Command(command) => match self.pubsub.get() {
+            Inbound::Command(command) => match &self.pubsub {
                 Some(pubsub) => pubsub.publish_command(&command),
                 None => self.apply_command(command),
             },
@@ -632,7 +631,7 @@ impl Node {
     /// Delivers a publication that is ready (registered, or needing no registration) to this
     /// node's subscribers, or through the pub/sub to every node's.
     fn dispatch(&self, publication: &Publication) {
-        match self.pubsub.get() {
+        match &self.pubsub {
             Some(pubsub) => pubsub.publish(publication),
             None => self.deliver(publication),
         }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::Node;
-use crate::broadcast::{Publication, PublicationMeta};
 use crate::broker::{PresenceError, PresenceEvent, PresenceInfo};
 use crate::protocol::PresenceRequest;
+use crate::publication::{Publication, PublicationMeta};
 use crate::session::Session;
 
 /// Answer of a presence query for the REST API.

@@ -29,29 +29,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, Notify};
 
-use crate::broadcast::{Publication, RemoteCommand};
 use crate::hub::StreamWatcher;
-
-/// What the node hands to the pub/sub. Never waits: messages are queued for a publisher task.
-pub trait PubSub: Send + Sync {
-    /// Sends a (registered) publication to every node subscribed to its stream.
-    fn publish(&self, publication: &Publication);
-    /// Sends a remote command to every node.
-    fn publish_command(&self, command: &RemoteCommand);
-    /// Resolves once this node receives what is published on `stream` from now on, or when
-    /// that did not happen within [`READY_WITHIN`], or at once when the pub/sub server is
-    /// known to be away (there is nothing to wait for).
-    fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Ready>;
-}
-
-/// The outcome of waiting for a stream's pub/sub subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ready {
-    Confirmed,
-    TimedOut,
-    /// The subscriber has no connection to the pub/sub server.
-    Offline,
-}
+use crate::node::{PubSub, Ready};
+use crate::publication::{Publication, RemoteCommand};
 
 /// How long a subscribing client waits for the pub/sub to confirm a stream's subscription.
 pub const READY_WITHIN: Duration = Duration::from_secs(2);
@@ -142,7 +122,7 @@ pub fn watcher() -> (Arc<ChannelWatcher>, mpsc::UnboundedReceiver<StreamChange>)
 }
 
 /// One message to publish: channel (subject) and body.
-pub(crate) type Outgoing = (Arc<str>, String);
+pub type Outgoing = (Arc<str>, String);
 
 /// The [`PubSub`] handle: queues messages for the publisher task of either implementation,
 /// and shares the subscriber task's [`Readiness`].
@@ -200,7 +180,7 @@ pub(crate) fn apply_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broadcast::PublicationMeta;
+    use crate::publication::PublicationMeta;
 
     #[test]
     fn queue_encodes_messages_for_their_channels() {

@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Outgoing, Readiness, StreamChange};
 use crate::broadcast::nats::NatsOptions;
-use crate::broadcast::parse;
 use crate::metrics::Counter;
-use crate::node::Node;
+use crate::node::PublicationHandler;
+use crate::publication::parse;
 
 /// Runs the NATS pub/sub until `shutdown`.
 pub async fn run(
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     options: NatsOptions,
     control: String,
     mut changes: mpsc::UnboundedReceiver<StreamChange>,
@@ -115,7 +115,7 @@ impl Echo {
 /// until the returned token (or `shutdown`) is cancelled.
 async fn subscribe(
     client: &async_nats::Client,
-    node: &Arc<Node>,
+    node: &Arc<dyn PublicationHandler>,
     subject: Arc<str>,
     shutdown: &CancellationToken,
 ) -> Option<CancellationToken> {

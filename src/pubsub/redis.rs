@@ -1,7 +1,7 @@
 //! Redis node-to-node pub/sub: one connection in subscriber mode (the control channel plus
 //! one channel per locally needed stream) and one for `PUBLISH`.
 //!
-//! - Subscriber: reconnects for as long as the server runs (see [`crate::broadcast::reconnect`])
+//! - Subscriber: reconnects for as long as the server runs (see [`crate::clients::reconnect`])
 //!   and re-subscribes everything (in `SUBSCRIBE` batches of 256).
 //! - Publisher: publications are pipelined; while Redis is unreachable they are delivered to
 //!   this node's own clients (see [`run_publisher`]).
@@ -15,11 +15,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{apply_change, Outgoing, Readiness, StreamChange};
-use crate::broadcast::parse;
-use crate::broadcast::reconnect::Reconnect;
-use crate::broadcast::resp::{Connection, RedisError, RedisOptions, Value, CONNECT_TIMEOUT};
+use crate::clients::reconnect::Reconnect;
+use crate::clients::redis::{Connection, RedisError, RedisOptions, Value, CONNECT_TIMEOUT};
 use crate::metrics::Counter;
-use crate::node::Node;
+use crate::node::PublicationHandler;
+use crate::publication::parse;
 
 /// Channels per `SUBSCRIBE` command when (re)subscribing.
 const SUBSCRIBE_BATCH: usize = 256;
@@ -31,7 +31,7 @@ const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 /// Receives from the control channel and from the channels of the streams this node needs
 /// (`changes`), until `shutdown`.
 pub async fn run_subscriber(
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     options: RedisOptions,
     control: String,
     mut changes: mpsc::UnboundedReceiver<StreamChange>,
@@ -61,7 +61,7 @@ pub async fn run_subscriber(
                     tracing::info!(context = "pubsub", provider = "redis", "connected");
                 }
                 let ended = receive(
-                    &node,
+                    &*node,
                     &options,
                     &mut connection,
                     (&mut streams, &mut changes, &readiness),
@@ -116,7 +116,7 @@ async fn subscribe_all(
 /// Reads messages and applies subscription changes until the connection fails (`Err`) or
 /// the server shuts down (`Ok`).
 async fn receive(
-    node: &Node,
+    node: &dyn PublicationHandler,
     options: &RedisOptions,
     connection: &mut Connection,
     (streams, changes, readiness): (
@@ -159,7 +159,7 @@ async fn receive(
     }
 }
 
-fn handle(node: &Node, readiness: &Readiness, value: Value) {
+fn handle(node: &dyn PublicationHandler, readiness: &Readiness, value: Value) {
     let Some(mut items) = value.into_array() else {
         return;
     };
@@ -199,7 +199,7 @@ fn handle(node: &Node, readiness: &Readiness, value: Value) {
 /// certainly never reached Redis are delivered so; a batch whose write failed half-way may
 /// have been relayed already and is dropped, so no client sees a message twice.
 pub async fn run_publisher(
-    node: Arc<Node>,
+    node: Arc<dyn PublicationHandler>,
     options: RedisOptions,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     shutdown: CancellationToken,
@@ -223,7 +223,7 @@ pub async fn run_publisher(
         }
         if connection.is_none() {
             if retry_at.is_some_and(|at| Instant::now() < at) {
-                deliver_here(&node, &batch);
+                deliver_here(&*node, &batch);
                 continue;
             }
             match Connection::open(&options).await {
@@ -239,7 +239,7 @@ pub async fn run_publisher(
                         "cannot publish: {error}"
                     );
                     retry_at = Some(Instant::now() + PUBLISH_RETRY);
-                    deliver_here(&node, &batch);
+                    deliver_here(&*node, &batch);
                     continue;
                 }
             }
@@ -260,7 +260,7 @@ pub async fn run_publisher(
 }
 
 /// Hands messages that never reached Redis to this node, as if Redis had relayed them.
-fn deliver_here(node: &Node, batch: &[Outgoing]) {
+fn deliver_here(node: &dyn PublicationHandler, batch: &[Outgoing]) {
     tracing::debug!(
         context = "pubsub",
         provider = "redis",

@@ -27,11 +27,10 @@ pub use paths::PathPattern;
 
 use crate::api::ApiEndpoint;
 use crate::broadcast::http::HttpBroadcaster;
+use crate::http::{plain, Body, ConnectionAbort, ConnectionPermit, RemoteAddr};
 use crate::metrics::Exporter;
-use crate::response::{plain, Body};
 use crate::transport::sse::{SseBody, SseEndpoint};
 use crate::transport::ws::WsEndpoint;
-use crate::transport::RemoteAddr;
 
 /// The health endpoint's body, as AnyCable-Go answers it.
 pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
@@ -219,7 +218,7 @@ async fn serve_connection<S>(
         if let Some(permit) = &permit {
             request
                 .extensions_mut()
-                .insert(ConnectionPermit(permit.clone()));
+                .insert(ConnectionPermit::new(permit.clone()));
         }
         async move { Ok::<_, Infallible>(routes.handle(request).await) }
     });
@@ -246,12 +245,3 @@ async fn serve_connection<S>(
         _ = abort.cancelled() => tracing::debug!("HTTP connection aborted by its handler"),
     }
 }
-
-/// Lets a handler drop the whole HTTP connection, e.g. when a streaming client stopped reading
-/// and the response can never be finished.
-#[derive(Clone)]
-pub struct ConnectionAbort(pub CancellationToken);
-
-/// Keeps a `--max-conn` slot taken while a request (or the WebSocket it became) is alive.
-#[derive(Clone)]
-pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);

@@ -6,68 +6,14 @@ pub mod sse;
 pub mod ws;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::{HeaderMap, Request};
 use rand::Rng;
 
 use crate::config::Config;
+use crate::http::RemoteAddr;
 use crate::session::RequestEnv;
-
-/// Headers a browser may send cross-origin to the SSE and broadcast endpoints.
-const CORS_ALLOW_HEADERS: &str =
-    "Origin, X-Requested-With, X-Request-ID, Content-Type, Accept, X-CSRF-Token, Authorization";
-
-/// Runs `respond` and, when CORS is on (`origins` is `Some`), adds the CORS headers for the
-/// request's `Origin` to its response.
-pub async fn with_cors<B, Fut>(
-    origins: Option<&AllowedOrigins>,
-    request: Request<hyper::body::Incoming>,
-    respond: impl FnOnce(Request<hyper::body::Incoming>) -> Fut,
-) -> hyper::Response<B>
-where
-    Fut: std::future::Future<Output = hyper::Response<B>>,
-{
-    let origin = request
-        .headers()
-        .get(hyper::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut response = respond(request).await;
-    if let Some(origins) = origins {
-        add_cors_headers(response.headers_mut(), origins, origin.as_deref());
-    }
-    response
-}
-
-/// CORS response headers: `*` without `--allowed_origins`, else the request's origin when it is
-/// allowed (never a rejection: only the WebSocket upgrade enforces origins).
-pub fn add_cors_headers(headers: &mut HeaderMap, origins: &AllowedOrigins, origin: Option<&str>) {
-    use hyper::header::{self, HeaderValue};
-    let allow_origin = if origins.is_restricted() {
-        origin
-            .filter(|o| origins.allows(Some(o)))
-            .map(str::to_lowercase)
-    } else {
-        Some("*".to_string())
-    };
-    if let Some(value) = allow_origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-    }
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(CORS_ALLOW_HEADERS),
-    );
-}
 
 /// Unit of the ping timestamp (`--ping_timestamp_precision`, `?ptp=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +51,6 @@ impl Precision {
 pub fn first_ping_delay(interval: std::time::Duration) -> std::time::Duration {
     interval.mul_f64(rand::rng().random_range(0.5..1.5))
 }
-
-/// The TCP peer of a request, put in its extensions by the listener.
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteAddr(pub SocketAddr);
 
 /// Builds what the backend learns about a connection request (`env.url`, `env.headers`).
 #[derive(Debug, Clone)]
@@ -256,69 +198,9 @@ pub fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|p| !p.is_empty())
 }
 
-/// `--allowed_origins`: a list of hosts (with port), `*suffix` entries matching by suffix.
-#[derive(Debug, Clone, Default)]
-pub struct AllowedOrigins {
-    entries: Vec<String>,
-}
-
-impl AllowedOrigins {
-    pub fn new(entries: &[String]) -> AllowedOrigins {
-        let entries = entries
-            .iter()
-            .map(|e| e.trim().to_lowercase())
-            .filter(|e| !e.is_empty())
-            .collect();
-        AllowedOrigins { entries }
-    }
-
-    /// An empty list allows everything.
-    pub fn is_restricted(&self) -> bool {
-        !self.entries.is_empty()
-    }
-
-    /// Checks an `Origin` header value.
-    pub fn allows(&self, origin: Option<&str>) -> bool {
-        if !self.is_restricted() {
-            return true;
-        }
-        let Some(host) = origin.and_then(origin_host) else {
-            return false;
-        };
-        self.entries
-            .iter()
-            .any(|entry| match entry.strip_prefix('*') {
-                Some(suffix) => host.ends_with(suffix),
-                None => *entry == host,
-            })
-    }
-}
-
-/// The `host[:port]` of an origin URL, lower-cased.
-fn origin_host(origin: &str) -> Option<String> {
-    let url = url::Url::parse(&origin.to_lowercase()).ok()?;
-    let host = url.host_str()?;
-    Some(match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origin_matching() {
-        let origins = AllowedOrigins::new(&["*.example.com".into(), "localhost:3000".into()]);
-        assert!(origins.allows(Some("https://a.example.com")));
-        assert!(origins.allows(Some("http://LOCALHOST:3000")));
-        assert!(!origins.allows(Some("http://localhost:3001")));
-        assert!(!origins.allows(Some("https://example.com")));
-        assert!(!origins.allows(Some("https://evil.com")));
-        assert!(!origins.allows(None));
-        assert!(AllowedOrigins::new(&[]).allows(None));
-    }
 
     #[test]
     fn token_sources_in_order() {

@@ -1468,12 +1468,12 @@ impl OwnRedis {
     }
 
     /// Waits until it answers `PING` through the server's own RESP client.
-    pub async fn ready(&self) -> anycable_rs::broadcast::resp::Connection {
+    pub async fn ready(&self) -> anycable_rs::clients::redis::Connection {
         self.ready_at(&self.url()).await
     }
 
-    pub async fn ready_at(&self, url: &str) -> anycable_rs::broadcast::resp::Connection {
-        use anycable_rs::broadcast::resp::{Connection, RedisOptions};
+    pub async fn ready_at(&self, url: &str) -> anycable_rs::clients::redis::Connection {
+        use anycable_rs::clients::redis::{Connection, RedisOptions};
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let options = RedisOptions::from_config(&anycable_rs::config::RedisConfig {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anycable_rs::broadcast::resp::{Connection, RedisOptions, Value};
+use anycable_rs::clients::redis::{Connection, RedisOptions, Value};
 use anycable_rs::config::RedisConfig;
 
 /// The Redis server the benchmark and the server it starts use.

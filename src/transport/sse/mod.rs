@@ -32,14 +32,12 @@ pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
 pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 
 use super::live::LiveOutboxes;
-use super::{
-    connection_id, find_token, first_ping_delay, with_cors, AllowedOrigins, EnvBuilder, Precision,
-};
+use super::{connection_id, find_token, first_ping_delay, EnvBuilder, Precision};
 use crate::config::Config;
+use crate::http::{with_cors, AllowedOrigins, ConnectionAbort};
 use crate::metrics::Gauge;
 use crate::node::{ConnectRequest, Node, Subscribed};
 use crate::protocol::Reply;
-use crate::server::ConnectionAbort;
 use crate::session::{Outbox, Outgoing, RequestEnv, Session};
 
 /// Body chunks (one per outbox batch) that may wait for the socket before the writer task

@@ -31,15 +31,14 @@ use self::frame::{append_close_frame, frame_items, text_frame_len};
 use self::socket::{ReadError, Socket};
 use super::live::LiveOutboxes;
 use super::{
-    connection_id, find_token, first_ping_delay, offered_protocols, query_param, AllowedOrigins,
-    EnvBuilder, Precision,
+    connection_id, find_token, first_ping_delay, offered_protocols, query_param, EnvBuilder,
+    Precision,
 };
 use crate::config::Config;
+use crate::http::{plain, AllowedOrigins, Body, ConnectionPermit};
 use crate::metrics::Counter;
 use crate::node::{send_to, ConnectRequest, Node};
 use crate::protocol::{DisconnectReason, Reply, EXTENDED_PROTOCOL, SUPPORTED_SUBPROTOCOLS};
-use crate::response::{plain, Body};
-use crate::server::ConnectionPermit;
 use crate::session::{Outbox, Outgoing};
 use crate::session::{RequestEnv, Session};
 
