@@ -129,7 +129,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let backend = start_backend(config, &metrics, &shutdown, &tracker)?;
     let fatal = Fatal::default();
     let pubsub_background = Background::default();
-    let pubsub_setup = PubSubSetup::new(config);
+    let pubsub_setup = PubSubSetup::new(config, &metrics);
     let mut hub = Hub::new(config.app.hub_gopool_size);
     if let Some(setup) = &pubsub_setup {
         hub = hub.with_watcher(setup.watcher.clone());
@@ -420,7 +420,7 @@ fn api_endpoint(config: &Config, node: &Arc<Node>, scheme: &str) -> Option<Arc<A
 /// queue); the tasks that use the rest start once the node exists (they deliver to it).
 struct PubSubSetup {
     queue: Arc<pubsub::Queue>,
-    outgoing: tokio::sync::mpsc::UnboundedReceiver<pubsub::Outgoing>,
+    outgoing: tokio::sync::mpsc::Receiver<pubsub::Outgoing>,
     readiness: Arc<pubsub::Readiness>,
     /// The hub reports the streams it gains and loses through the watcher, and the
     /// subscriber receives them as `changes`.
@@ -429,14 +429,15 @@ struct PubSubSetup {
 }
 
 impl PubSubSetup {
-    fn new(config: &Config) -> Option<PubSubSetup> {
+    fn new(config: &Config, metrics: &Arc<Metrics>) -> Option<PubSubSetup> {
         let control = match config.pubsub_adapter.as_str() {
             "redis" => &config.redis.pubsub_channel,
             "nats" => &config.nats.pubsub_channel,
             _ => return None,
         };
         let (watcher, changes) = pubsub::watcher();
-        let (queue, outgoing, readiness) = pubsub::Queue::new(control);
+        let (queue, outgoing, readiness) =
+            pubsub::Queue::new(control, pubsub::QUEUE_CAPACITY, metrics.clone());
         Some(PubSubSetup {
             queue: Arc::new(queue),
             outgoing,

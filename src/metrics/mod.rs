@@ -44,10 +44,11 @@ pub enum Counter {
     DataRcvd,
     BrokerErrors,
     ServiceReconnects,
+    PubSubDropped,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -68,6 +69,7 @@ impl Counter {
         Counter::DataRcvd,
         Counter::BrokerErrors,
         Counter::ServiceReconnects,
+        Counter::PubSubDropped,
     ];
 
     /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
@@ -93,6 +95,7 @@ impl Counter {
             Counter::DataRcvd => "data_rcvd_total",
             Counter::BrokerErrors => "broker_errors_total",
             Counter::ServiceReconnects => "service_reconnects_total",
+            Counter::PubSubDropped => "pubsub_dropped_total",
         }
     }
 
@@ -126,6 +129,9 @@ impl Counter {
             }
             Counter::ServiceReconnects => {
                 "Reconnections to Redis or NATS after a lost or refused connection (broadcasters, pub/sub, broker)"
+            }
+            Counter::PubSubDropped => {
+                "Messages for node-to-node pub/sub dropped because its outgoing queue was full"
             }
         }
     }
@@ -316,7 +322,9 @@ impl Metrics {
     pub fn is_registered(&self, metric: Metric) -> bool {
         match metric {
             Metric::Counter(Counter::BrokerErrors) => self.registration.distributed_broker,
-            Metric::Counter(Counter::ServiceReconnects) => self.registration.services,
+            Metric::Counter(Counter::ServiceReconnects | Counter::PubSubDropped) => {
+                self.registration.services
+            }
             Metric::Counter(c) => !c.is_rpc() || self.registration.rpc,
             Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
             Metric::Gauge(Gauge::SseClients) => self.registration.sse,

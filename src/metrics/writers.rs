@@ -157,6 +157,7 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         grpc_active_conn_num = v(Mg(G::GrpcActiveConn)),
         mem_sys_bytes = v(Mg(G::MemSysBytes)),
         publications_total = v(Mc(C::Publications)),
+        pubsub_dropped_total = v(Mc(C::PubSubDropped)),
         remote_commands_total = v(Mc(C::RemoteCommands)),
         rpc_call_total = v(Mc(C::RpcCall)),
         rpc_canceled_total = v(Mc(C::RpcCanceled)),

@@ -30,6 +30,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, Notify};
 
 use crate::hub::StreamWatcher;
+use crate::metrics::{Counter, Metrics};
 use crate::node::{PubSub, Ready};
 use crate::publication::{Publication, RemoteCommand};
 
@@ -124,33 +125,50 @@ pub fn watcher() -> (Arc<ChannelWatcher>, mpsc::UnboundedReceiver<StreamChange>)
 /// One message to publish: channel (subject) and body.
 pub type Outgoing = (Arc<str>, String);
 
+/// Messages waiting for the publisher task. The queue only fills when Redis or NATS takes
+/// messages slower than they come for a long while (a publisher writes up to 512 per round
+/// trip); then newer messages are dropped ("drop newest": what is queued keeps its order) and
+/// counted in `pubsub_dropped_total`, instead of memory growing without bound.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
 /// The [`PubSub`] handle: queues messages for the publisher task of either implementation,
 /// and shares the subscriber task's [`Readiness`].
 pub struct Queue {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: mpsc::Sender<Outgoing>,
     control: Arc<str>,
     readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
 }
 
 impl Queue {
-    pub(crate) fn new(control: &str) -> (Queue, mpsc::UnboundedReceiver<Outgoing>, Arc<Readiness>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn new(
+        control: &str,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Queue, mpsc::Receiver<Outgoing>, Arc<Readiness>) {
+        let (tx, rx) = mpsc::channel(capacity);
         let readiness = Arc::new(Readiness::default());
         let queue = Queue {
             tx,
             control: control.into(),
             readiness: readiness.clone(),
+            metrics,
         };
         (queue, rx, readiness)
+    }
+
+    fn enqueue(&self, message: Outgoing) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message) {
+            // Counted, not logged per message: a full queue means thousands of them.
+            self.metrics.inc(Counter::PubSubDropped);
+        }
     }
 }
 
 impl PubSub for Queue {
     fn publish(&self, publication: &Publication) {
         match serde_json::to_string(publication) {
-            Ok(body) => {
-                let _ = self.tx.send((publication.stream.as_str().into(), body));
-            }
+            Ok(body) => self.enqueue((publication.stream.as_str().into(), body)),
             Err(error) => {
                 tracing::warn!(context = "pubsub", "cannot encode a publication: {error}")
             }
@@ -158,7 +176,7 @@ impl PubSub for Queue {
     }
 
     fn publish_command(&self, command: &RemoteCommand) {
-        let _ = self.tx.send((self.control.clone(), command.to_json()));
+        self.enqueue((self.control.clone(), command.to_json()));
     }
 
     fn subscribed<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Ready> {
@@ -182,9 +200,13 @@ mod tests {
     use super::*;
     use crate::publication::PublicationMeta;
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(crate::metrics::Registration::default()))
+    }
+
     #[test]
     fn queue_encodes_messages_for_their_channels() {
-        let (queue, mut rx, _) = Queue::new("__control__");
+        let (queue, mut rx, _) = Queue::new("__control__", 8, metrics());
         queue.publish(&Publication {
             stream: "s".into(),
             data: "1".into(),
@@ -204,6 +226,24 @@ mod tests {
         let (channel, body) = rx.try_recv().unwrap();
         assert_eq!(&*channel, "__control__");
         assert!(body.contains(r#""command":"disconnect""#), "{body}");
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_newest_and_counts_them() {
+        let metrics = metrics();
+        let (queue, mut rx, _) = Queue::new("__control__", 2, metrics.clone());
+        for n in 0..5 {
+            queue.publish_command(&RemoteCommand::Other(format!("c{n}")));
+        }
+        assert_eq!(metrics.get(Counter::PubSubDropped), 3);
+        assert!(rx.try_recv().unwrap().1.contains("c0"));
+        assert!(rx.try_recv().unwrap().1.contains("c1"));
+        assert!(rx.try_recv().is_err());
+        queue.publish_command(&RemoteCommand::Other("c5".into()));
+        assert!(
+            rx.try_recv().unwrap().1.contains("c5"),
+            "room again once drained"
+        );
     }
 
     #[tokio::test(start_paused = true)]

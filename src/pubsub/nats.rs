@@ -24,7 +24,7 @@ pub async fn run(
     options: NatsOptions,
     control: String,
     mut changes: mpsc::UnboundedReceiver<StreamChange>,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     readiness: Arc<Readiness>,
     shutdown: CancellationToken,
 ) {

@@ -201,7 +201,7 @@ fn handle(node: &dyn PublicationHandler, readiness: &Readiness, value: Value) {
 pub async fn run_publisher(
     node: Arc<dyn PublicationHandler>,
     options: RedisOptions,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     shutdown: CancellationToken,
 ) {
     let mut connection: Option<Connection> = None;
