@@ -16,7 +16,7 @@ const SECRET = 'e2e-anycable-ext-secret';
 const nowSec = () => Math.floor(Date.now() / 1000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // The server replays on its own 3 s after a restore if the client never sends `history`;
-// waiting past that catches duplicates coming from that path too.
+// waiting past that (see graceProbe) catches duplicates coming from that path too.
 const SERVER_FALLBACK_MS = 3000;
 
 let server; // --broker=memory, default history limit
@@ -41,6 +41,46 @@ async function publish(srv, stream, n) {
 }
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const ns = (inbox) => inbox.items.map((m) => m.message && m.message.n);
+
+/**
+ * Publishes message #n and waits for it: whatever the stream delivered before (a duplicate, a
+ * late replay) has arrived by then, as one stream is delivered in order.
+ */
+async function marker(srv, stream, sub, n) {
+  await publish(srv, stream, n);
+  await sub.messages.wait((m) => m.message.n === n, 5000, `marker message #${n}`);
+}
+
+/**
+ * The server lets a restored session's held subscriptions through on its own
+ * SERVER_FALLBACK_MS after the restore when the client never asks for history, and shows
+ * nothing when there is nothing to let through. To know that this moment has passed for a
+ * session restored earlier, a probe session is restored after it, asks for nothing, and gets
+ * a message held for it: the message arrives at the probe's own, later, moment.
+ * Call before the restore to watch (it opens and closes the probe's first session), then
+ * `passed()` after it.
+ */
+async function graceProbe(srv) {
+  const stream = `ext/probe/${Date.now()}/${Math.random()}`;
+  const identifier = JSON.stringify({ channel: '$pubsub', stream_name: stream });
+  const opts = { protocols: ['actioncable-v1-ext-json'] };
+  const first = await RawClient.connect(srv.wsUrl({ jid: makeJwt({ user_id: 'probe' }, SECRET) }), opts);
+  raws.push(first);
+  const { sid } = await first.welcome();
+  assert.equal(await first.subscribe(identifier), 'confirm_subscription');
+  await first.close();
+  return {
+    async passed() {
+      const probe = await RawClient.connect(srv.wsUrl({}), { ...opts, headers: { 'X-AnyCable-Restore-Sid': sid } });
+      raws.push(probe);
+      const welcome = await probe.welcome();
+      assert.equal(welcome.restored, true, `the probe session is restored: ${JSON.stringify(welcome)}`);
+      await publish(srv, stream, 1);
+      await probe.waitForData(identifier, (m) => m.n === 1, SERVER_FALLBACK_MS + 5000,
+        'the message held for the probe until its restore grace ended');
+    },
+  };
+}
 
 /** Test body wrapper: on failure append the client's sockets/log and the server output. */
 function withDiag(getServers, fn) {
@@ -135,6 +175,7 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
       const { proxy, c, sub, identifier, sid, epoch } = await connectAndReceiveLive(server, { stream, token, live: 3 });
       assert.ok(Date.now() / 1000 < exp - 0.5, 'setup took too long: the token must still be valid when the cut starts');
 
+      const grace = await graceProbe(server);
       await cutNetwork(proxy, c);
       const missed = range(4, 10);
       for (const n of missed) await publish(server, stream, n);
@@ -148,7 +189,7 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
         'the token is expired by now (a new session with it is refused)');
       assert.equal(sub.messages.items.length, 3, 'nothing arrives while the network is down');
 
-      const { ev, socket, at: restoredAt } = await restoreNetwork(proxy, c);
+      const { ev, socket } = await restoreNetwork(proxy, c);
       assert.deepEqual(ev.data, { reconnect: true, restored: true }, 'the client reports a restored session');
       assert.equal(new URL(socket.openedUrl).searchParams.get('sid'), sid, 'the client reconnected with ?sid=<previous sid>');
       const welcome = socket.frames.find((f) => f.type === 'welcome');
@@ -172,8 +213,9 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
       for (const n of range(11, 13)) await publish(server, stream, n);
       await sub.messages.wait((m) => m.message.n === 13, 5000, 'live message #13 after the restore');
       // past the server's own replay window: still no duplicate anywhere
-      await sleep(Math.max(0, restoredAt + SERVER_FALLBACK_MS + 500 - Date.now()));
-      assert.deepEqual(ns(sub.messages), range(1, 13), 'the whole sequence, no gap, no duplicate');
+      await grace.passed();
+      await marker(server, stream, sub, 14);
+      assert.deepEqual(ns(sub.messages), range(1, 14), 'the whole sequence, no gap, no duplicate');
       assert.ok(!sub.events.find((e) => e.event === 'disconnect'), 'the channel was never told the recovery failed');
       assert.equal(sub.events.items.filter((e) => e.event === 'info' && e.data.type === 'history_not_found').length, 0);
     }));
@@ -204,8 +246,8 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
         'confirm_subscription, replayed messages, confirm_history');
       await publish(server, stream, 3);
       await sub.messages.wait((m) => m.message.n === 3, 5000, 'live message #3');
-      await sleep(300);
-      assert.deepEqual(ns(sub.messages), [1, 2, 3]);
+      await marker(server, stream, sub, 4);
+      assert.deepEqual(ns(sub.messages), [1, 2, 3, 4]);
     }));
 
   it('signed stream (streamFromSigned) is restored the same way', withDiag(() => server, async () => {
@@ -220,8 +262,8 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
     await sub.messages.wait((m) => m.message.n === 6, 5000, 'the last missed message (#6)');
     await publish(server, stream, 7);
     await sub.messages.wait((m) => m.message.n === 7, 5000, 'live message #7');
-    await sleep(300);
-    assert.deepEqual(ns(sub.messages), range(1, 7), 'exactly once, in order');
+    await marker(server, stream, sub, 8);
+    assert.deepEqual(ns(sub.messages), range(1, 8), 'exactly once, in order');
   }));
 
   it('continuous publishing across the cut and the restore: no gap, no duplicate in the racy window',
@@ -238,20 +280,25 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
           await sleep(15);
         }
       })();
+      // Waits until the publisher has sent `count` more messages.
+      const published = (count) => {
+        const target = next + count;
+        return waitUntil(() => next >= target, 5000, `${count} more publications`);
+      };
       try {
-        await sleep(200);
+        await sub.messages.wait((m) => m.message.n >= 5, 5000, 'live messages before the cut');
         await cutNetwork(proxy, c);
-        await sleep(300);
+        await published(10);
         const { ev } = await restoreNetwork(proxy, c);
         assert.equal(ev.data.restored, true);
-        await sleep(1000);
+        const restoredAt = next;
+        await sub.messages.wait((m) => m.message.n >= restoredAt + 20, 10000, 'live messages after the restore');
       } finally {
         running = false;
         await publisher;
       }
-      const last = next - 1;
-      await sub.messages.wait((m) => m.message.n === last, 5000, `the last published message (#${last})`);
-      await sleep(500);
+      const last = next;
+      await marker(server, stream, sub, last);
       const got = ns(sub.messages);
       const dups = got.filter((n, i) => got.indexOf(n) !== i);
       const missing = range(1, last).filter((n) => !got.includes(n));
@@ -284,15 +331,15 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
       assert.equal(w2.type, 'welcome', `restored without authentication: ${JSON.stringify(w2)}`);
       assert.equal(w2.restored, true);
       assert.deepEqual(w2.restored_ids, [identifier]);
-      const restoredAt = Date.now();
       await publish(server, stream, 4);
-      // no history command: the subscription is still attached (at the latest after the server's wait)
+      // No history command: the subscription is held until the server's wait ends, and #4 is
+      // let through then; so once it is here, that moment has passed.
       await b.waitForData(identifier, (m) => m.n === 4, SERVER_FALLBACK_MS + 3000, 'message #4 published after the restore');
-      await sleep(Math.max(0, restoredAt + SERVER_FALLBACK_MS + 500 - Date.now()));
       await publish(server, stream, 5);
       await b.waitForData(identifier, (m) => m.n === 5, 5000, 'live message #5');
-      await sleep(200);
-      assert.deepEqual(b.dataFor(identifier).map((m) => [m.message.n, m.offset]), [[4, 4], [5, 5]],
+      await publish(server, stream, 6);
+      await b.waitForData(identifier, (m) => m.n === 6, 5000, 'marker message #6');
+      assert.deepEqual(b.dataFor(identifier).map((m) => [m.message.n, m.offset]), [[4, 4], [5, 5], [6, 6]],
         'only what was published after the restore, once each (the client did not ask for 2 and 3)');
     }));
 
@@ -301,12 +348,13 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
       const stream = `ext/limit/${Date.now()}`;
       const token = makeJwt({ user_id: 'limit' }, SECRET);
       const { proxy, c, sub, identifier } = await connectAndReceiveLive(limited, { stream, token, live: 3 });
+      const grace = await graceProbe(limited);
 
       await cutNetwork(proxy, c);
       // offsets 4..8; only 7 and 8 are retained, the client's position (3) is gone
       for (const n of range(4, 8)) await publish(limited, stream, n);
 
-      const { ev, socket, at: restoredAt } = await restoreNetwork(proxy, c);
+      const { ev, socket } = await restoreNetwork(proxy, c);
       assert.deepEqual(ev.data, { reconnect: true, restored: true }, 'the session itself is restored');
       const historyCmd = await socket.sent.wait((m) => m.command === 'history', 5000, 'the history command');
       assert.equal(historyCmd.history.streams[stream].offset, 3);
@@ -320,8 +368,9 @@ describe('@anycable/core (actioncable-v1-ext-json) with the memory broker', () =
       // still subscribed: live messages flow
       await publish(limited, stream, 9);
       await sub.messages.wait((m) => m.message.n === 9, 5000, 'live message #9 after reject_history');
-      await sleep(Math.max(0, restoredAt + SERVER_FALLBACK_MS + 500 - Date.now()));
-      assert.deepEqual(ns(sub.messages), [1, 2, 3, 9], 'no partial replay of the retained tail (7, 8)');
+      await grace.passed();
+      await marker(limited, stream, sub, 10);
+      assert.deepEqual(ns(sub.messages), [1, 2, 3, 9, 10], 'no partial replay of the retained tail (7, 8)');
       assert.equal(sub.events.items.filter((e) => e.event === 'info' && e.data.type === 'history_not_found').length, 1);
     }));
 });

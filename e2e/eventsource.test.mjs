@@ -14,6 +14,14 @@ import { recordedEventSource } from './support/sse_client.mjs';
 
 const SECRET = 'e2e-eventsource-secret';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Publishes message #n and waits for it: whatever the stream delivered before (a duplicate, a
+ * stray replay) has arrived by then, as one stream is delivered in order.
+ */
+async function marker(srv, src, stream, n) {
+  await publishN(srv, stream, n);
+  await src.waitFor('message', (e) => JSON.parse(e.data).n === n, 5000, `marker message #${n}`);
+}
 
 let open; // --sse --public_streams --broker=memory --noauth
 let turbo; // --sse --secret --turbo_streams --broker=memory
@@ -154,10 +162,10 @@ describe('eventsource (npm) against anycable-rs --sse', () => {
 
       for (const n of range(9, 10)) await publishN(open, stream, n);
       await src.waitFor('message', (e) => JSON.parse(e.data).n === 10, 5000, 'live message #10');
-      await sleep(500);
-      assert.deepEqual(ns(src), range(1, 10), 'no gap, no duplicate, in order');
+      await marker(open, src, stream, 11);
+      assert.deepEqual(ns(src), range(1, 11), 'no gap, no duplicate, in order');
       assert.deepEqual(src.messages().map((m) => parseId(m.lastEventId)),
-        range(1, 10).map((o) => ({ offset: o, epoch, stream })), 'each event keeps its own id');
+        range(1, 11).map((o) => ({ offset: o, epoch, stream })), 'each event keeps its own id');
     }));
 
   it('continuous publishing across the cut and the resume: no gap, no duplicate in the racy window',
@@ -176,18 +184,24 @@ describe('eventsource (npm) against anycable-rs --sse', () => {
           await sleep(120);
         }
       })();
+      // Waits until the publisher has sent `count` more messages.
+      const published = (count) => {
+        const target = next + count;
+        return waitUntil(() => next >= target, 5000, `${count} more publications`);
+      };
       try {
         await src.waitFor('message', () => true, 5000, 'the first live message');
-        await cutPublishRestore(proxy, src, () => sleep(100));
+        await cutPublishRestore(proxy, src, () => published(2));
         await src.waitFor('confirm_history', () => true, 10000, 'confirm_history on the resumed stream');
-        await sleep(1000);
+        // live messages flow again on the resumed stream while the publisher goes on
+        const resumedAt = next;
+        await src.waitFor('message', (e) => JSON.parse(e.data).n >= resumedAt + 4, 10000, 'live messages after the resume');
       } finally {
         running = false;
         await publisher;
       }
-      const last = next - 1;
-      await src.waitFor('message', (e) => JSON.parse(e.data).n === last, 5000, `the last published message (#${last})`);
-      await sleep(500);
+      const last = next;
+      await marker(open, src, stream, last);
       const got = ns(src);
       const dups = got.filter((n, i) => got.indexOf(n) !== i);
       const missing = range(1, last).filter((n) => !got.includes(n));
@@ -214,8 +228,8 @@ describe('eventsource (npm) against anycable-rs --sse', () => {
     assert.equal(src.count('confirm_history'), 0);
     await publishN(open, stream, 3);
     await src.waitFor('message', (e) => JSON.parse(e.data).n === 3, 5000, 'live message #3');
-    await sleep(200);
-    assert.deepEqual(ns(src), [3], 'nothing replayed (no partial history), live data flows');
+    await marker(open, src, stream, 4);
+    assert.deepEqual(ns(src), [3, 4], 'nothing replayed (no partial history), live data flows');
   }));
 
   it('CORS: any origin is allowed without --allowed_origins; a bad Last-Event-ID offset is 400', withDiag(() => open, async () => {
@@ -261,8 +275,9 @@ describe('eventsource (npm) against anycable-rs --sse', () => {
       assert.match(proxy.upText(conn), /[?&]jid=/, 'the reconnect request still carries the token');
       await publish(turbo, stream, JSON.stringify(html(5)));
       await src.waitFor('message', (e) => e.data === html(5), 5000, 'live Turbo Stream #5');
-      await sleep(300);
-      assert.deepEqual(src.messages().map((m) => m.data), range(1, 5).map(html), 'every update once, in order');
+      await publish(turbo, stream, JSON.stringify(html(6)));
+      await src.waitFor('message', (e) => e.data === html(6), 5000, 'marker Turbo Stream #6');
+      assert.deepEqual(src.messages().map((m) => m.data), range(1, 6).map(html), 'every update once, in order');
     }));
 
   it('rejections are HTTP statuses the client does not retry: bad signature 400, bad JWT 401', withDiag(() => turbo, async () => {

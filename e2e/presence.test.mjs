@@ -23,7 +23,17 @@ async function member(name) {
   const presence = new Inbox();
   sub.channel.on('presence', (msg) => presence.push(msg));
   await sub.channel.ensureSubscribed();
-  return { cable: c, channel: sub.channel, presence };
+  return { cable: c, channel: sub.channel, presence, messages: sub.messages };
+}
+
+/**
+ * Publishes a marker on `room` and waits until `member` has it: presence events published on the
+ * room before the marker have reached that member by then (one stream is delivered in order).
+ */
+async function marker(room, member, n) {
+  const res = await server.broadcast({ stream: room, data: JSON.stringify({ marker: n }) });
+  assert.equal(res.status, 201, `marker broadcast -> ${res.status} ${res.body}`);
+  await member.messages.wait((m) => m.message?.marker === n, 5000, `marker #${n} on ${room}`);
 }
 
 const joinOf = (id) => (m) => m.type === 'join' && m.id === id;
@@ -72,11 +82,21 @@ describe('presence with @anycable/core', () => {
     await tab1.channel.presence.join('7', { name: 'Ann' });
     await watcher.presence.wait(joinOf('7'), 5000, 'first tab joins');
     await tab2.channel.presence.join('7', { name: 'Ann' });
-    await new Promise((r) => setTimeout(r, 500));
+    // The info reply comes after the join on tab2's connection (commands run in order), so the
+    // server has handled the join, and published whatever it announces, before the marker.
+    await tab2.channel.presence.info();
+    await marker('room-2', watcher, 1);
     assert.equal(watcher.presence.items.filter(joinOf('7')).length, 1, 'one join for two tabs');
 
     tab1.cable.disconnect();
-    await new Promise((r) => setTimeout(r, 2500));
+    // A presence id held by a session that joins only now and goes at once: its record expires
+    // (--presence_ttl=1) no earlier than tab1's, so once its leave is seen, the sweep that drops
+    // tab1's record has run too.
+    const late = await member('room-2');
+    await late.channel.presence.join('late', {});
+    await late.channel.presence.info();
+    late.cable.disconnect();
+    await watcher.presence.wait(leaveOf('late'), 5000, 'the leave of the session that went after tab1');
     assert.equal(watcher.presence.items.filter(leaveOf('7')).length, 0, 'the second tab still holds the id');
 
     const closedAt = Date.now();

@@ -12,7 +12,6 @@ import { makeJwt, signStreamName } from './support/signing.mjs';
 import { startBackend, broadcastTarget, railsConsumer, coreCable, rpcSecret, sleep, summarizeCalls } from './rpc/support.mjs';
 
 const SECRET = 'e2e-rpc-secret';
-const GRACE_MS = 300; // how long "nothing else arrives" is observed after a synchronising event
 const KINDS = (process.env.E2E_RPC_KINDS || 'grpc,http').split(',').map((s) => s.trim()).filter(Boolean);
 
 const id = (channel, params = {}) => JSON.stringify({ channel, ...params });
@@ -80,8 +79,19 @@ function nthData(raw, identifier, n, ms = 5000) {
     .then((m) => m.message);
 }
 
-async function expectNoFrame(raw, pred, ms, what) {
-  await sleep(ms);
+/**
+ * Subscribes `raw` to a signed `$pubsub` stream, which the server answers itself (no RPC):
+ * commands of one connection are handled in order, so once this is confirmed, the commands sent
+ * before it are done and whatever they sent has arrived.
+ */
+async function commandMarker(raw) {
+  const marker = id('$pubsub', { signed_stream_name: signStreamName(unique('marker'), SECRET) });
+  assert.equal(await raw.subscribe(marker), 'confirm_subscription', 'the marker subscription');
+}
+
+/** No frame matching `pred` came for the commands sent so far (see commandMarker). */
+async function expectNoFrame(raw, pred, what) {
+  await commandMarker(raw);
   const found = raw.messages.find(pred);
   assert.equal(found, undefined, `${what}: unexpected frame ${JSON.stringify(found)}`);
 }
@@ -234,10 +244,18 @@ for (const kind of KINDS) {
       // whisper: $w = chat_<room> set by the app; reaches others in the room, not the sender
       await carolR1.whisper({ event: 'typing', from: 'carol' });
       await aliceR1.waitFor('received', (d) => d.event === 'typing');
-      await sleep(GRACE_MS);
-      assert.deepEqual(aliceR1.received(), [fromAlice, { event: 'typing', from: 'carol' }]);
-      assert.deepEqual(carolR1.messages(), [fromAlice], 'carol: no r2 message, not her own whisper');
-      assert.deepEqual(bobR2.messages(), [{ user: 'bob', text: 'hi r2' }], 'bob (room 2) gets nothing from room 1');
+      // a marker broadcast on each room after the whisper: what the whisper could have reached
+      // on a room's stream is delivered before it
+      for (const [room, n] of [[r1, 1], [r2, 2]]) {
+        const res = await server.broadcast({ stream: `chat_${room}`, data: JSON.stringify({ marker: n }) });
+        assert.equal(res.status, 201, res.body);
+      }
+      await aliceR1.waitFor('received', (d) => d.marker === 1);
+      await carolR1.waitMessage((m) => m.marker === 1);
+      await bobR2.waitMessage((m) => m.marker === 2);
+      assert.deepEqual(aliceR1.received(), [fromAlice, { event: 'typing', from: 'carol' }, { marker: 1 }]);
+      assert.deepEqual(carolR1.messages(), [fromAlice, { marker: 1 }], 'carol: no r2 message, not her own whisper');
+      assert.deepEqual(bobR2.messages(), [{ user: 'bob', text: 'hi r2' }, { marker: 2 }], 'bob (room 2) gets nothing from room 1');
 
       // the channel state set on subscribe comes back with every command
       const speak = (await backend.calls('command')).find((x) => x.request.data?.includes('hi r1'));
@@ -248,7 +266,8 @@ for (const kind of KINDS) {
       await aliceR1.waitFor('received', (d) => d.left === r1);
       await carolR1.perform('speak', { text: 'after leave' });
       await carolR1.waitMessage((m) => m.text === 'after leave');
-      await sleep(GRACE_MS);
+      // alice's next subscription is confirmed on her connection after 'after leave' was fanned out
+      await alice.subscribe({ channel: 'EchoChannel', marker: r1 }).waitFor('connected');
       assert.ok(!aliceR1.received().some((d) => d.text === 'after leave'), `alice left the room: ${JSON.stringify(aliceR1.received())}`);
     }));
 
@@ -412,7 +431,7 @@ for (const kind of KINDS) {
       const unknown = id('NoSuchChannel');
       raw.send({ command: 'subscribe', identifier: unknown });
       await backend.waitForCall((x) => x.method === 'command' && x.request.identifier === unknown, 3000, 'the failing Command');
-      await expectNoFrame(raw, (m) => m.identifier === unknown, GRACE_MS, 'reply to a Command with status ERROR');
+      await expectNoFrame(raw, (m) => m.identifier === unknown, 'reply to a Command with status ERROR');
       const echo = id('EchoChannel', { after: 'error' });
       assert.equal(await raw.subscribe(echo), 'confirm_subscription');
       assert.equal(raw.closedInfo, null, 'still open');
@@ -435,11 +454,13 @@ for (const kind of KINDS) {
 
       raw.send({ command: 'unsubscribe', identifier: chat });
       await backend.waitForCall((x) => x.method === 'command' && x.request.command === 'unsubscribe' && x.request.identifier === chat, 3000, 'unsubscribe');
-      await sleep(100); // the reply is applied after the backend answered
+      await commandMarker(raw); // the unsubscribe (its reply applied) is done by then
       sp.perform('speak', { text: 'two' });
       await raw.waitForData(chat2, (m) => m.text === 'two');
       await sp.waitFor('received', (d) => d.text === 'two');
-      await sleep(GRACE_MS);
+      // a later message on the same stream: a copy of 'two' for the old identifier would come first
+      sp.perform('speak', { text: 'three' });
+      await raw.waitForData(chat2, (m) => m.text === 'three');
       assert.deepEqual(raw.dataFor(chat).map((m) => m.message.text), ['one'], 'nothing after unsubscribe');
     }));
 
@@ -471,10 +492,12 @@ for (const kind of KINDS) {
       await welcomed(raw);
       assert.equal(await raw.subscribe(id('EchoChannel', { never: 1 })), 'confirm_subscription');
       await raw.close();
-      await sleep(1000); // the default rate (100/s) would have made the call within ~10 ms
+      // The server makes every queued Disconnect before it exits (see the shutdown test), so once
+      // it has exited, a call it decided to make would be in the backend's log.
+      const exit = await srv.stop();
+      assert.equal(exit.killed, false, `the server exited by itself: ${JSON.stringify(exit)}`);
       const calls = (await backend.calls('disconnect')).filter((x) => x.request.identifiers === JSON.stringify({ user }));
       assert.deepEqual(calls, []);
-      await srv.stop();
     }));
 
     if (kind === 'grpc') {
@@ -565,7 +588,7 @@ for (const kind of KINDS) {
         const closed = await withTimeout(raw.closed, 6000, 'close after the 401');
         assert.equal(closed.code, 1011, `close ${JSON.stringify(closed)}`);
         assert.deepEqual(raw.messages.filter((m) => m.type !== 'ping'), [], 'no transmissions on an RPC error');
-        await sleep(GRACE_MS);
+        // a retry would have been made before the server gave up and closed the connection
         const attempts = (await backend.calls('connect')).filter((x) => x.sid === sid);
         assert.deepEqual(attempts.map((x) => x.outcome), ['unauthorized'], '401 is not retried');
         assert.equal(attempts[0].authorization, 'Bearer wrong-key');
@@ -600,7 +623,7 @@ for (const kind of KINDS) {
       const mark = server.log.length;
       await backend.kill('SIGKILL');
       raw.send(msg(echo, { action: 'echo', when: 'during' }));
-      await expectNoFrame(raw, (m) => m.message?.echo?.when === 'during', 2500, 'echo while the backend is down');
+      await expectNoFrame(raw, (m) => m.message?.echo?.when === 'during', 'echo while the backend is down');
 
       // not stuck: server-side features still answer on the same session
       const stream = unique('while-down');
@@ -653,10 +676,11 @@ for (const kind of KINDS) {
       assert.ok(otherMs < 1500, `the other client was served in ${otherMs} ms while the slow call was pending`);
 
       // the backend answers after 2.5 s; the server gave up at 1 s and must not apply the late reply
-      await expectNoFrame(a, (m) => m.identifier === slow, 3200 - (Date.now() - t0), 'slow subscription');
-      await waitUntil(() => server.log.slice(mark).some((l) => /\b(ERR|ERROR)\b|level=error/i.test(l) && /timed out|timeout|deadline/i.test(l)), 2000, 'the timeout logged');
-
+      await waitUntil(() => server.log.slice(mark).some((l) => /\b(ERR|ERROR)\b|level=error/i.test(l) && /timed out|timeout|deadline/i.test(l)), 3000, 'the timeout logged');
+      await backend.waitForCall((x) => x.method === 'command' && x.request.identifier === slow, 5000, 'the late answer of the backend');
       assert.equal(await a.subscribe(echo), 'confirm_subscription', 'the session is still usable');
+      const late = a.messages.find((m) => m.identifier === slow);
+      assert.equal(late, undefined, `slow subscription: unexpected frame ${JSON.stringify(late)}`);
       await a.close();
       const disc = await backend.waitForCall((x) => x.method === 'disconnect' && x.request.identifiers === '{"user":"patient"}', 5000, 'Disconnect');
       assert.deepEqual(disc.request.subscriptions, [echo], 'the timed-out subscription was never added');
@@ -669,16 +693,20 @@ for (const kind of KINDS) {
       await welcomed(a);
       const mark = server.log.length;
       const slow = id('SlowChannel', { ms: 1200 });
+      const attemptsBefore = (await backend.state()).stats.attempts;
       const t0 = Date.now();
       a.send({ command: 'subscribe', identifier: slow });
       await waitUntil(() => server.log.slice(mark).some((l) => /\b(ERR|ERROR)\b|level=error/i.test(l)), 3000, 'the failed call logged');
       const failedAfter = Date.now() - t0;
       assert.ok(failedAfter < 1100, `the call failed after the 300 ms attempt timeout, not the backend's 1200 ms (${failedAfter} ms)`);
-      await sleep(1500 - (Date.now() - t0)); // past the backend's answer
-      assert.equal(a.messages.find((m) => m.identifier === slow), undefined, 'no late confirmation');
-      const attempts = (await backend.calls('command')).filter((x) => x.request.identifier === slow);
-      assert.equal(attempts.length, 1, 'DEADLINE_EXCEEDED is not retried');
+      await backend.waitForCall((x) => x.method === 'command' && x.request.identifier === slow, 3000, 'the late answer of the backend');
+      // a command after it: its reply comes after anything the late answer could have caused
       assert.equal(await a.subscribe(id('EchoChannel')), 'confirm_subscription');
+      assert.equal(a.messages.find((m) => m.identifier === slow), undefined, 'no late confirmation');
+      // the backend counts attempts as they arrive: the slow one and the echo subscribe, no retry
+      assert.equal((await backend.state()).stats.attempts - attemptsBefore, 2, 'DEADLINE_EXCEEDED is not retried');
+      const attempts = (await backend.calls('command')).filter((x) => x.request.identifier === slow);
+      assert.equal(attempts.length, 1, 'one attempt of the slow call');
     }));
 
     it(`retries: ${kind === 'grpc' ? 'RESOURCE_EXHAUSTED and UNAVAILABLE are' : 'dropped connections (transport errors) are'} retried, other errors are not; at the concurrency limit calls eventually succeed`, t(async () => {
@@ -707,7 +735,7 @@ for (const kind of KINDS) {
       await backend.config({ fail_n: 1, methods: ['command'] });
       const failing = id('EchoChannel', { retry: 'internal' });
       c.send({ command: 'subscribe', identifier: failing });
-      await expectNoFrame(c, (m) => m.identifier === failing, 1500, `subscription after ${kind === 'grpc' ? 'INTERNAL' : 'HTTP 500'}`);
+      await expectNoFrame(c, (m) => m.identifier === failing, `subscription after ${kind === 'grpc' ? 'INTERNAL' : 'HTTP 500'}`);
       assert.deepEqual(await outcomesFor(failing), ['failed'], 'not retried');
       assert.equal(await c.subscribe(failing), 'confirm_subscription', 'a new subscribe after the failure');
 
@@ -746,19 +774,24 @@ for (const kind of KINDS) {
         await waitUntil(() => server.log.slice(mark).some((l) => /circuit breaker is open/i.test(l)), 6000, '"circuit breaker is open" in the log');
         const opened = Date.now();
         await backend.config({ unavailable_n: 0 });
-        await sleep(300); // let the retry loops of the two lost calls end
+        await commandMarker(c); // the two lost calls (and their retry loops) are over
         const before = (await backend.state()).stats.attempts;
 
         const blocked = id('EchoChannel', { cb: 'blocked' });
         c.send({ command: 'subscribe', identifier: blocked });
-        await expectNoFrame(c, (m) => m.identifier === blocked, 500, 'subscribe while the breaker is open');
+        await expectNoFrame(c, (m) => m.identifier === blocked, 'subscribe while the breaker is open');
         assert.ok(Date.now() - opened < 4500, 'still inside the 5 s open period');
         assert.equal((await backend.state()).stats.attempts, before, 'no request reached the backend while open');
 
-        // after the open period a trial request goes through and the breaker closes
-        await sleep(Math.max(0, opened + 5300 - Date.now()));
-        const healed = id('EchoChannel', { cb: 'healed' });
-        assert.equal(await c.subscribe(healed, 5000), 'confirm_subscription');
+        // after the open period (5 s, fixed) a trial request goes through and the breaker closes:
+        // subscribe again, each time until the marker after it, until one is confirmed
+        let tries = 0;
+        await waitUntil(async () => {
+          const healed = id('EchoChannel', { cb: 'healed', n: ++tries });
+          c.send({ command: 'subscribe', identifier: healed });
+          await commandMarker(c);
+          return c.messages.find((m) => m.identifier === healed && m.type === 'confirm_subscription');
+        }, 10000, 'a subscribe to get through once the breaker let trials through', 200);
       }));
     }
 
@@ -795,7 +828,8 @@ for (const kind of KINDS) {
         return c;
       }));
       await Promise.all(leavers.map((c) => c.close()));
-      await sleep(200);
+      // the closes are seen and their Disconnects queued: the first one has been made
+      await backend.waitForCall((x) => x.method === 'disconnect' && /leaver-/.test(x.request.identifiers), 5000, 'the first Disconnect');
       const before = (await backend.calls('disconnect')).length;
       assert.ok(before <= 2, `rate 1/s: at most the first queued Disconnect ran before SIGTERM (saw ${before})`);
 

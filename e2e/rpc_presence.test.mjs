@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { RawClient } from './support/clients.mjs';
-import { startBackend, broadcastTarget, sleep } from './rpc/support.mjs';
+import { startBackend, broadcastTarget } from './rpc/support.mjs';
 
 const SECRET = 'e2e-rpc-presence-secret';
 const KINDS = (process.env.E2E_RPC_KINDS || 'grpc,http').split(',').map((s) => s.trim()).filter(Boolean);
@@ -69,7 +69,10 @@ for (const kind of KINDS) {
       const c = await member('carol', identifier);
       c.send({ command: 'join', identifier, presence: { id: 'carol' } });
       c.send({ command: 'presence', identifier });
-      await sleep(300);
+      // A command after them on the same connection: commands run in order, so its reply comes
+      // after anything the two could have sent.
+      c.send({ command: 'message', identifier, data: JSON.stringify({ action: 'echo', marker: true }) });
+      await c.waitFor((m) => m.identifier === identifier && m.message?.echo?.marker === true, 5000, 'the echo sent after');
       assert.equal(c.messages.find((m) => m.type === 'presence'), undefined);
     }));
   });

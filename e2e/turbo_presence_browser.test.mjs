@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 
 import { startServer, withServerLog } from './support/server.mjs';
 import { signStreamName, makeJwt } from './support/signing.mjs';
+import { RawClient, waitUntil } from './support/clients.mjs';
 import { buildBundle, escapeAttr, launchChromium, startWeb } from './support/web.mjs';
 
 const SECRET = 'e2e-turbo-presence-secret';
@@ -68,6 +69,27 @@ async function openPage(name, html) {
   await page.goto(`http://127.0.0.1:${web.port}/${name}`);
   await page.waitForFunction(() => window.__e2eBundleLoaded === true, null, { timeout: 10000 });
   return { context, page, frames, sent, diag };
+}
+
+/**
+ * One round of presence expiry seen on `stream`: a short-lived member joins as `id` (an empty
+ * template, so pages render nothing for it) and goes at once; its record expires after the
+ * TTL and `watcher` (a page's frames) gets its leave, after every event published on the
+ * stream before it.
+ */
+async function expiryRound(signed, id, watcher) {
+  const identifier = JSON.stringify({ channel: '$pubsub', signed_stream_name: signed });
+  const probe = await RawClient.connect(server.wsUrl({ jid: makeJwt({ user_id: id }, SECRET) }));
+  try {
+    assert.equal((await probe.welcome()).type, 'welcome');
+    assert.equal(await probe.subscribe(identifier), 'confirm_subscription');
+    probe.send({ command: 'join', identifier, presence: { id, info: { html: '' } } });
+    await probe.waitFor((m) => m.type === 'presence' && m.message?.type === 'join' && m.message.id === id, 5000, `${id} joined`);
+  } finally {
+    await probe.close();
+  }
+  await waitUntil(() => watcher.some((f) => f.type === 'presence' && f.message?.type === 'leave' && f.message.id === id),
+    8000, `the leave of ${id} after the TTL`);
 }
 
 /** The ids in the page's #online list, in DOM order. */
@@ -177,9 +199,12 @@ describe('Turbo presence (<turbo-cable-presence-source>) in headless Chromium', 
       assert.ok(droppedAfter >= 500, `dropped ${droppedAfter} ms after close: the record should outlive the socket ~TTL`);
 
       // alice, still connected on the extended protocol, keeps her own record alive past
-      // several TTLs (a base-protocol session's record would expire with a leave): let at
-      // least 4 TTLs pass since her join, then she must still be there
-      await alice.page.waitForTimeout(Math.max(0, aliceJoinedAt + 4000 - Date.now()));
+      // several TTLs (a base-protocol session's record would expire with a leave): after bob's,
+      // three more records that nothing touches expire one after the other (each at least a
+      // TTL after it was made), and each leave comes after any leave of alice's; she must
+      // still be there
+      for (const n of [1, 2, 3]) await expiryRound(signed, `probe-${n}`, alice.frames);
+      assert.ok(Date.now() - aliceJoinedAt >= 3000, 'several TTLs passed since alice joined');
       assert.equal(await alice.page.getAttribute('#presence', 'connected'), '');
       const info = await alice.page.evaluate(async () => {
         const src = document.querySelector('#presence');

@@ -173,10 +173,13 @@ describe('Turbo Streams over SSE (<turbo-stream-source>) in headless Chromium', 
         res = await server.broadcast({ stream, data: JSON.stringify(turboStream(7)) });
         assert.equal(res.status, 201, res.body);
         await page.waitForSelector('#messages > p[data-n="7"]', { timeout: 10000 });
-        await page.waitForTimeout(500);
-        assert.deepEqual(await domNs(page), range(1, 7), 'every update in the DOM exactly once, in order');
+        // #8 is the marker: a duplicate of an earlier update would be rendered before it
+        res = await server.broadcast({ stream, data: JSON.stringify(turboStream(8)) });
+        assert.equal(res.status, 201, res.body);
+        await page.waitForSelector('#messages > p[data-n="8"]', { timeout: 10000 });
+        assert.deepEqual(await domNs(page), range(1, 8), 'every update in the DOM exactly once, in order');
         const delivered = await page.evaluate(() => window.__sse.flatMap((r) => r.events.filter((e) => e.t === 'message').map((e) => e.id)));
-        assert.deepEqual(delivered.map((id) => Number(id.split('/')[0])), range(1, 7), 'one message event per update (offsets 1..7)');
+        assert.deepEqual(delivered.map((id) => Number(id.split('/')[0])), range(1, 8), 'one message event per update (offsets 1..8)');
       } finally {
         await context.close();
       }
@@ -211,14 +214,19 @@ describe('Turbo Streams over SSE (<turbo-stream-source>) in headless Chromium', 
           proxy.restore();
           await waitUntil(() => proxy.connections[connsBefore] &&
             proxy.downText(proxy.connections[connsBefore]).includes('event: confirm_history'), 15000, 'the resumed stream to confirm its history');
-          await page.waitForTimeout(1000);
+          // updates go on arriving live on the resumed stream
+          const resumedAt = next;
+          await page.waitForSelector(`#messages > p[data-n="${resumedAt + 4}"]`, { timeout: 10000 });
         } finally {
           running = false;
           await publisher;
         }
-        const last = next - 1;
+        // one more update after the publisher stopped is the marker: a duplicate or a late
+        // replay of an earlier one would be rendered before it
+        const last = next;
+        const res = await server.broadcast({ stream, data: JSON.stringify(turboStream(last)) });
+        assert.equal(res.status, 201, res.body);
         await page.waitForSelector(`#messages > p[data-n="${last}"]`, { timeout: 10000 });
-        await page.waitForTimeout(500);
         const got = await domNs(page);
         const dups = got.filter((n, i) => got.indexOf(n) !== i);
         const missing = range(1, last).filter((n) => !got.includes(n));

@@ -596,6 +596,8 @@ async fn a_client_that_stops_reading_is_dropped_at_the_write_timeout() {
         "--public_streams",
         "--ws_max_pending_size=0",
         "--ws_write_timeout=1",
+        // The write timeout is seen in the debug log; the client reads only after it.
+        "--log_level=debug",
     ])
     .await;
     let mut slow = stalled_subscriber(&server, "stuck").await;
@@ -606,7 +608,12 @@ async fn a_client_that_stops_reading_is_dropped_at_the_write_timeout() {
         server.publish("stuck", &data).await;
     }
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        server
+            .wait_output("write timed out", Duration::from_secs(10))
+            .await,
+        "the server never timed out writing to the stalled client"
+    );
     let received = read_to_end(&mut slow, Duration::from_secs(10))
         .await
         .expect("the server kept the stalled connection open past its write timeout");

@@ -674,7 +674,14 @@ async fn unreachable_nats_does_not_stop_the_server() {
         ])
         .start()
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server has tried NATS and failed, and is still up.
+    assert!(
+        server
+            .wait_output("client error: nats", SUBSCRIBED_WITHIN)
+            .await,
+        "{}",
+        server.output.all()
+    );
     assert_eq!(server.get("/health").await.status, 200);
     // HTTP broadcasting still works.
     let (mut ws, _) = server.ws_welcomed().await;

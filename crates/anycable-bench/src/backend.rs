@@ -20,13 +20,9 @@ use anycable_rs::rpc::proto::{
 };
 use tokio::runtime::Runtime;
 
+use crate::fixture::{CHANNEL, CLIENT_TOKEN, STREAM};
 use crate::procfs::CpuTime;
-use crate::scenarios::STREAM;
 
-/// What the clients put in their URL's query; the backend's Connect looks for it.
-pub const CLIENT_TOKEN: &str = "token=bench-token";
-/// The channel the clients subscribe to; the backend's Command confirms only this one.
-pub const CHANNEL: &str = r#"{"channel":"BenchChannel"}"#;
 /// The identifiers Connect gives every connection; Command checks them.
 const IDENTIFIERS: &str = r#"{"user":"bench"}"#;
 /// The backend's threads, named so their CPU time can be told apart from the clients'.

@@ -1,5 +1,5 @@
 //! Publishes stamped messages: through the HTTP broadcaster (`POST /_broadcast`) over one
-//! keep-alive connection, or through Redis (`redis.rs`).
+//! keep-alive connection, or through Redis (`redis_publisher.rs`).
 
 use std::net::SocketAddr;
 
@@ -10,35 +10,9 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::redis::RedisPublisher;
+use crate::options::Broadcaster;
+use crate::redis_publisher::RedisPublisher;
 use crate::target::Target;
-
-/// The server's broadcaster the benchmark publishes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Broadcaster {
-    Http,
-    /// The legacy `redis` broadcaster (Redis Pub/Sub).
-    Redis,
-}
-
-impl Broadcaster {
-    pub fn parse(name: &str) -> Result<Broadcaster, String> {
-        match name {
-            "http" => Ok(Broadcaster::Http),
-            "redis" => Ok(Broadcaster::Redis),
-            other => Err(format!(
-                "--broadcaster: expected http or redis, got {other}"
-            )),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Broadcaster::Http => "http",
-            Broadcaster::Redis => "redis",
-        }
-    }
-}
 
 pub enum Publisher {
     Http(HttpPublisher),

@@ -6,10 +6,12 @@
 mod backend;
 mod buffer;
 mod client;
+mod fixture;
 mod fleet;
+mod options;
 mod procfs;
 mod publisher;
-mod redis;
+mod redis_publisher;
 mod report;
 mod scenarios;
 mod sse;
@@ -22,8 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use backend::{Backend, Protocol};
-use fleet::Transport;
-use publisher::Broadcaster;
+use options::{Broadcaster, Options, Transport};
 use report::Report;
 use target::Target;
 
@@ -52,19 +53,6 @@ const USAGE: &str =
   --server ADDR          use a running server instead (with --server-pid and --broadcast-key)
   --server-pid PID       its process id, for RSS and CPU figures
   --broadcast-key KEY    its broadcast key";
-
-/// Benchmark parameters after defaults.
-pub struct Options {
-    pub connections: usize,
-    pub messages: usize,
-    pub rate: f64,
-    pub throughput_rates: Vec<f64>,
-    pub step: Duration,
-    pub hold: Duration,
-    pub concurrency: usize,
-    pub transport: Transport,
-    pub broadcaster: Broadcaster,
-}
 
 /// One scenario to run, with what its server and clients use.
 struct Run {
@@ -201,7 +189,7 @@ impl Cli {
     async fn target(&self, run: &Run) -> Result<Target, String> {
         if run.broadcaster == Broadcaster::Redis {
             // Fail before connecting thousands of clients when Redis is not there.
-            redis::open().await?;
+            redis_publisher::open().await?;
         }
         if let Some(addr) = self.server {
             if run.rpc.is_some() {

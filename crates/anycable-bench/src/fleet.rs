@@ -9,34 +9,10 @@ use tokio::task::JoinHandle;
 
 use crate::buffer::find;
 use crate::client::{connect, now_nanos, parse_stamp, subscribe, Message, Receive};
-use crate::scenarios::STREAM;
+use crate::fixture::STREAM;
+use crate::options::Transport;
 use crate::sse;
 use crate::target::Target;
-
-/// How the fleet's clients connect: Action Cable over WebSocket, or an SSE stream (`GET
-/// /events`, which the server must have enabled: `--sse`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Ws,
-    Sse,
-}
-
-impl Transport {
-    pub fn parse(name: &str) -> Result<Transport, String> {
-        match name {
-            "ws" => Ok(Transport::Ws),
-            "sse" => Ok(Transport::Sse),
-            other => Err(format!("--transport: expected ws or sse, got {other}")),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-        }
-    }
-}
 
 /// What one client saw, indexed by message sequence number.
 struct Log {

@@ -8,16 +8,14 @@ use anycable_rs::streams::StreamVerifier;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
-use crate::backend::{CHANNEL, CLIENT_TOKEN};
 use crate::client::{connect, now_nanos, subscribe};
+use crate::fixture::{CHANNEL, CLIENT_TOKEN, SECRET, STREAM};
 use crate::fleet::Fleet;
+use crate::options::Options;
 use crate::procfs::{rss_kib, CpuTime};
 use crate::publisher::{stamped_publications, Publisher};
 use crate::report::Report;
-use crate::target::{Target, SECRET};
-use crate::Options;
-
-pub const STREAM: &str = "bench";
+use crate::target::Target;
 
 /// N idle subscribed connections: server memory per connection.
 pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> {

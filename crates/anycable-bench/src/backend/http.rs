@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Answers;
-use crate::target::SECRET;
+use crate::fixture::SECRET;
 
 /// Where the methods live under the backend's address (`--rpc_host`).
 pub const BASE_PATH: &str = "/_anycable";

@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 use anycable_rs::streams::hex_hmac_sha256;
 
 use crate::backend::Backend;
-use crate::fleet::Transport;
-use crate::publisher::Broadcaster;
-use crate::redis::{DEFAULT_CHANNEL, REDIS_URL};
-
-/// The application secret the spawned server runs with.
-pub const SECRET: &str = "bench-secret";
+use crate::fixture::SECRET;
+use crate::options::{Broadcaster, Transport};
+use crate::redis_publisher::{DEFAULT_CHANNEL, REDIS_URL};
 
 pub struct Target {
     pub addr: SocketAddr,
