@@ -31,6 +31,11 @@ mod services;
 mod tls;
 mod tokens;
 mod traffic;
+
+/// Not re-exported: only the Redis and NATS tests use it (`use support::publishing::*`).
+pub mod publishing;
+/// Not re-exported: only the SSE tests use it (`use support::sse::*`).
+pub mod sse;
 mod ws;
 
 // Each test binary uses a part of the harness: re-exports unused by one of them are fine.
