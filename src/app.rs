@@ -18,7 +18,7 @@ use crate::broadcast::redisx::RedisXBroadcaster;
 use crate::broadcast::resp::RedisOptions;
 use crate::broker::nats::NatsBroker;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, MemoryBroker, Retention};
+use crate::broker::{Broker, MemoryBroker, MemoryPresence, Retention};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
@@ -49,7 +49,20 @@ pub enum AppError {
     #[error(transparent)]
     Metrics(#[from] crate::metrics::SetupError),
     #[error("broker: {0}")]
-    Broker(String),
+    Broker(#[from] BrokerError),
+}
+
+/// Why the broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    NatsAddress(crate::broadcast::nats::NatsAddressError),
+    #[error(transparent)]
+    Nats(crate::broker::nats::StartError),
+    #[error(transparent)]
+    RedisUrl(crate::broadcast::resp::RedisError),
+    #[error(transparent)]
+    Redis(crate::broker::redis::StartError),
 }
 
 /// A component failure that stops the whole server with exit status 1 (the `redis`
@@ -575,14 +588,13 @@ fn start_backend(
     }))
 }
 
-/// The broker chosen in the config (also as the memory broker, for its housekeeping task).
-/// Distributed brokers keep their tasks until every connection is closed (`background`).
-#[allow(clippy::type_complexity)]
+/// The broker chosen in the config, by role (also as the memory broker, for its housekeeping
+/// task). Distributed brokers keep their tasks until every connection is closed (`background`).
 async fn start_broker(
     config: &Config,
     background: &Background,
     metrics: &Arc<Metrics>,
-) -> Result<(Option<Arc<dyn Broker>>, Option<Arc<MemoryBroker>>), AppError> {
+) -> Result<(Broker, Option<Arc<MemoryBroker>>), AppError> {
     let settings = &config.broker;
     let retention = Retention {
         history_limit: settings.history_limit,
@@ -595,49 +607,51 @@ async fn start_broker(
     );
     match settings.adapter.as_str() {
         "memory" => {
-            let broker = Arc::new(
-                MemoryBroker::new(
-                    retention.history_limit,
-                    retention.history_ttl,
-                    retention.sessions_ttl,
-                )
-                .with_presence_ttl(Duration::from_secs(settings.presence_ttl_secs)),
-            );
+            let broker = Arc::new(MemoryBroker::new(
+                retention.history_limit,
+                retention.history_ttl,
+                retention.sessions_ttl,
+            ));
+            let presence = MemoryPresence::new(Duration::from_secs(settings.presence_ttl_secs));
             tracing::info!(
                 "Using in-memory broker (epoch: {}, {described})",
-                broker.epoch()
+                crate::broker::History::epoch(&*broker)
             );
-            return Ok((Some(broker.clone()), Some(broker)));
+            let roles = Broker {
+                history: Some(broker.clone()),
+                sessions: Some(broker.clone()),
+                presence: Arc::new(presence),
+            };
+            return Ok((roles, Some(broker)));
         }
         "nats" | "redis" => {}
         _ => {
             tracing::info!("Using no-op (legacy) broker");
-            return Ok((None, None));
+            return Ok((Broker::none(), None));
         }
     }
-    let failed = |e: &dyn std::fmt::Display| AppError::Broker(e.to_string());
     let (shutdown, tracker) = (&background.shutdown, &background.tracker);
-    let (broker, provider, address): (Arc<dyn Broker>, &str, String) = if settings.adapter == "nats"
-    {
+    let (broker, epoch, provider, address) = if settings.adapter == "nats" {
         let options = NatsOptions::from_config(&config.nats)
-            .map_err(|e| failed(&e))?
+            .map_err(BrokerError::NatsAddress)?
             .counting(metrics.clone());
         let broker = NatsBroker::start(&options, retention, shutdown, tracker)
             .await
-            .map_err(|e| failed(&e))?;
-        (broker, "NATS", options.description())
+            .map_err(BrokerError::Nats)?;
+        let epoch = crate::broker::History::epoch(&*broker);
+        let description = options.description();
+        (Broker::without_presence(broker), epoch, "NATS", description)
     } else {
-        let options = RedisOptions::from_config(&config.redis).map_err(|e| failed(&e))?;
+        let options = RedisOptions::from_config(&config.redis).map_err(BrokerError::RedisUrl)?;
         let broker = RedisBroker::start(&options, retention, metrics.clone(), shutdown, tracker)
             .await
-            .map_err(|e| failed(&e))?;
-        (broker, "Redis", options.address())
+            .map_err(BrokerError::Redis)?;
+        let epoch = crate::broker::History::epoch(&*broker);
+        let address = options.address();
+        (Broker::without_presence(broker), epoch, "Redis", address)
     };
-    tracing::info!(
-        "Using {provider} broker: {address} (epoch: {}, {described})",
-        broker.epoch()
-    );
-    Ok((Some(broker), None))
+    tracing::info!("Using {provider} broker: {address} (epoch: {epoch}, {described})");
+    Ok((broker, None))
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed

@@ -95,10 +95,9 @@ pub struct Node {
     registry: Mutex<Registry>,
     router: StreamsRouter,
     auth: Authenticator,
-    broker: Option<Arc<dyn Broker>>,
+    /// History, the session cache (`None` unless `--sessions_ttl` is positive) and presence.
+    broker: Broker,
     backend: Option<Backend>,
-    /// Sessions are cached (and can be restored) only when this is set.
-    sessions_cache: bool,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
     /// Node-to-node pub/sub (`--pubsub`), set once at start.
@@ -116,8 +115,9 @@ pub struct Parts {
     pub hub: Hub,
     pub router: StreamsRouter,
     pub auth: Authenticator,
-    pub broker: Option<Arc<dyn Broker>>,
+    pub broker: Broker,
     pub backend: Option<Backend>,
+    /// Sessions are cached (and can be restored) only when this is set.
     pub sessions_cache: bool,
     pub metrics: Arc<Metrics>,
 }
@@ -129,8 +129,10 @@ impl Node {
             registry: Mutex::default(),
             router: parts.router,
             auth: parts.auth,
-            sessions_cache: parts.sessions_cache && parts.broker.is_some(),
-            broker: parts.broker,
+            broker: Broker {
+                sessions: parts.broker.sessions.filter(|_| parts.sessions_cache),
+                ..parts.broker
+            },
             backend: parts.backend,
             metrics: parts.metrics,
             next_session_id: AtomicU64::new(1),
@@ -254,14 +256,13 @@ impl Node {
 
     /// Keeps a live session's cached snapshot from expiring.
     pub fn touch_snapshot(&self, session: &Session) {
-        if let (true, true, Some(broker)) = (session.extended, self.sessions_cache, &self.broker) {
-            broker.touch_session(&session.sid);
+        if let (true, Some(sessions)) = (session.extended, &self.broker.sessions) {
+            sessions.touch_session(&session.sid);
         }
     }
 
     fn save_snapshot(&self, session: &Session) {
-        let (true, true, Some(broker)) = (session.extended, self.sessions_cache, &self.broker)
-        else {
+        let (true, Some(sessions)) = (session.extended, &self.broker.sessions) else {
             return;
         };
         let subscriptions = session
@@ -284,7 +285,7 @@ impl Node {
             state: session.state.clone(),
             disconnectable: session.disconnectable,
         };
-        broker.save_session(&session.sid, snapshot);
+        sessions.save_session(&session.sid, snapshot);
     }
 
     /// Number of connected (authenticated) sessions.
@@ -600,8 +601,8 @@ impl Node {
     /// stream's publications are stored and dispatched one at a time, so that they are
     /// delivered in offset order.
     async fn register_and_dispatch(&self, mut publication: Publication) -> Result<(), StoreError> {
-        let broker = match &self.broker {
-            Some(broker) if !publication.meta.transient => broker,
+        let history = match &self.broker.history {
+            Some(history) if !publication.meta.transient => history,
             _ => {
                 self.dispatch(&publication);
                 return Ok(());
@@ -609,7 +610,7 @@ impl Node {
         };
         let _in_order = self.publish_order(&publication.stream).lock().await;
         let payload = Payload::from_data(&publication.data);
-        let position = broker
+        let position = history
             .store(&publication.stream, &payload)
             .await
             .inspect_err(|error| {
