@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::ApiEndpoint;
+use crate::broadcast::broadcaster::{BroadcastError, Broadcaster};
 use crate::broadcast::http::HttpBroadcaster;
 use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
 use crate::broadcast::redis::RedisBroadcaster;
@@ -42,8 +43,10 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("--ssl_cert and --ssl_key must be given together")]
     HalfTls,
-    #[error("{0}")]
-    Broadcast(String),
+    #[error(transparent)]
+    RedisSettings(#[from] crate::broadcast::resp::RedisError),
+    #[error(transparent)]
+    NatsSettings(#[from] crate::broadcast::nats::NatsAddressError),
     #[error(transparent)]
     Rpc(#[from] SetupError),
     #[error(transparent)]
@@ -65,29 +68,36 @@ pub enum BrokerError {
     Redis(crate::broker::redis::StartError),
 }
 
-/// A component failure that stops the whole server with exit status 1 (the `redis`
-/// broadcaster after its reconnect attempts, as in the reference).
+/// A component failure that stopped the whole server (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The `redis` broadcaster after its reconnect attempts, as in the reference.
+    #[error(transparent)]
+    Broadcast(BroadcastError),
+    /// The Redis pub/sub subscriber after its reconnect attempts.
+    #[error("{0}")]
+    PubSub(&'static str),
+}
+
+/// Raised by a failing component; the first failure is the one reported.
 #[derive(Clone, Default)]
 struct Fatal {
     token: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
+    reason: Arc<Mutex<Option<Failure>>>,
 }
 
 impl Fatal {
-    fn raise(&self, reason: String) {
+    fn raise(&self, failure: Failure) {
         self.reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(reason);
+            .get_or_insert(failure);
         self.token.cancel();
     }
 
-    fn reason(&self) -> String {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default()
+    /// The failure raised first (taken: it is reported once).
+    fn take(&self) -> Option<Failure> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -440,8 +450,7 @@ fn start_pubsub(
 ) -> Result<(), AppError> {
     let shutdown = background.shutdown.clone();
     if config.pubsub_adapter == "redis" {
-        let options = RedisOptions::from_config(&config.redis)
-            .map_err(|e| AppError::Broadcast(e.to_string()))?;
+        let options = RedisOptions::from_config(&config.redis)?;
         tracing::info!(
             context = "pubsub",
             "Starting Redis pub/sub: {}",
@@ -466,13 +475,11 @@ fn start_pubsub(
                     .await;
             if let Err(reason) = result {
                 tracing::error!(context = "pubsub", provider = "redis", "{reason}");
-                fatal.raise(reason.to_string());
+                fatal.raise(Failure::PubSub(reason));
             }
         });
     } else {
-        let options = NatsOptions::from_config(&config.nats)
-            .map_err(|e| AppError::Broadcast(e.to_string()))?
-            .counting(node.shared_metrics());
+        let options = NatsOptions::from_config(&config.nats)?.counting(node.shared_metrics());
         tracing::info!(
             context = "pubsub",
             "Starting NATS pub/sub: {}",
@@ -501,27 +508,15 @@ fn start_broadcasters(
     fatal: &Fatal,
     background: &Background,
 ) -> Result<(), AppError> {
-    let redis_options =
-        || RedisOptions::from_config(&config.redis).map_err(|e| AppError::Broadcast(e.to_string()));
     for adapter in &config.broadcast_adapters {
-        let shutdown = background.shutdown.clone();
-        match adapter.as_str() {
-            "redis" => {
-                let broadcaster = RedisBroadcaster::new(
-                    node.clone(),
-                    redis_options()?,
-                    config.redis.channel.clone(),
-                );
-                let fatal = fatal.clone();
-                background.tracker.spawn(async move {
-                    if let Err(reason) = broadcaster.run(shutdown).await {
-                        tracing::error!(context = "broadcast", provider = "redis", "{reason}");
-                        fatal.raise(reason.to_string());
-                    }
-                });
-            }
+        let broadcaster: Box<dyn Broadcaster> = match adapter.as_str() {
+            "redis" => Box::new(RedisBroadcaster::new(
+                node.clone(),
+                RedisOptions::from_config(&config.redis)?,
+                config.redis.channel.clone(),
+            )),
             "redisx" => {
-                let options = redis_options()?;
+                let options = RedisOptions::from_config(&config.redis)?;
                 let broadcaster =
                     RedisXBroadcaster::new(node.clone(), options.clone(), &config.redisx);
                 tracing::info!(
@@ -532,20 +527,29 @@ fn start_broadcasters(
                     "Starting Redis broadcaster at {}",
                     options.address()
                 );
-                background.tracker.spawn(broadcaster.run(shutdown));
+                Box::new(broadcaster)
             }
             "nats" => {
-                let options = NatsOptions::from_config(&config.nats)
-                    .map_err(|e| AppError::Broadcast(e.to_string()))?
-                    .counting(node.shared_metrics());
-                let broadcaster =
-                    NatsBroadcaster::new(node.clone(), options, config.nats.channel.clone());
-                background.tracker.spawn(async move {
-                    let _ = broadcaster.run(shutdown).await;
-                });
+                let options =
+                    NatsOptions::from_config(&config.nats)?.counting(node.shared_metrics());
+                Box::new(NatsBroadcaster::new(
+                    node.clone(),
+                    options,
+                    config.nats.channel.clone(),
+                ))
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        let (shutdown, fatal) = (background.shutdown.clone(), fatal.clone());
+        let provider = broadcaster.provider();
+        background.tracker.spawn(async move {
+            if let Err(error) = broadcaster.run(shutdown).await {
+                tracing::error!(context = "broadcast", provider, "{error}");
+                if error.stops_server() {
+                    fatal.raise(Failure::Broadcast(error));
+                }
+            }
+        });
     }
     Ok(())
 }
@@ -718,14 +722,14 @@ impl Running {
         mut force: G,
         timeout: Duration,
         delay: Duration,
-    ) -> Result<(), String>
+    ) -> Result<(), Failure>
     where
         F: Future<Output = ()>,
         G: FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     {
         let failure = tokio::select! {
             _ = stop => None,
-            _ = self.fatal.token.cancelled() => Some(self.fatal.reason()),
+            _ = self.fatal.token.cancelled() => self.fatal.take(),
         };
         let outcome = match failure {
             Some(reason) => Err(reason),

@@ -1,6 +1,7 @@
 //! Inbound publications: the JSON that publishers send (HTTP, Redis Pub/Sub, Redis Streams,
 //! NATS) and its parsing into one [`Inbound`] type the node executes.
 
+pub mod broadcaster;
 pub mod http;
 pub mod nats;
 pub mod reconnect;

@@ -26,10 +26,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::broadcaster::{BroadcastError, Broadcaster};
 use super::parse;
 use super::reconnect::Reconnect;
 use super::resp::{Connection, RedisError, RedisOptions, Value};
@@ -71,8 +73,9 @@ impl RedisXBroadcaster {
         &self.consumer
     }
 
-    /// Consumes until `shutdown`, then leaves the group.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown`, then leaves the group; `Err` only when an explicit
+    /// `redis.max_reconnect_attempts` is exhausted (the server goes on).
+    async fn consume_until(self, shutdown: CancellationToken) -> Result<(), BroadcastError> {
         let mut reconnect = Reconnect::new(
             "broadcast",
             "redisx",
@@ -84,26 +87,23 @@ impl RedisXBroadcaster {
             let error = match self.session(&shutdown, &mut reconnect).await {
                 Ok(()) => {
                     self.leave().await;
-                    return;
+                    return Ok(());
                 }
                 Err(error) => error,
             };
             if shutdown.is_cancelled() {
                 self.leave().await;
-                return;
+                return Ok(());
             }
             let Ok(delay) = reconnect.failed(&error) else {
-                tracing::error!(
-                    context = "broadcast",
-                    provider = "redisx",
-                    consumer = %self.consumer,
-                    "failed to reconnect to Redis: attempts exceeded"
-                );
-                return;
+                return Err(BroadcastError::RedisXAttemptsExceeded {
+                    consumer: self.consumer.clone(),
+                    last: error,
+                });
             };
             self.node.metrics().inc(Counter::ServiceReconnects);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -419,5 +419,18 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert!(entries[0].payload.is_none());
         assert!(claimed_entries(Value::Int(1)).is_err());
+    }
+}
+
+impl Broadcaster for RedisXBroadcaster {
+    fn provider(&self) -> &'static str {
+        "redisx"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        Box::pin(self.consume_until(shutdown))
     }
 }
