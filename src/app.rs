@@ -24,8 +24,9 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::metrics::{Exporter, Metrics, Registration};
-use crate::node::{Backend, DisconnectMode, Node, Parts};
+use crate::node::{Node, Parts};
 use crate::pubsub::{self, StreamChange};
+use crate::rpc::controller::{Controller, DisconnectMode, NoController, RpcController};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::{Rpc, SetupError};
 use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
@@ -554,16 +555,16 @@ fn start_broadcasters(
     Ok(())
 }
 
-/// The RPC client and the disconnect queue, unless RPC is off (`--norpc`).
+/// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`).
 fn start_backend(
     config: &Config,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Option<Backend>, AppError> {
+) -> Result<Arc<dyn Controller>, AppError> {
     let Some(rpc) = Rpc::from_config(config, metrics.clone())? else {
         tracing::info!(context = "rpc", "no RPC configured");
-        return Ok(None);
+        return Ok(Arc::new(NoController));
     };
     tracing::info!(
         context = "rpc",
@@ -585,7 +586,7 @@ fn start_backend(
         shutdown.clone(),
         tracker,
     );
-    Ok(Some(Backend {
+    Ok(Arc::new(RpcController {
         rpc,
         disconnector,
         mode: DisconnectMode::parse(&config.disconnector.mode),

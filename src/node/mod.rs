@@ -25,41 +25,13 @@ use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
 use crate::pubsub::{PubSub, Ready};
-use crate::rpc::disconnector::Disconnector;
-use crate::rpc::Rpc;
+use crate::rpc::controller::{Controller, DisconnectMode};
 use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
 use crate::streams::{Route, StreamsRouter};
 
 /// How many frames that are not valid commands a connection may send before it is
 /// disconnected. Each one is dropped and counted; a well-behaved client sends none.
 pub const MAX_MALFORMED_FRAMES: u32 = 16;
-
-/// When the backend is told that a session ended (`--disconnect_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectMode {
-    /// Sessions that had any answer from the backend.
-    Auto,
-    /// Every authenticated session, even those the backend never saw.
-    Always,
-    Never,
-}
-
-impl DisconnectMode {
-    pub fn parse(value: &str) -> DisconnectMode {
-        match value {
-            "always" => DisconnectMode::Always,
-            "never" => DisconnectMode::Never,
-            _ => DisconnectMode::Auto,
-        }
-    }
-}
-
-/// The application backend and how it is told about ended sessions.
-pub struct Backend {
-    pub rpc: Arc<Rpc>,
-    pub disconnector: Disconnector,
-    pub mode: DisconnectMode,
-}
 
 /// Outcome of a subscribe command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +69,8 @@ pub struct Node {
     auth: Authenticator,
     /// History, the session cache (`None` unless `--sessions_ttl` is positive) and presence.
     broker: Broker,
-    backend: Option<Backend>,
+    /// The application backend (a null object when RPC is off).
+    backend: Arc<dyn Controller>,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
     /// Node-to-node pub/sub (`--pubsub`), set once at start.
@@ -116,7 +89,7 @@ pub struct Parts {
     pub router: StreamsRouter,
     pub auth: Authenticator,
     pub broker: Broker,
-    pub backend: Option<Backend>,
+    pub backend: Arc<dyn Controller>,
     /// Sessions are cached (and can be restored) only when this is set.
     pub sessions_cache: bool,
     pub metrics: Arc<Metrics>,
@@ -170,10 +143,7 @@ impl Node {
         match self.auth.authenticate(request.token, &request.sid) {
             AuthOutcome::Accepted { identifiers } => {
                 let mut session = self.register(&request, identifiers.into(), outbox);
-                session.disconnectable = self
-                    .backend
-                    .as_ref()
-                    .is_some_and(|b| b.mode == DisconnectMode::Always);
+                session.disconnectable = self.backend.disconnect_mode() == DisconnectMode::Always;
                 session.send(
                     Reply::Welcome {
                         sid: &session.sid,
@@ -195,14 +165,7 @@ impl Node {
                 outbox.close(1011, "Auth Error");
                 None
             }
-            AuthOutcome::Undecided if self.backend.is_some() => {
-                self.connect_remote(request, outbox).await
-            }
-            AuthOutcome::Undecided => {
-                self.metrics.inc(Counter::FailedAuths);
-                outbox.disconnect(DisconnectReason::Unauthorized, false, 1000, "Auth Failed");
-                None
-            }
+            AuthOutcome::Undecided => self.connect_remote(request, outbox).await,
         }
     }
 
@@ -308,11 +271,8 @@ impl Node {
             clients,
             uniq_clients,
             streams: self.hub.streams_count(),
-            disconnect_queue: self.backend.as_ref().map_or(0, |b| b.disconnector.queued()),
-            grpc_connections: self
-                .backend
-                .as_ref()
-                .map_or(0, |b| b.rpc.active_connections()),
+            disconnect_queue: self.backend.queued_disconnects(),
+            grpc_connections: self.backend.active_connections(),
         }
     }
 
@@ -439,20 +399,14 @@ impl Node {
                 self.save_snapshot(session);
                 Subscribed::Confirmed
             }
-            Route::Backend if self.backend.is_some() => {
-                self.subscribe_remote(session, identifier, history).await
-            }
-            Route::Reject | Route::Backend => {
-                self.send(
-                    session,
-                    Reply::RejectSubscription {
-                        identifier: &identifier,
-                    }
-                    .encode(),
-                );
-                Subscribed::Rejected
-            }
+            Route::Backend => self.subscribe_remote(session, identifier, history).await,
+            Route::Reject => self.reject_subscription(session, &identifier),
         }
+    }
+
+    pub(super) fn reject_subscription(&self, session: &Session, identifier: &str) -> Subscribed {
+        self.send(session, Reply::RejectSubscription { identifier }.encode());
+        Subscribed::Rejected
     }
 
     /// Waits until the pub/sub delivers these streams to this node (bounded; at once without
@@ -525,15 +479,7 @@ impl Node {
             );
             return;
         };
-        if self.backend.is_some() {
-            self.perform_remote(session, identifier, data).await;
-        } else {
-            tracing::debug!(
-                sid = &*session.sid,
-                identifier,
-                "message ignored: no backend"
-            );
-        }
+        self.perform_remote(session, identifier, data).await;
     }
 
     fn whisper(&self, session: &Session, identifier: &str, data: &str) {

@@ -4,6 +4,7 @@
 //! metrics.
 
 mod breaker;
+pub mod controller;
 pub mod disconnector;
 mod grpc;
 mod http;
