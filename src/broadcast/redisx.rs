@@ -383,6 +383,19 @@ fn parse_entries(list: Value) -> Result<Vec<Entry>, RedisError> {
     Ok(entries)
 }
 
+impl Broadcaster for RedisXBroadcaster {
+    fn provider(&self) -> &'static str {
+        "redisx"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        Box::pin(self.consume_until(shutdown))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,18 +432,5 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert!(entries[0].payload.is_none());
         assert!(claimed_entries(Value::Int(1)).is_err());
-    }
-}
-
-impl Broadcaster for RedisXBroadcaster {
-    fn provider(&self) -> &'static str {
-        "redisx"
-    }
-
-    fn run(
-        self: Box<Self>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
-        Box::pin(self.consume_until(shutdown))
     }
 }
