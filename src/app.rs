@@ -11,21 +11,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::ApiEndpoint;
+use crate::broadcast::broadcaster::{BroadcastError, Broadcaster};
 use crate::broadcast::http::HttpBroadcaster;
 use crate::broadcast::nats::{NatsBroadcaster, NatsOptions};
 use crate::broadcast::redis::RedisBroadcaster;
 use crate::broadcast::redisx::RedisXBroadcaster;
 use crate::broker::nats::NatsBroker;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, MemoryBroker, Retention};
+use crate::broker::{Broker, MemoryBroker, MemoryPresence, Retention};
 use crate::clients::redis::RedisOptions;
 use crate::config::Config;
 use crate::http::AllowedOrigins;
 use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::metrics::{Exporter, Metrics, Registration};
-use crate::node::{Backend, DisconnectMode, Node, Parts, PubSub};
+use crate::node::{Node, Parts, PubSub};
 use crate::pubsub::{self, StreamChange};
+use crate::rpc::controller::{Controller, DisconnectMode, NoController, RpcController};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::{Rpc, SetupError};
 use crate::server::{tls, Listener, PathPattern, Routes, ServerError};
@@ -43,39 +45,61 @@ pub enum AppError {
     Tls(#[from] tls::TlsError),
     #[error("--ssl_cert and --ssl_key must be given together")]
     HalfTls,
-    #[error("{0}")]
-    Broadcast(String),
+    #[error(transparent)]
+    RedisSettings(#[from] crate::clients::redis::RedisError),
+    #[error(transparent)]
+    NatsSettings(#[from] crate::broadcast::nats::NatsAddressError),
     #[error(transparent)]
     Rpc(#[from] SetupError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::SetupError),
     #[error("broker: {0}")]
-    Broker(String),
+    Broker(#[from] BrokerError),
 }
 
-/// A component failure that stops the whole server with exit status 1 (the `redis`
-/// broadcaster after its reconnect attempts, as in the reference).
+/// Why the broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    NatsAddress(crate::broadcast::nats::NatsAddressError),
+    #[error(transparent)]
+    Nats(crate::broker::nats::StartError),
+    #[error(transparent)]
+    RedisUrl(crate::clients::redis::RedisError),
+    #[error(transparent)]
+    Redis(crate::broker::redis::StartError),
+}
+
+/// A component failure that stopped the whole server (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The `redis` broadcaster after its reconnect attempts, as in the reference.
+    #[error(transparent)]
+    Broadcast(BroadcastError),
+    /// The Redis pub/sub subscriber after its reconnect attempts.
+    #[error("{0}")]
+    PubSub(&'static str),
+}
+
+/// Raised by a failing component; the first failure is the one reported.
 #[derive(Clone, Default)]
 struct Fatal {
     token: CancellationToken,
-    reason: Arc<Mutex<Option<String>>>,
+    reason: Arc<Mutex<Option<Failure>>>,
 }
 
 impl Fatal {
-    fn raise(&self, reason: String) {
+    fn raise(&self, failure: Failure) {
         self.reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(reason);
+            .get_or_insert(failure);
         self.token.cancel();
     }
 
-    fn reason(&self) -> String {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default()
+    /// The failure raised first (taken: it is reported once).
+    fn take(&self) -> Option<Failure> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -465,8 +489,7 @@ fn start_pubsub(
     } = setup;
     let shutdown = background.shutdown.clone();
     if config.pubsub_adapter == "redis" {
-        let options = RedisOptions::from_config(&config.redis)
-            .map_err(|e| AppError::Broadcast(e.to_string()))?;
+        let options = RedisOptions::from_config(&config.redis)?;
         tracing::info!(
             context = "pubsub",
             "Starting Redis pub/sub: {}",
@@ -489,13 +512,11 @@ fn start_pubsub(
                     .await;
             if let Err(reason) = result {
                 tracing::error!(context = "pubsub", provider = "redis", "{reason}");
-                fatal.raise(reason.to_string());
+                fatal.raise(Failure::PubSub(reason));
             }
         });
     } else {
-        let options = NatsOptions::from_config(&config.nats)
-            .map_err(|e| AppError::Broadcast(e.to_string()))?
-            .counting(node.shared_metrics());
+        let options = NatsOptions::from_config(&config.nats)?.counting(node.shared_metrics());
         tracing::info!(
             context = "pubsub",
             "Starting NATS pub/sub: {}",
@@ -522,27 +543,15 @@ fn start_broadcasters(
     fatal: &Fatal,
     background: &Background,
 ) -> Result<(), AppError> {
-    let redis_options =
-        || RedisOptions::from_config(&config.redis).map_err(|e| AppError::Broadcast(e.to_string()));
     for adapter in &config.broadcast_adapters {
-        let shutdown = background.shutdown.clone();
-        match adapter.as_str() {
-            "redis" => {
-                let broadcaster = RedisBroadcaster::new(
-                    node.clone(),
-                    redis_options()?,
-                    config.redis.channel.clone(),
-                );
-                let fatal = fatal.clone();
-                background.tracker.spawn(async move {
-                    if let Err(reason) = broadcaster.run(shutdown).await {
-                        tracing::error!(context = "broadcast", provider = "redis", "{reason}");
-                        fatal.raise(reason.to_string());
-                    }
-                });
-            }
+        let broadcaster: Box<dyn Broadcaster> = match adapter.as_str() {
+            "redis" => Box::new(RedisBroadcaster::new(
+                node.clone(),
+                RedisOptions::from_config(&config.redis)?,
+                config.redis.channel.clone(),
+            )),
             "redisx" => {
-                let options = redis_options()?;
+                let options = RedisOptions::from_config(&config.redis)?;
                 let broadcaster =
                     RedisXBroadcaster::new(node.clone(), options.clone(), &config.redisx);
                 tracing::info!(
@@ -553,34 +562,43 @@ fn start_broadcasters(
                     "Starting Redis broadcaster at {}",
                     options.address()
                 );
-                background.tracker.spawn(broadcaster.run(shutdown));
+                Box::new(broadcaster)
             }
             "nats" => {
-                let options = NatsOptions::from_config(&config.nats)
-                    .map_err(|e| AppError::Broadcast(e.to_string()))?
-                    .counting(node.shared_metrics());
-                let broadcaster =
-                    NatsBroadcaster::new(node.clone(), options, config.nats.channel.clone());
-                background.tracker.spawn(async move {
-                    let _ = broadcaster.run(shutdown).await;
-                });
+                let options =
+                    NatsOptions::from_config(&config.nats)?.counting(node.shared_metrics());
+                Box::new(NatsBroadcaster::new(
+                    node.clone(),
+                    options,
+                    config.nats.channel.clone(),
+                ))
             }
-            _ => {}
-        }
+            _ => continue,
+        };
+        let (shutdown, fatal) = (background.shutdown.clone(), fatal.clone());
+        let provider = broadcaster.provider();
+        background.tracker.spawn(async move {
+            if let Err(error) = broadcaster.run(shutdown).await {
+                tracing::error!(context = "broadcast", provider, "{error}");
+                if error.stops_server() {
+                    fatal.raise(Failure::Broadcast(error));
+                }
+            }
+        });
     }
     Ok(())
 }
 
-/// The RPC client and the disconnect queue, unless RPC is off (`--norpc`).
+/// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`).
 fn start_backend(
     config: &Config,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Option<Backend>, AppError> {
+) -> Result<Arc<dyn Controller>, AppError> {
     let Some(rpc) = Rpc::from_config(config, metrics.clone())? else {
         tracing::info!(context = "rpc", "no RPC configured");
-        return Ok(None);
+        return Ok(Arc::new(NoController));
     };
     tracing::info!(
         context = "rpc",
@@ -602,21 +620,20 @@ fn start_backend(
         shutdown.clone(),
         tracker,
     );
-    Ok(Some(Backend {
+    Ok(Arc::new(RpcController {
         rpc,
         disconnector,
         mode: DisconnectMode::parse(&config.disconnector.mode),
     }))
 }
 
-/// The broker chosen in the config (also as the memory broker, for its housekeeping task).
-/// Distributed brokers keep their tasks until every connection is closed (`background`).
-#[allow(clippy::type_complexity)]
+/// The broker chosen in the config, by role (also as the memory broker, for its housekeeping
+/// task). Distributed brokers keep their tasks until every connection is closed (`background`).
 async fn start_broker(
     config: &Config,
     background: &Background,
     metrics: &Arc<Metrics>,
-) -> Result<(Option<Arc<dyn Broker>>, Option<Arc<MemoryBroker>>), AppError> {
+) -> Result<(Broker, Option<Arc<MemoryBroker>>), AppError> {
     let settings = &config.broker;
     let retention = Retention {
         history_limit: settings.history_limit,
@@ -629,49 +646,51 @@ async fn start_broker(
     );
     match settings.adapter.as_str() {
         "memory" => {
-            let broker = Arc::new(
-                MemoryBroker::new(
-                    retention.history_limit,
-                    retention.history_ttl,
-                    retention.sessions_ttl,
-                )
-                .with_presence_ttl(Duration::from_secs(settings.presence_ttl_secs)),
-            );
+            let broker = Arc::new(MemoryBroker::new(
+                retention.history_limit,
+                retention.history_ttl,
+                retention.sessions_ttl,
+            ));
+            let presence = MemoryPresence::new(Duration::from_secs(settings.presence_ttl_secs));
             tracing::info!(
                 "Using in-memory broker (epoch: {}, {described})",
-                broker.epoch()
+                crate::broker::History::epoch(&*broker)
             );
-            return Ok((Some(broker.clone()), Some(broker)));
+            let roles = Broker {
+                history: Some(broker.clone()),
+                sessions: Some(broker.clone()),
+                presence: Arc::new(presence),
+            };
+            return Ok((roles, Some(broker)));
         }
         "nats" | "redis" => {}
         _ => {
             tracing::info!("Using no-op (legacy) broker");
-            return Ok((None, None));
+            return Ok((Broker::none(), None));
         }
     }
-    let failed = |e: &dyn std::fmt::Display| AppError::Broker(e.to_string());
     let (shutdown, tracker) = (&background.shutdown, &background.tracker);
-    let (broker, provider, address): (Arc<dyn Broker>, &str, String) = if settings.adapter == "nats"
-    {
+    let (broker, epoch, provider, address) = if settings.adapter == "nats" {
         let options = NatsOptions::from_config(&config.nats)
-            .map_err(|e| failed(&e))?
+            .map_err(BrokerError::NatsAddress)?
             .counting(metrics.clone());
         let broker = NatsBroker::start(&options, retention, shutdown, tracker)
             .await
-            .map_err(|e| failed(&e))?;
-        (broker, "NATS", options.description())
+            .map_err(BrokerError::Nats)?;
+        let epoch = crate::broker::History::epoch(&*broker);
+        let description = options.description();
+        (Broker::without_presence(broker), epoch, "NATS", description)
     } else {
-        let options = RedisOptions::from_config(&config.redis).map_err(|e| failed(&e))?;
+        let options = RedisOptions::from_config(&config.redis).map_err(BrokerError::RedisUrl)?;
         let broker = RedisBroker::start(&options, retention, metrics.clone(), shutdown, tracker)
             .await
-            .map_err(|e| failed(&e))?;
-        (broker, "Redis", options.address())
+            .map_err(BrokerError::Redis)?;
+        let epoch = crate::broker::History::epoch(&*broker);
+        let address = options.address();
+        (Broker::without_presence(broker), epoch, "Redis", address)
     };
-    tracing::info!(
-        "Using {provider} broker: {address} (epoch: {}, {described})",
-        broker.epoch()
-    );
-    Ok((Some(broker), None))
+    tracing::info!("Using {provider} broker: {address} (epoch: {epoch}, {described})");
+    Ok((broker, None))
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed
@@ -738,14 +757,14 @@ impl Running {
         mut force: G,
         timeout: Duration,
         delay: Duration,
-    ) -> Result<(), String>
+    ) -> Result<(), Failure>
     where
         F: Future<Output = ()>,
         G: FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     {
         let failure = tokio::select! {
             _ = stop => None,
-            _ = self.fatal.token.cancelled() => Some(self.fatal.reason()),
+            _ = self.fatal.token.cancelled() => self.fatal.take(),
         };
         let outcome = match failure {
             Some(reason) => Err(reason),

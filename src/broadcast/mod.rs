@@ -1,6 +1,7 @@
 //! Broadcasters: the sources of publications (HTTP, Redis Pub/Sub, Redis Streams, NATS). Each
 //! parses what publishers send with [`crate::publication::parse`] and hands it to the node.
 
+pub mod broadcaster;
 pub mod http;
 pub mod nats;
 pub mod redis;

@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event, ServerAddr};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::apply_fan_out;
+use super::broadcaster::{BroadcastError, Broadcaster};
 use crate::config::NatsConfig;
 use crate::metrics::{Counter, Metrics};
 use crate::node::PublicationHandler;
@@ -151,55 +153,51 @@ impl NatsBroadcaster {
         }
     }
 
-    /// Receives and delivers until `shutdown` (or until the client gives up reconnecting).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+    /// Receives and delivers until `shutdown`; `Err` when the client gives up reconnecting
+    /// (the server goes on).
+    async fn receive_until(self, shutdown: CancellationToken) -> Result<(), BroadcastError> {
         let client = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             client = self.options.connect("broadcast") => client,
         };
-        let client = match client {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(
-                    context = "broadcast",
-                    provider = "nats",
-                    "failed to connect to NATS: {error}"
-                );
-                return Ok(());
-            }
-        };
+        let client = client.map_err(BroadcastError::NatsConnect)?;
         tracing::info!(
             context = "broadcast",
             provider = "nats",
             channel = %self.subject,
             "subscribing for broadcasts"
         );
-        let mut subscription = match client.subscribe(self.subject.clone()).await {
-            Ok(subscription) => subscription,
-            Err(error) => {
-                tracing::error!(
-                    context = "broadcast",
-                    provider = "nats",
-                    "failed to subscribe to {}: {error}",
-                    self.subject
-                );
-                return Ok(());
-            }
-        };
+        let mut subscription = client
+            .subscribe(self.subject.clone())
+            .await
+            .map_err(|source| BroadcastError::NatsSubscribe {
+                subject: self.subject.clone(),
+                source,
+            })?;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 message = subscription.next() => match message {
                     Some(message) => apply_fan_out(&*self.node, &message.payload, "nats"),
-                    None => {
-                        tracing::error!(context = "broadcast", provider = "nats", "NATS subscription ended");
-                        return Ok(());
-                    }
+                    None => return Err(BroadcastError::NatsSubscriptionEnded),
                 },
             }
         }
         let _ = subscription.unsubscribe().await;
         let _ = client.drain().await;
         Ok(())
+    }
+}
+
+impl Broadcaster for NatsBroadcaster {
+    fn provider(&self) -> &'static str {
+        "nats"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        Box::pin(self.receive_until(shutdown))
     }
 }

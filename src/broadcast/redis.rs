@@ -11,10 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::apply_fan_out;
+use super::broadcaster::{BroadcastError, Broadcaster};
 use crate::clients::reconnect::Reconnect;
 use crate::clients::redis::{Connection, RedisError, RedisOptions, Value};
 use crate::metrics::Counter;
@@ -48,7 +50,7 @@ impl RedisBroadcaster {
     /// Subscribes and delivers until `shutdown`, reconnecting for as long as it runs; `Err`
     /// only when an explicit `redis.max_reconnect_attempts` is exhausted (the caller stops the
     /// server, as the reference does).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), &'static str> {
+    async fn receive_until(self, shutdown: CancellationToken) -> Result<(), BroadcastError> {
         let mut reconnect = Reconnect::new(
             "broadcast",
             "redis",
@@ -78,7 +80,9 @@ impl RedisBroadcaster {
                 }
                 Err(error) => error,
             };
-            let delay = reconnect.failed(&error)?;
+            let delay = reconnect
+                .failed(&error)
+                .map_err(|_| BroadcastError::RedisAttemptsExceeded { last: error })?;
             self.node.metrics().inc(Counter::ServiceReconnects);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -146,5 +150,18 @@ impl RedisBroadcaster {
             }
         }
         // `subscribe` confirmations and `pong` replies only prove the connection is alive.
+    }
+}
+
+impl Broadcaster for RedisBroadcaster {
+    fn provider(&self) -> &'static str {
+        "redis"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        Box::pin(self.receive_until(shutdown))
     }
 }

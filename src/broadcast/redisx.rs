@@ -26,10 +26,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::broadcaster::{BroadcastError, Broadcaster};
 use crate::clients::reconnect::Reconnect;
 use crate::clients::redis::{Connection, RedisError, RedisOptions, Value};
 use crate::config::RedisXConfig;
@@ -75,8 +77,9 @@ impl RedisXBroadcaster {
         &self.consumer
     }
 
-    /// Consumes until `shutdown`, then leaves the group.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown`, then leaves the group; `Err` only when an explicit
+    /// `redis.max_reconnect_attempts` is exhausted (the server goes on).
+    async fn consume_until(self, shutdown: CancellationToken) -> Result<(), BroadcastError> {
         let mut reconnect = Reconnect::new(
             "broadcast",
             "redisx",
@@ -88,26 +91,23 @@ impl RedisXBroadcaster {
             let error = match self.session(&shutdown, &mut reconnect).await {
                 Ok(()) => {
                     self.leave().await;
-                    return;
+                    return Ok(());
                 }
                 Err(error) => error,
             };
             if shutdown.is_cancelled() {
                 self.leave().await;
-                return;
+                return Ok(());
             }
             let Ok(delay) = reconnect.failed(&error) else {
-                tracing::error!(
-                    context = "broadcast",
-                    provider = "redisx",
-                    consumer = %self.consumer,
-                    "failed to reconnect to Redis: attempts exceeded"
-                );
-                return;
+                return Err(BroadcastError::RedisXAttemptsExceeded {
+                    consumer: self.consumer.clone(),
+                    last: error,
+                });
             };
             self.node.metrics().inc(Counter::ServiceReconnects);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -385,6 +385,19 @@ fn parse_entries(list: Value) -> Result<Vec<Entry>, RedisError> {
         entries.push(Entry { id, payload });
     }
     Ok(entries)
+}
+
+impl Broadcaster for RedisXBroadcaster {
+    fn provider(&self) -> &'static str {
+        "redisx"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), BroadcastError>> {
+        Box::pin(self.consume_until(shutdown))
+    }
 }
 
 #[cfg(test)]

@@ -32,8 +32,8 @@ use tokio_util::task::TaskTracker;
 
 use super::session_writes::{self, SessionStore, SessionWrites};
 use super::{
-    check_history_from, Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError,
-    StoredMessage, StreamPosition,
+    check_history_from, History, HistoryError, Position, Retention, ServiceError, SessionCache,
+    SessionSnapshot, StoreError, StoredMessage, StreamPosition,
 };
 use crate::broadcast::nats::NatsOptions;
 use crate::protocol::Payload;
@@ -55,7 +55,49 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 #[error("JetStream is unavailable: {0}")]
-pub struct StartError(String);
+pub struct StartError(#[source] NatsError);
+
+/// A JetStream error of any request kind (the client has one error type per request).
+type RequestError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request of the NATS broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[source] async_nats::ConnectError),
+    #[error("cannot open the key-value bucket {bucket}: {source}")]
+    OpenBucket {
+        bucket: &'static str,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    /// A key that is not a subject token (the text is the key).
+    #[error("{0:?} cannot be a key")]
+    InvalidKey(String),
+    /// Publishing was refused before it was sent: the client would buffer it until it
+    /// reconnects, long after the caller was told the outcome.
+    #[error("not connected to NATS")]
+    NotConnected,
+    #[error("{0}")]
+    Publish(#[source] async_nats::jetstream::context::PublishError),
+    /// Any other JetStream request; `action` says which.
+    #[error("{action}: {source}")]
+    Request {
+        action: &'static str,
+        #[source]
+        source: RequestError,
+    },
+    #[error("history read timed out")]
+    ReadTimeout,
+    #[error("the epoch vanished while being read")]
+    EpochVanished,
+}
+
+impl NatsError {
+    fn request(action: &'static str) -> impl FnOnce(RequestError) -> NatsError {
+        move |source| NatsError::Request { action, source }
+    }
+}
 
 /// A key-value bucket kept in its JetStream stream (see the module documentation).
 #[derive(Clone)]
@@ -69,9 +111,9 @@ impl Bucket {
     /// Opens the bucket, creating its stream with `ttl` when it does not exist.
     async fn open(
         jetstream: &jetstream::Context,
-        name: &str,
+        name: &'static str,
         ttl: Duration,
-    ) -> Result<Bucket, String> {
+    ) -> Result<Bucket, NatsError> {
         let stream = jetstream
             .get_or_create_stream(stream::Config {
                 name: format!("KV_{name}"),
@@ -84,7 +126,10 @@ impl Bucket {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("cannot open the key-value bucket {name}: {e}"))?;
+            .map_err(|source| NatsError::OpenBucket {
+                bucket: name,
+                source,
+            })?;
         Ok(Bucket {
             jetstream: jetstream.clone(),
             stream,
@@ -93,7 +138,7 @@ impl Bucket {
     }
 
     /// The value of `key`; `None` when there is none (or the key cannot be a subject token).
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, NatsError> {
         if !valid_key(key) {
             return Ok(None);
         }
@@ -106,37 +151,41 @@ impl Bucket {
             Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
                 Ok(None)
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(NatsError::request("cannot read a key")(error.into())),
         }
     }
 
     /// Writes `key` (restarting its time to live).
-    async fn put(&self, key: &str, value: Bytes) -> Result<(), String> {
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), NatsError> {
         self.publish(key, Publish::build().payload(value)).await
     }
 
     /// Writes `key` only if it has no value; `Ok(false)` when it had one.
-    async fn create(&self, key: &str, value: Bytes) -> Result<bool, String> {
+    async fn create(&self, key: &str, value: Bytes) -> Result<bool, NatsError> {
         let publish = Publish::build()
             .expected_last_subject_sequence(0)
             .payload(value);
         match self.publish(key, publish).await {
             Ok(()) => Ok(true),
-            Err(error) if error.contains("wrong last sequence") => Ok(false),
+            Err(NatsError::Publish(error))
+                if error.kind() == PublishErrorKind::WrongLastSequence =>
+            {
+                Ok(false)
+            }
             Err(error) => Err(error),
         }
     }
 
-    async fn publish(&self, key: &str, publish: Publish) -> Result<(), String> {
+    async fn publish(&self, key: &str, publish: Publish) -> Result<(), NatsError> {
         if !valid_key(key) {
-            return Err(format!("{key:?} cannot be a key"));
+            return Err(NatsError::InvalidKey(key.to_string()));
         }
         self.jetstream
             .send_publish(format!("{}{key}", self.prefix), publish)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(NatsError::Publish)?
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(NatsError::Publish)?;
         Ok(())
     }
 }
@@ -147,22 +196,6 @@ fn valid_key(key: &str) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'='))
-}
-
-/// Why a publication was not stored.
-struct Unstored {
-    /// JetStream has no stream for the subject.
-    stream_missing: bool,
-    reason: String,
-}
-
-impl Unstored {
-    fn other(reason: impl Into<String>) -> Unstored {
-        Unstored {
-            stream_missing: false,
-            reason: reason.into(),
-        }
-    }
 }
 
 pub struct NatsBroker {
@@ -187,7 +220,7 @@ impl NatsBroker {
         let client = options
             .connect("broker")
             .await
-            .map_err(|e| StartError(e.to_string()))?;
+            .map_err(|e| StartError(NatsError::Connect(e)))?;
         let jetstream = jetstream::new(client);
         let epoch_ttl = 10 * retention.history_ttl.max(retention.sessions_ttl);
         let mut attempt = 0;
@@ -196,7 +229,7 @@ impl NatsBroker {
                 let sessions =
                     Bucket::open(&jetstream, SESSIONS_BUCKET, retention.sessions_ttl).await?;
                 let epochs = Bucket::open(&jetstream, EPOCH_BUCKET, epoch_ttl).await?;
-                Ok::<_, String>((sessions, epochs))
+                Ok::<_, NatsError>((sessions, epochs))
             };
             match buckets.await {
                 Ok(buckets) => break buckets,
@@ -227,7 +260,7 @@ impl NatsBroker {
     }
 
     /// Creates the JetStream stream of `stream` unless this node already did.
-    async fn ensure_stream(&self, name: &str) -> Result<(), String> {
+    async fn ensure_stream(&self, name: &str) -> Result<(), NatsError> {
         if lock(&self.streams).contains(name) {
             return Ok(());
         }
@@ -241,7 +274,7 @@ impl NatsBroker {
                 ..Default::default()
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| NatsError::request("cannot create a history stream")(e.into()))?;
         lock(&self.streams).insert(name.to_string());
         Ok(())
     }
@@ -249,11 +282,11 @@ impl NatsBroker {
     /// Stores one publication. Refused at once while the client is disconnected: the client
     /// would buffer it and send it after reconnecting, when the caller has long been told it
     /// failed (and a publisher retrying would store it twice).
-    async fn publish(&self, name: &str, payload: &Payload) -> Result<u64, Unstored> {
+    async fn publish(&self, name: &str, payload: &Payload) -> Result<u64, NatsError> {
         if self.jetstream.client().connection_state() != async_nats::connection::State::Connected {
-            return Err(Unstored::other("not connected to NATS"));
+            return Err(NatsError::NotConnected);
         }
-        self.ensure_stream(name).await.map_err(Unstored::other)?;
+        self.ensure_stream(name).await?;
         let published = self
             .jetstream
             .publish(
@@ -265,13 +298,7 @@ impl NatsBroker {
             Ok(ack) => ack.await,
             Err(error) => Err(error),
         };
-        match ack {
-            Ok(ack) => Ok(ack.sequence),
-            Err(error) => Err(Unstored {
-                stream_missing: error.kind() == PublishErrorKind::StreamNotFound,
-                reason: error.to_string(),
-            }),
-        }
+        ack.map(|ack| ack.sequence).map_err(NatsError::Publish)
     }
 
     /// The JetStream stream of `name` and its state; `None` when it does not exist.
@@ -284,7 +311,7 @@ impl NatsBroker {
                 {
                     Ok(None)
                 }
-                _ => Err(HistoryError::Unavailable(error.to_string())),
+                _ => Err(unavailable("cannot look up a history stream")(error.into())),
             },
         }
     }
@@ -297,12 +324,11 @@ impl NatsBroker {
         deliver: consumer::DeliverPolicy,
         last: u64,
     ) -> Result<Vec<StoredMessage>, HistoryError> {
-        let unavailable = |e: &dyn std::fmt::Display| HistoryError::Unavailable(e.to_string());
         let stream = self
             .jetstream
             .get_stream(name)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("cannot open a history stream")(e.into()))?;
         let consumer = stream
             .create_consumer(consumer::pull::Config {
                 deliver_policy: deliver,
@@ -311,7 +337,7 @@ impl NatsBroker {
                 ..Default::default()
             })
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("cannot create a history reader")(e.into()))?;
         let result = tokio::time::timeout(READ_TIMEOUT, async {
             let mut messages = Vec::new();
             let mut batch = consumer
@@ -319,12 +345,12 @@ impl NatsBroker {
                 .max_messages(self.retention.history_limit.max(1))
                 .messages()
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|e| unavailable("cannot fetch history")(e.into()))?;
             while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| unavailable(&*e))?;
+                let message = message.map_err(unavailable("cannot fetch history"))?;
                 let offset = message
                     .info()
-                    .map_err(|e| unavailable(&*e))?
+                    .map_err(|e| unavailable("a history message has no position")(e))?
                     .stream_sequence;
                 if offset > last {
                     break;
@@ -341,14 +367,19 @@ impl NatsBroker {
             Ok(messages)
         })
         .await
-        .unwrap_or_else(|_| Err(HistoryError::Unavailable("history read timed out".into())));
+        .unwrap_or_else(|_| Err(HistoryError::Unavailable(NatsError::ReadTimeout.into())));
         let consumer_name = consumer.cached_info().name.clone();
         let _ = stream.delete_consumer(&consumer_name).await;
         result
     }
 }
 
-impl Broker for NatsBroker {
+/// A failed JetStream request of a history read.
+fn unavailable(action: &'static str) -> impl FnOnce(RequestError) -> HistoryError {
+    move |source| HistoryError::Unavailable(NatsError::Request { action, source }.into())
+}
+
+impl History for NatsBroker {
     fn epoch(&self) -> Arc<str> {
         self.epoch
             .read()
@@ -367,15 +398,17 @@ impl Broker for NatsBroker {
                 // The stream was deleted behind this node's back (a NATS restart without
                 // storage, an operator): create it again, once. Any other failure is not
                 // retried: the publication may still have been stored.
-                Err(unstored) if unstored.stream_missing => {
+                Err(NatsError::Publish(error))
+                    if error.kind() == PublishErrorKind::StreamNotFound =>
+                {
                     lock(&self.streams).remove(&name);
                     self.publish(&name, payload).await
                 }
                 other => other,
             };
-            let offset = published.map_err(|unstored| StoreError {
+            let offset = published.map_err(|error| StoreError {
                 stream: stream.to_string(),
-                reason: unstored.reason,
+                source: error.into(),
             })?;
             Ok(Position {
                 offset,
@@ -429,7 +462,9 @@ impl Broker for NatsBroker {
             self.read(&name, deliver, state.last_sequence).await
         })
     }
+}
 
+impl SessionCache for NatsBroker {
     fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
         self.session_writes.save(sid, &snapshot);
     }
@@ -440,11 +475,8 @@ impl Broker for NatsBroker {
 
     fn restore_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Option<SessionSnapshot>> {
         Box::pin(async move {
-            let read = self.sessions.get(sid).await;
-            session_writes::decode(
-                "nats",
-                read.as_ref().map(|b| b.as_deref()).map_err(Clone::clone),
-            )
+            let read = self.sessions.get(sid).await.map_err(ServiceError::from);
+            session_writes::decode("nats", read.as_ref().map(|b| b.as_deref()))
         })
     }
 }
@@ -466,14 +498,14 @@ pub fn jetstream_name(stream: &str) -> String {
 }
 
 /// The cluster's epoch: created with a new random value when there is none.
-async fn shared_epoch(epochs: &Bucket) -> Result<String, String> {
+async fn shared_epoch(epochs: &Bucket) -> Result<String, NatsError> {
     let fresh = random_id()[..4].to_string();
     if epochs.create(EPOCH_KEY, Bytes::from(fresh.clone())).await? {
         return Ok(fresh);
     }
     match epochs.get(EPOCH_KEY).await? {
         Some(value) => Ok(String::from_utf8_lossy(&value).into_owned()),
-        None => Err("the epoch vanished while being read".into()),
+        None => Err(NatsError::EpochVanished),
     }
 }
 
@@ -510,15 +542,19 @@ async fn check_epoch(broker: Arc<NatsBroker>, epochs: Bucket, shutdown: Cancella
 }
 
 impl SessionStore for Bucket {
-    fn save<'a>(&'a self, sid: &'a str, snapshot: Vec<u8>) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(self.put(sid, snapshot.into()))
+    fn save<'a>(
+        &'a self,
+        sid: &'a str,
+        snapshot: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
+        Box::pin(async move { Ok(self.put(sid, snapshot.into()).await?) })
     }
 
     /// A key's time to live restarts when it is written again.
-    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             match self.get(sid).await? {
-                Some(bytes) => self.put(sid, bytes).await,
+                Some(bytes) => Ok(self.put(sid, bytes).await?),
                 None => Ok(()),
             }
         })

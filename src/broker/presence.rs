@@ -6,10 +6,63 @@
 //! when its last session goes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{PresenceError, PresenceEvent, PresenceInfo, PresenceRecord};
+use super::{Presence, PresenceError, PresenceEvent, PresenceInfo, PresenceRecord};
+
+/// The memory broker's presence (`--broker=memory`): one node's records, behind one lock
+/// (every operation is a few map updates, so a std `Mutex` is held only briefly and never
+/// across an await).
+pub struct MemoryPresence {
+    /// `--presence_ttl`: how long records live without a touch.
+    ttl: Duration,
+    store: Mutex<PresenceStore>,
+}
+
+impl MemoryPresence {
+    pub fn new(ttl: Duration) -> MemoryPresence {
+        MemoryPresence {
+            ttl,
+            store: Mutex::default(),
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, PresenceStore> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Presence for MemoryPresence {
+    fn join(
+        &self,
+        stream: &str,
+        sid: &str,
+        id: &str,
+        info: Option<&str>,
+    ) -> Result<Option<PresenceEvent>, PresenceError> {
+        self.store()
+            .join(Instant::now(), self.ttl, stream, sid, id, info)
+    }
+
+    fn leave(&self, stream: &str, sid: &str) -> Result<Option<PresenceEvent>, PresenceError> {
+        Ok(self.store().leave(stream, sid))
+    }
+
+    fn info(&self, stream: &str) -> Result<PresenceInfo, PresenceError> {
+        Ok(self.store().info(stream))
+    }
+
+    fn touch(&self, sid: &str) {
+        self.store().touch(Instant::now(), self.ttl, sid);
+    }
+
+    fn expire(&self) -> Vec<(Arc<str>, PresenceEvent)> {
+        self.store().expire(Instant::now())
+    }
+}
 
 struct Holder {
     /// Raw JSON text of the latest `info` (last write wins).
@@ -24,13 +77,13 @@ struct SessionRecords {
 }
 
 #[derive(Default)]
-pub(super) struct PresenceStore {
+struct PresenceStore {
     streams: HashMap<Arc<str>, HashMap<String, Holder>>,
     sessions: HashMap<Arc<str>, SessionRecords>,
 }
 
 impl PresenceStore {
-    pub(super) fn join(
+    fn join(
         &mut self,
         now: Instant,
         ttl: Duration,
@@ -83,7 +136,7 @@ impl PresenceStore {
         }
     }
 
-    pub(super) fn leave(&mut self, stream: &str, sid: &str) -> Option<PresenceEvent> {
+    fn leave(&mut self, stream: &str, sid: &str) -> Option<PresenceEvent> {
         let records = self.sessions.get_mut(sid)?;
         let id = records.streams.remove(stream)?;
         if records.streams.is_empty() {
@@ -107,13 +160,13 @@ impl PresenceStore {
         Some(PresenceEvent::Leave { id })
     }
 
-    pub(super) fn touch(&mut self, now: Instant, ttl: Duration, sid: &str) {
+    fn touch(&mut self, now: Instant, ttl: Duration, sid: &str) {
         if let Some(records) = self.sessions.get_mut(sid) {
             records.deadline = now + ttl;
         }
     }
 
-    pub(super) fn info(&self, stream: &str) -> PresenceInfo {
+    fn info(&self, stream: &str) -> PresenceInfo {
         let records: Vec<PresenceRecord> = self
             .streams
             .get(stream)
@@ -135,7 +188,7 @@ impl PresenceStore {
 
     /// Removes every record of the sessions whose deadline passed; the `leave` events by
     /// stream.
-    pub(super) fn expire(&mut self, now: Instant) -> Vec<(Arc<str>, PresenceEvent)> {
+    fn expire(&mut self, now: Instant) -> Vec<(Arc<str>, PresenceEvent)> {
         let expired: Vec<Arc<str>> = self
             .sessions
             .iter()

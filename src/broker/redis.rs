@@ -31,8 +31,8 @@ use tokio_util::task::TaskTracker;
 
 use super::session_writes::{self, SessionStore, SessionWrites};
 use super::{
-    check_history_from, Broker, HistoryError, Position, Retention, SessionSnapshot, StoreError,
-    StoredMessage, StreamPosition,
+    check_history_from, History, HistoryError, Position, Retention, ServiceError, SessionCache,
+    SessionSnapshot, StoreError, StoredMessage, StreamPosition,
 };
 use crate::clients::redis::{Connection, RedisError, RedisOptions, Value};
 use crate::metrics::{Counter, Metrics};
@@ -65,7 +65,7 @@ return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], '-', '+')}
 
 #[derive(Debug, thiserror::Error)]
 #[error("Redis is unavailable: {0}")]
-pub struct StartError(String);
+pub struct StartError(#[source] RedisError);
 
 /// One Redis connection shared by the callers of a task, opened on demand and dropped after
 /// an IO error or a timeout (its state is unknown then); the next call opens a new one, which
@@ -164,7 +164,7 @@ impl RedisBroker {
         let link = Link::new(options.clone(), metrics.clone());
         let epoch = shared_epoch(&link, epoch_ttl(&retention))
             .await
-            .map_err(|e| StartError(e.to_string()))?;
+            .map_err(StartError)?;
         // Session writes have a connection of their own.
         let sessions = Sessions {
             link: Link::new(options.clone(), metrics),
@@ -200,15 +200,22 @@ impl RedisBroker {
                 counter.as_bytes(),
             ])
             .await
-            .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
-        let invalid = || HistoryError::Unavailable("unexpected reply to a history read".into());
-        let mut parts = reply.into_array().ok_or_else(invalid)?.into_iter();
+            .map_err(|e| HistoryError::Unavailable(e.into()))?;
+        let invalid = |reply: &dyn std::fmt::Debug| {
+            HistoryError::Unavailable(ServiceError::UnexpectedReply(format!(
+                "to a history read: {reply:?}"
+            )))
+        };
+        let Value::Array(parts) = reply else {
+            return Err(invalid(&reply));
+        };
+        let mut parts = parts.into_iter();
         let last = match parts.next() {
             Some(Value::Nil) | None => return Ok(None),
             Some(value) => value
                 .as_str()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(invalid)?,
+                .ok_or_else(|| invalid(&value))?,
         };
         let oldest_kept = unix_now().saturating_sub(self.retention.history_ttl.as_secs() as i64);
         let entries = parts
@@ -259,7 +266,7 @@ impl Retained {
     }
 }
 
-impl Broker for RedisBroker {
+impl History for RedisBroker {
     fn epoch(&self) -> Arc<str> {
         self.current_epoch().id
     }
@@ -312,9 +319,9 @@ impl Broker for RedisBroker {
                 }),
                 other => Err(StoreError {
                     stream: stream.to_string(),
-                    reason: match other {
-                        Err(error) => error.to_string(),
-                        Ok(value) => format!("unexpected reply {value:?}"),
+                    source: match other {
+                        Err(error) => error.into(),
+                        Ok(value) => ServiceError::UnexpectedReply(format!("{value:?}")),
                     },
                 }),
             }
@@ -359,7 +366,9 @@ impl Broker for RedisBroker {
                 .collect())
         })
     }
+}
 
+impl SessionCache for RedisBroker {
     fn save_session(&self, sid: &str, snapshot: SessionSnapshot) {
         self.session_writes.save(sid, &snapshot);
     }
@@ -372,11 +381,8 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let key = session_key(sid);
             let read = self.link.call(&[b"GET", key.as_bytes()]).await;
-            let read = read
-                .as_ref()
-                .map(Value::as_bytes)
-                .map_err(|e| e.to_string());
-            session_writes::decode("redis", read)
+            let read = read.map_err(ServiceError::from);
+            session_writes::decode("redis", read.as_ref().map(Value::as_bytes))
         })
     }
 }
@@ -456,7 +462,11 @@ struct Sessions {
 }
 
 impl SessionStore for Sessions {
-    fn save<'a>(&'a self, sid: &'a str, snapshot: Vec<u8>) -> BoxFuture<'a, Result<(), String>> {
+    fn save<'a>(
+        &'a self,
+        sid: &'a str,
+        snapshot: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             let key = session_key(sid);
             let ttl = self.ttl_secs.as_bytes();
@@ -464,11 +474,11 @@ impl SessionStore for Sessions {
                 .call(&[b"SET", key.as_bytes(), &snapshot, b"EX", ttl])
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(ServiceError::from)
         })
     }
 
-    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), ServiceError>> {
         Box::pin(async move {
             let key = session_key(sid);
             let ttl = self.ttl_secs.as_bytes();
@@ -476,7 +486,7 @@ impl SessionStore for Sessions {
                 .call(&[b"EXPIRE", key.as_bytes(), ttl])
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string())
+                .map_err(ServiceError::from)
         })
     }
 }

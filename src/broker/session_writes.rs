@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::SessionSnapshot;
+use super::{ServiceError, SessionSnapshot};
 
 /// Session writes waiting for the store; beyond this, writes are dropped (and logged).
 const QUEUE: usize = 10_000;
@@ -15,9 +15,13 @@ const QUEUE: usize = 10_000;
 /// Where a distributed broker keeps session snapshots.
 pub trait SessionStore: Send + Sync + 'static {
     /// Writes the snapshot (JSON) and restarts its time to live.
-    fn save<'a>(&'a self, sid: &'a str, snapshot: Vec<u8>) -> BoxFuture<'a, Result<(), String>>;
+    fn save<'a>(
+        &'a self,
+        sid: &'a str,
+        snapshot: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), ServiceError>>;
     /// Restarts the time to live of a saved snapshot, if there is one.
-    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    fn touch<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), ServiceError>>;
 }
 
 enum Write {
@@ -29,7 +33,7 @@ enum Write {
 /// or decoded, as when there is none.
 pub fn decode(
     provider: &'static str,
-    read: Result<Option<&[u8]>, String>,
+    read: Result<Option<&[u8]>, &ServiceError>,
 ) -> Option<SessionSnapshot> {
     let bytes = read
         .inspect_err(|error| {

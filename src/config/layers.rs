@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::flags::{find_flag, FlagDef, Kind, FLAGS};
-use super::value::{parse_go_bool, parse_go_int, parse_text, split_list, Value};
+use super::value::{parse_go_bool, parse_go_int, parse_text, split_list, Value, ValueError};
 use super::ConfigError;
 
 /// Merged raw values of every flag, plus which ones a user source (file/env/CLI) set.
@@ -144,7 +144,7 @@ pub(crate) fn parse_cli(args: &[String]) -> Result<Cli, ConfigError> {
         let value = parse_text(flag.kind, &text).map_err(|reason| ConfigError::InvalidValue {
             origin: format!("flag --{}", flag.name),
             value: text.clone(),
-            reason,
+            reason: reason.to_string(),
         })?;
         cli.values.push((flag, value));
     }
@@ -168,10 +168,10 @@ pub(crate) fn apply_env(raw: &mut Raw, env: &HashMap<String, String>) -> Result<
         else {
             continue;
         };
-        let invalid = |reason: String| ConfigError::InvalidValue {
+        let invalid = |reason: ValueError| ConfigError::InvalidValue {
             origin: format!("environment variable {var}"),
             value: text.clone(),
-            reason,
+            reason: reason.to_string(),
         };
         let value = match flag.kind {
             Kind::Bool if text.is_empty() => Value::Bool(false),
@@ -248,7 +248,16 @@ fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
     None
 }
 
-fn from_toml(kind: Kind, item: &toml::Value) -> Result<Value, String> {
+/// A TOML value of the wrong type for its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, found {found}")]
+struct TypeMismatch {
+    expected: &'static str,
+    found: &'static str,
+}
+
+fn from_toml(kind: Kind, item: &toml::Value) -> Result<Value, TypeMismatch> {
+    let expected = |expected: &'static str, found: &'static str| TypeMismatch { expected, found };
     let found = item.type_str();
     match (kind, item) {
         (Kind::Bool, toml::Value::Boolean(b)) => Ok(Value::Bool(*b)),
@@ -261,7 +270,7 @@ fn from_toml(kind: Kind, item: &toml::Value) -> Result<Value, String> {
             .map(|i| {
                 i.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| format!("expected strings, found {}", i.type_str()))
+                    .ok_or_else(|| expected("strings", i.type_str()))
             })
             .collect::<Result<_, _>>()
             .map(Value::List),
@@ -270,14 +279,14 @@ fn from_toml(kind: Kind, item: &toml::Value) -> Result<Value, String> {
             .map(|(k, v)| {
                 v.as_str()
                     .map(|s| (k.clone(), s.to_string()))
-                    .ok_or_else(|| format!("expected string values, found {}", v.type_str()))
+                    .ok_or_else(|| expected("string values", v.type_str()))
             })
             .collect::<Result<_, _>>()
             .map(Value::Map),
-        (Kind::Bool, _) => Err(format!("expected a boolean, found {found}")),
-        (Kind::Int, _) => Err(format!("expected an integer, found {found}")),
-        (Kind::Str, _) => Err(format!("expected a string, found {found}")),
-        (Kind::List { .. }, _) => Err(format!("expected an array of strings, found {found}")),
-        (Kind::Map, _) => Err(format!("expected a table, found {found}")),
+        (Kind::Bool, _) => Err(expected("a boolean", found)),
+        (Kind::Int, _) => Err(expected("an integer", found)),
+        (Kind::Str, _) => Err(expected("a string", found)),
+        (Kind::List { .. }, _) => Err(expected("an array of strings", found)),
+        (Kind::Map, _) => Err(expected("a table", found)),
     }
 }

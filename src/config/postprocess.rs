@@ -20,7 +20,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
     }
 
     // §6.1 lists (the default `http,redis` is the reference's; Redis need not be up, see
-    // broadcast::reconnect).
+    // clients::reconnect).
     if let Some(bad) = cfg
         .broadcast_adapters
         .iter()

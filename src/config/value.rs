@@ -37,8 +37,22 @@ impl Value {
     }
 }
 
-/// Parses CLI/env text according to the flag kind. The error is a short reason.
-pub(crate) fn parse_text(kind: Kind, text: &str) -> Result<Value, String> {
+/// Why CLI/env text is not a value of its flag's kind. The text is the input (or the part of
+/// it) that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ValueError {
+    #[error("expected a boolean (true/false, 1/0, t/f)")]
+    NotBool,
+    #[error("expected an integer, got {0:?}")]
+    NotInt(String),
+    #[error("{0:?} is out of range")]
+    OutOfRange(String),
+    #[error("expected key:value pairs, got {0:?}")]
+    NotPair(String),
+}
+
+/// Parses CLI/env text according to the flag kind.
+pub(crate) fn parse_text(kind: Kind, text: &str) -> Result<Value, ValueError> {
     match kind {
         Kind::Bool => parse_go_bool(text).map(Value::Bool),
         Kind::Int => parse_go_int(text).map(Value::Int),
@@ -49,18 +63,18 @@ pub(crate) fn parse_text(kind: Kind, text: &str) -> Result<Value, String> {
 }
 
 /// Go's `strconv.ParseBool`.
-pub(crate) fn parse_go_bool(text: &str) -> Result<bool, String> {
+pub(crate) fn parse_go_bool(text: &str) -> Result<bool, ValueError> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err("expected a boolean (true/false, 1/0, t/f)".to_string()),
+        _ => Err(ValueError::NotBool),
     }
 }
 
 /// Go's `strconv.ParseInt(text, 0, 64)`: optional sign, `0x`/`0o`/`0b` prefixes, a bare leading `0`
 /// means octal, and `_` digit separators are allowed between digits.
-pub(crate) fn parse_go_int(text: &str) -> Result<i64, String> {
-    let invalid = || format!("expected an integer, got {text:?}");
+pub(crate) fn parse_go_int(text: &str) -> Result<i64, ValueError> {
+    let invalid = || ValueError::NotInt(text.to_string());
     let (negative, body) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -89,11 +103,11 @@ pub(crate) fn parse_go_int(text: &str) -> Result<i64, String> {
     let magnitude = u64::from_str_radix(&digits, radix).map_err(|_| invalid())?;
     if negative {
         if magnitude > i64::MAX as u64 + 1 {
-            return Err(format!("{text:?} is out of range"));
+            return Err(ValueError::OutOfRange(text.to_string()));
         }
         Ok((-(magnitude as i128)) as i64)
     } else {
-        i64::try_from(magnitude).map_err(|_| format!("{text:?} is out of range"))
+        i64::try_from(magnitude).map_err(|_| ValueError::OutOfRange(text.to_string()))
     }
 }
 
@@ -106,12 +120,12 @@ pub(crate) fn split_list(text: &str, sep: char) -> Vec<String> {
 }
 
 /// Parses `k:v,k:v` (metrics tags).
-pub(crate) fn parse_pairs(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_pairs(text: &str) -> Result<BTreeMap<String, String>, ValueError> {
     split_list(text, ',')
         .into_iter()
         .map(|pair| match pair.split_once(':') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(format!("expected key:value pairs, got {pair:?}")),
+            _ => Err(ValueError::NotPair(pair)),
         })
         .collect()
 }

@@ -22,11 +22,11 @@ impl Node {
         request: &ConnectRequest<'_>,
         outbox: &Arc<Outbox>,
     ) -> Option<Session> {
-        if !(request.extended && self.sessions_cache) {
+        if !request.extended {
             return None;
         }
-        let broker = self.broker.as_ref()?;
-        let snapshot = broker.restore_session(request.restore_sid?).await?;
+        let sessions = self.broker.sessions.as_ref()?;
+        let snapshot = sessions.restore_session(request.restore_sid?).await?;
         let mut session = self.register(request, snapshot.identifiers.clone(), outbox.clone());
         session.state = snapshot.state;
         session.disconnectable = snapshot.disconnectable;
@@ -91,7 +91,7 @@ impl Node {
         // Whatever is stored after the read must reach the gate.
         self.await_pubsub(&streams).await;
         let replay = self.read_histories(&streams, request).await;
-        let epoch = self.broker.as_ref().map(|b| b.epoch());
+        let epoch = self.broker.history.as_ref().map(|h| h.epoch());
         for (index, stream) in streams.iter().enumerate() {
             let covered = match (&replay, &epoch) {
                 (Ok(replay), Some(epoch)) => {
@@ -131,13 +131,17 @@ impl Node {
         streams: &[Arc<str>],
         request: &HistoryRequest,
     ) -> Result<Vec<Vec<StoredMessage>>, HistoryError> {
-        let broker = self.broker.as_ref().ok_or(HistoryError::UnknownStream)?;
+        let history = self
+            .broker
+            .history
+            .as_ref()
+            .ok_or(HistoryError::UnknownStream)?;
         let mut replay = Vec::with_capacity(streams.len());
         for stream in streams {
             let position = request.streams.as_ref().and_then(|s| s.get(&**stream));
             replay.push(match position {
-                Some(position) => broker.history_from(stream, position).await?,
-                None if request.since > 0 => broker.history_since(stream, request.since).await?,
+                Some(position) => history.history_from(stream, position).await?,
+                None if request.since > 0 => history.history_since(stream, request.since).await?,
                 None => Vec::new(),
             });
         }
@@ -151,8 +155,10 @@ impl Node {
         stream: &str,
         messages: &[StoredMessage],
     ) {
-        let Some(broker) = &self.broker else { return };
-        let epoch = broker.epoch();
+        let Some(history) = &self.broker.history else {
+            return;
+        };
+        let epoch = history.epoch();
         for message in messages {
             let position = FramePosition {
                 stream,

@@ -26,41 +26,13 @@ use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
 use crate::publication::{Inbound, Publication, PublicationMeta, RemoteCommand};
-use crate::rpc::disconnector::Disconnector;
-use crate::rpc::Rpc;
+use crate::rpc::controller::{Controller, DisconnectMode};
 use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
 use crate::streams::{Route, StreamsRouter};
 
 /// How many frames that are not valid commands a connection may send before it is
 /// disconnected. Each one is dropped and counted; a well-behaved client sends none.
 pub const MAX_MALFORMED_FRAMES: u32 = 16;
-
-/// When the backend is told that a session ended (`--disconnect_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectMode {
-    /// Sessions that had any answer from the backend.
-    Auto,
-    /// Every authenticated session, even those the backend never saw.
-    Always,
-    Never,
-}
-
-impl DisconnectMode {
-    pub fn parse(value: &str) -> DisconnectMode {
-        match value {
-            "always" => DisconnectMode::Always,
-            "never" => DisconnectMode::Never,
-            _ => DisconnectMode::Auto,
-        }
-    }
-}
-
-/// The application backend and how it is told about ended sessions.
-pub struct Backend {
-    pub rpc: Arc<Rpc>,
-    pub disconnector: Disconnector,
-    pub mode: DisconnectMode,
-}
 
 /// Outcome of a subscribe command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +68,10 @@ pub struct Node {
     registry: Mutex<Registry>,
     router: StreamsRouter,
     auth: Authenticator,
-    broker: Option<Arc<dyn Broker>>,
-    backend: Option<Backend>,
-    /// Sessions are cached (and can be restored) only when this is set.
-    sessions_cache: bool,
+    /// History, the session cache (`None` unless `--sessions_ttl` is positive) and presence.
+    broker: Broker,
+    /// The application backend (a null object when RPC is off).
+    backend: Arc<dyn Controller>,
     metrics: Arc<Metrics>,
     next_session_id: AtomicU64,
     /// Node-to-node pub/sub (`--pubsub`). Without one, publications, whispers and remote
@@ -119,8 +91,9 @@ pub struct Parts {
     pub hub: Hub,
     pub router: StreamsRouter,
     pub auth: Authenticator,
-    pub broker: Option<Arc<dyn Broker>>,
-    pub backend: Option<Backend>,
+    pub broker: Broker,
+    pub backend: Arc<dyn Controller>,
+    /// Sessions are cached (and can be restored) only when this is set.
     pub sessions_cache: bool,
     pub metrics: Arc<Metrics>,
     pub pubsub: Option<Arc<dyn PubSub>>,
@@ -133,8 +106,10 @@ impl Node {
             registry: Mutex::default(),
             router: parts.router,
             auth: parts.auth,
-            sessions_cache: parts.sessions_cache && parts.broker.is_some(),
-            broker: parts.broker,
+            broker: Broker {
+                sessions: parts.broker.sessions.filter(|_| parts.sessions_cache),
+                ..parts.broker
+            },
             backend: parts.backend,
             metrics: parts.metrics,
             next_session_id: AtomicU64::new(1),
@@ -167,10 +142,7 @@ impl Node {
         match self.auth.authenticate(request.token, &request.sid) {
             AuthOutcome::Accepted { identifiers } => {
                 let mut session = self.register(&request, identifiers.into(), outbox);
-                session.disconnectable = self
-                    .backend
-                    .as_ref()
-                    .is_some_and(|b| b.mode == DisconnectMode::Always);
+                session.disconnectable = self.backend.disconnect_mode() == DisconnectMode::Always;
                 session.send(
                     Reply::Welcome {
                         sid: &session.sid,
@@ -192,14 +164,7 @@ impl Node {
                 outbox.close(1011, "Auth Error");
                 None
             }
-            AuthOutcome::Undecided if self.backend.is_some() => {
-                self.connect_remote(request, outbox).await
-            }
-            AuthOutcome::Undecided => {
-                self.metrics.inc(Counter::FailedAuths);
-                outbox.disconnect(DisconnectReason::Unauthorized, false, 1000, "Auth Failed");
-                None
-            }
+            AuthOutcome::Undecided => self.connect_remote(request, outbox).await,
         }
     }
 
@@ -253,14 +218,13 @@ impl Node {
 
     /// Keeps a live session's cached snapshot from expiring.
     pub fn touch_snapshot(&self, session: &Session) {
-        if let (true, true, Some(broker)) = (session.extended, self.sessions_cache, &self.broker) {
-            broker.touch_session(&session.sid);
+        if let (true, Some(sessions)) = (session.extended, &self.broker.sessions) {
+            sessions.touch_session(&session.sid);
         }
     }
 
     fn save_snapshot(&self, session: &Session) {
-        let (true, true, Some(broker)) = (session.extended, self.sessions_cache, &self.broker)
-        else {
+        let (true, Some(sessions)) = (session.extended, &self.broker.sessions) else {
             return;
         };
         let subscriptions = session
@@ -283,7 +247,7 @@ impl Node {
             state: session.state.clone(),
             disconnectable: session.disconnectable,
         };
-        broker.save_session(&session.sid, snapshot);
+        sessions.save_session(&session.sid, snapshot);
     }
 
     /// Number of connected (authenticated) sessions.
@@ -306,11 +270,8 @@ impl Node {
             clients,
             uniq_clients,
             streams: self.hub.streams_count(),
-            disconnect_queue: self.backend.as_ref().map_or(0, |b| b.disconnector.queued()),
-            grpc_connections: self
-                .backend
-                .as_ref()
-                .map_or(0, |b| b.rpc.active_connections()),
+            disconnect_queue: self.backend.queued_disconnects(),
+            grpc_connections: self.backend.active_connections(),
         }
     }
 
@@ -437,20 +398,14 @@ impl Node {
                 self.save_snapshot(session);
                 Subscribed::Confirmed
             }
-            Route::Backend if self.backend.is_some() => {
-                self.subscribe_remote(session, identifier, history).await
-            }
-            Route::Reject | Route::Backend => {
-                self.send(
-                    session,
-                    Reply::RejectSubscription {
-                        identifier: &identifier,
-                    }
-                    .encode(),
-                );
-                Subscribed::Rejected
-            }
+            Route::Backend => self.subscribe_remote(session, identifier, history).await,
+            Route::Reject => self.reject_subscription(session, &identifier),
         }
+    }
+
+    pub(super) fn reject_subscription(&self, session: &Session, identifier: &str) -> Subscribed {
+        self.send(session, Reply::RejectSubscription { identifier }.encode());
+        Subscribed::Rejected
     }
 
     /// Waits until the pub/sub delivers these streams to this node (bounded; at once without
@@ -523,15 +478,7 @@ impl Node {
             );
             return;
         };
-        if self.backend.is_some() {
-            self.perform_remote(session, identifier, data).await;
-        } else {
-            tracing::debug!(
-                sid = &*session.sid,
-                identifier,
-                "message ignored: no backend"
-            );
-        }
+        self.perform_remote(session, identifier, data).await;
     }
 
     fn whisper(&self, session: &Session, identifier: &str, data: &str) {
@@ -599,8 +546,8 @@ impl Node {
     /// stream's publications are stored and dispatched one at a time, so that they are
     /// delivered in offset order.
     async fn register_and_dispatch(&self, mut publication: Publication) -> Result<(), StoreError> {
-        let broker = match &self.broker {
-            Some(broker) if !publication.meta.transient => broker,
+        let history = match &self.broker.history {
+            Some(history) if !publication.meta.transient => history,
             _ => {
                 self.dispatch(&publication);
                 return Ok(());
@@ -608,7 +555,7 @@ impl Node {
         };
         let _in_order = self.publish_order(&publication.stream).lock().await;
         let payload = Payload::from_data(&publication.data);
-        let position = broker
+        let position = history
             .store(&publication.stream, &payload)
             .await
             .inspect_err(|error| {

@@ -13,16 +13,16 @@ use crate::session::Session;
 pub enum PresenceLookup {
     /// `{"type":"info","total":N,"records":[...]}` as JSON text.
     Found(String),
-    /// The broker keeps no presence (no broker configured).
+    /// The broker keeps no presence (NATS, Redis, or no broker).
     Unsupported,
 }
 
 impl Node {
     /// The presence records of `stream`, as the REST API answers them.
     pub fn presence_users(&self, stream: &str) -> PresenceLookup {
-        match self.broker.as_ref().map(|b| b.presence_info(stream)) {
-            Some(Ok(info)) => PresenceLookup::Found(info_message(&info)),
-            _ => PresenceLookup::Unsupported,
+        match self.broker.presence.info(stream) {
+            Ok(info) => PresenceLookup::Found(info_message(&info)),
+            Err(_) => PresenceLookup::Unsupported,
         }
     }
 
@@ -33,13 +33,11 @@ impl Node {
         identifier: &str,
         presence: &PresenceRequest,
     ) {
-        let (Some(stream), Some(broker)) =
-            (self.presence_stream(session, identifier), &self.broker)
-        else {
+        let Some(stream) = self.presence_stream(session, identifier) else {
             tracing::debug!(sid = &*session.sid, identifier, "join: no presence here");
             return;
         };
-        match broker.presence_join(
+        match self.broker.presence.join(
             &stream,
             &session.sid,
             &presence.id,
@@ -53,17 +51,11 @@ impl Node {
 
     /// `leave` (also on unsubscribe): removes the session's record from the presence stream.
     pub(super) fn presence_leave(&self, session: &Session, identifier: &str) {
-        let (Some(stream), Some(broker)) =
-            (self.presence_stream(session, identifier), &self.broker)
-        else {
+        let Some(stream) = self.presence_stream(session, identifier) else {
             return;
         };
-        self.leave_stream(session, &stream, broker.as_ref());
-    }
-
-    fn leave_stream(&self, session: &Session, stream: &str, broker: &dyn crate::broker::Broker) {
-        match broker.presence_leave(stream, &session.sid) {
-            Ok(Some(event)) => self.broadcast_presence(stream, &event),
+        match self.broker.presence.leave(&stream, &session.sid) {
+            Ok(Some(event)) => self.broadcast_presence(&stream, &event),
             Ok(None) => {}
             Err(error) => tracing::debug!(sid = &*session.sid, "leave failed: {error}"),
         }
@@ -80,9 +72,9 @@ impl Node {
             );
             return;
         };
-        let message = match self.broker.as_ref().map(|b| b.presence_info(&stream)) {
-            Some(Ok(info)) => info_message(&info),
-            Some(Err(PresenceError::IdMismatch)) | Some(Err(PresenceError::Unsupported)) | None => {
+        let message = match self.broker.presence.info(&stream) {
+            Ok(info) => info_message(&info),
+            Err(PresenceError::IdMismatch | PresenceError::Unsupported) => {
                 r#"{"type":"error","total":0}"#.to_string()
             }
         };
@@ -92,21 +84,18 @@ impl Node {
     /// Restarts the time to live of the session's presence records (extended-protocol
     /// sessions, every `presence_ttl / 2`, and once on disconnect).
     pub fn touch_presence(&self, session: &Session) {
-        if let Some(broker) = &self.broker {
-            if session
-                .subscriptions
-                .values()
-                .any(|s| s.presence_stream.is_some())
-            {
-                broker.presence_touch(&session.sid);
-            }
+        if session
+            .subscriptions
+            .values()
+            .any(|s| s.presence_stream.is_some())
+        {
+            self.broker.presence.touch(&session.sid);
         }
     }
 
     /// Removes expired presence records and announces the `leave`s. Called every second.
     pub fn expire_presence(&self) {
-        let Some(broker) = &self.broker else { return };
-        for (stream, event) in broker.presence_expire() {
+        for (stream, event) in self.broker.presence.expire() {
             self.broadcast_presence(&stream, &event);
         }
     }

@@ -1,13 +1,15 @@
-//! Channels and authentication that live in the application backend, reached over RPC.
+//! Channels and authentication that live in the application backend, reached through its
+//! [`Controller`](crate::rpc::controller::Controller) (RPC, or nothing when RPC is off).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{ConnectRequest, DisconnectMode, Node, Subscribed};
+use super::{ConnectRequest, Node, Subscribed};
 use crate::metrics::Counter;
-use crate::protocol::HistoryRequest;
+use crate::protocol::{DisconnectReason, HistoryRequest};
+use crate::rpc::controller::{ControllerError, DisconnectMode};
 use crate::rpc::{
-    CommandMessage, CommandResponse, ConnectionRequest, DisconnectRequest, Env, RpcError, Status,
+    CommandMessage, CommandResponse, ConnectionRequest, DisconnectRequest, Env, Status,
 };
 use crate::session::{merge_state, Outbox, Session, Subscription};
 
@@ -17,6 +19,36 @@ const WHISPER_STREAM_KEY: &str = "$w";
 /// Channel-state key naming the stream presence commands apply to.
 const PRESENCE_STREAM_KEY: &str = "$p";
 
+/// The `Command` calls.
+#[derive(Clone, Copy)]
+enum CommandKind {
+    Subscribe,
+    Unsubscribe,
+    Perform,
+}
+
+impl CommandKind {
+    /// The command's name in logs (and on the wire).
+    fn name(self) -> &'static str {
+        match self {
+            CommandKind::Subscribe => "subscribe",
+            CommandKind::Unsubscribe => "unsubscribe",
+            CommandKind::Perform => "message",
+        }
+    }
+}
+
+/// What a `Command` call came back with.
+// A return value moved once, right after an RPC round trip: boxing the reply buys nothing.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    Reply(CommandResponse),
+    /// The call failed or the application reported an error (logged and counted).
+    Failed,
+    /// There is no backend.
+    NoBackend,
+}
+
 impl Node {
     /// Authentication by the backend's `Connect`.
     pub(super) async fn connect_remote(
@@ -24,18 +56,23 @@ impl Node {
         request: ConnectRequest<'_>,
         outbox: Arc<Outbox>,
     ) -> Option<Session> {
-        let backend = self.backend.as_ref()?;
         let env = Env {
             url: request.env.url.clone(),
             headers: request.env.headers.clone(),
             ..Env::default()
         };
-        let reply = backend
-            .rpc
-            .connect(&request.sid, ConnectionRequest { env: Some(env) })
+        let reply = self
+            .backend
+            .authenticate(&request.sid, ConnectionRequest { env: Some(env) })
             .await;
         let reply = match reply {
             Ok(reply) => reply,
+            // Nobody can decide: rejected like a failed authentication.
+            Err(ControllerError::NotConfigured) => {
+                self.metrics.inc(Counter::FailedAuths);
+                outbox.disconnect(DisconnectReason::Unauthorized, false, 1000, "Auth Failed");
+                return None;
+            }
             Err(error) => {
                 tracing::error!(
                     context = "rpc",
@@ -52,7 +89,7 @@ impl Node {
                 if let Some(changes) = &reply.env {
                     merge_state(&mut session.state, &changes.cstate);
                 }
-                session.disconnectable = backend.mode != DisconnectMode::Never;
+                session.disconnectable = self.backend.disconnect_mode() != DisconnectMode::Never;
                 for transmission in reply.transmissions {
                     self.send(&session, transmission);
                 }
@@ -88,11 +125,13 @@ impl Node {
         history: Option<HistoryRequest>,
     ) -> Subscribed {
         let identifier: Arc<str> = identifier.into();
-        let Some(reply) = self
-            .command(session, "subscribe", &identifier, String::new())
+        let reply = match self
+            .command(session, CommandKind::Subscribe, &identifier, String::new())
             .await
-        else {
-            return Subscribed::Failed;
+        {
+            Answer::Reply(reply) => reply,
+            Answer::Failed => return Subscribed::Failed,
+            Answer::NoBackend => return self.reject_subscription(session, &identifier),
         };
         if reply.status == Status::Success as i32 {
             session.subscriptions.insert(
@@ -116,8 +155,13 @@ impl Node {
     /// case the subscription is kept, as the reference does.
     pub(super) async fn unsubscribe_remote(&self, session: &mut Session, identifier: &str) -> bool {
         let identifier: Arc<str> = identifier.into();
-        let Some(mut reply) = self
-            .command(session, "unsubscribe", &identifier, String::new())
+        let Answer::Reply(mut reply) = self
+            .command(
+                session,
+                CommandKind::Unsubscribe,
+                &identifier,
+                String::new(),
+            )
             .await
         else {
             return false;
@@ -136,22 +180,33 @@ impl Node {
         data: String,
     ) {
         let identifier: Arc<str> = identifier.into();
-        if let Some(reply) = self.command(session, "message", &identifier, data).await {
-            self.apply(session, &identifier, reply, None).await;
-            self.save_snapshot(session);
+        match self
+            .command(session, CommandKind::Perform, &identifier, data)
+            .await
+        {
+            Answer::Reply(reply) => {
+                self.apply(session, &identifier, reply, None).await;
+                self.save_snapshot(session);
+            }
+            Answer::Failed => {}
+            Answer::NoBackend => tracing::debug!(
+                sid = &*session.sid,
+                %identifier,
+                "message ignored: no backend"
+            ),
         }
     }
 
-    /// Makes one `Command` call; `None` (after logging and counting) when it failed or the
+    /// Makes one `Command` call; `Failed` (after logging and counting) when it failed or the
     /// application reported an error, in which case nothing of the reply is applied.
     async fn command(
         &self,
         session: &mut Session,
-        command: &str,
+        kind: CommandKind,
         identifier: &Arc<str>,
         data: String,
-    ) -> Option<CommandResponse> {
-        let backend = self.backend.as_ref()?;
+    ) -> Answer {
+        let command = kind.name();
         let env = Env {
             url: session.env.url.clone(),
             headers: session.env.headers.clone(),
@@ -163,13 +218,20 @@ impl Node {
                 .unwrap_or_default(),
         };
         let message = CommandMessage {
-            command: command.to_string(),
+            // Set by the controller's method.
+            command: String::new(),
             identifier: identifier.to_string(),
             connection_identifiers: session.identifiers.to_string(),
             data,
             env: Some(env),
         };
-        match backend.rpc.command(&session.sid, message).await {
+        let sid = &session.sid;
+        let call = match kind {
+            CommandKind::Subscribe => self.backend.subscribe(sid, message),
+            CommandKind::Unsubscribe => self.backend.unsubscribe(sid, message),
+            CommandKind::Perform => self.backend.perform(sid, message),
+        };
+        match call.await {
             Ok(reply) if reply.status == Status::Error as i32 => {
                 self.metrics.inc(Counter::FailedClientMsg);
                 tracing::error!(
@@ -179,18 +241,19 @@ impl Node {
                     "Application error: {}",
                     reply.error_msg
                 );
-                None
+                Answer::Failed
             }
             Ok(reply) => {
-                if backend.mode != DisconnectMode::Never {
+                if self.backend.disconnect_mode() != DisconnectMode::Never {
                     session.disconnectable = true;
                 }
-                Some(reply)
+                Answer::Reply(reply)
             }
+            Err(ControllerError::NotConfigured) => Answer::NoBackend,
             Err(error) => {
                 self.metrics.inc(Counter::FailedClientMsg);
                 log_failure(&session.sid, command, &error);
-                None
+                Answer::Failed
             }
         }
     }
@@ -285,8 +348,7 @@ impl Node {
 
     /// Tells the backend a session ended, when it must know (`--disconnect_mode`).
     pub(super) async fn notify_backend_of_disconnect(&self, session: &Session) {
-        let Some(backend) = &self.backend else { return };
-        if !session.disconnectable || backend.mode == DisconnectMode::Never {
+        if !session.disconnectable || self.backend.disconnect_mode() == DisconnectMode::Never {
             return;
         }
         let istate: HashMap<String, String> = session
@@ -314,14 +376,11 @@ impl Node {
                 istate,
             }),
         };
-        backend
-            .disconnector
-            .enqueue(session.sid.clone(), request)
-            .await;
+        self.backend.disconnect(session.sid.clone(), request).await;
     }
 }
 
-fn log_failure(sid: &str, command: &str, error: &RpcError) {
+fn log_failure(sid: &str, command: &str, error: &ControllerError) {
     tracing::error!(context = "rpc", sid, command, "RPC command failed: {error}");
 }
 

@@ -24,7 +24,7 @@ use super::proto::{
     DisconnectResponse,
 };
 use super::tls::Trust;
-use super::{CallError, SetupError, Transport};
+use super::{CallError, HostError, SetupError, Transport};
 use crate::config::RpcConfig;
 
 /// How often `dns:///` targets are resolved again.
@@ -53,7 +53,7 @@ enum Target {
     Dns(String),
 }
 
-fn parse_target(host: &str) -> Result<Target, String> {
+fn parse_target(host: &str) -> Result<Target, HostError> {
     if let Some(list) = host.strip_prefix("grpc-list://") {
         let addresses: Vec<String> = list
             .split(',')
@@ -62,7 +62,7 @@ fn parse_target(host: &str) -> Result<Target, String> {
             .map(str::to_string)
             .collect();
         if addresses.is_empty() {
-            return Err("empty address list".into());
+            return Err(HostError::EmptyList);
         }
         return Ok(Target::List(addresses));
     }
@@ -74,7 +74,7 @@ fn parse_target(host: &str) -> Result<Target, String> {
     }
     let address = host.strip_prefix("grpc://").unwrap_or(host);
     if address.is_empty() || address.contains("://") {
-        return Err("expected host:port, dns:///host:port or grpc-list://host:port,...".into());
+        return Err(HostError::UnknownForm);
     }
     Ok(Target::Single(address.to_string()))
 }
@@ -85,17 +85,17 @@ fn endpoint(
     address: &str,
     tls: Option<&ClientTlsConfig>,
     domain: &str,
-) -> Result<Endpoint, String> {
+) -> Result<Endpoint, HostError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-        .map_err(|e| e.to_string())?
+        .map_err(HostError::Endpoint)?
         .http2_keep_alive_interval(KEEPALIVE)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     match tls {
         Some(tls) => endpoint
             .tls_config(tls.clone().domain_name(domain))
-            .map_err(|e| e.to_string()),
+            .map_err(HostError::Endpoint),
         None => Ok(endpoint),
     }
 }
@@ -115,7 +115,10 @@ fn host_of(address: &str) -> &str {
 
 impl GrpcTransport {
     pub fn new(config: &RpcConfig, trust: Option<Trust>) -> Result<GrpcTransport, SetupError> {
-        let invalid = |why: String| SetupError::Host(config.host.clone(), why);
+        let invalid = |reason: HostError| SetupError::Host {
+            host: config.host.clone(),
+            reason,
+        };
         let tls = tls_config(trust);
         let live = Arc::new(AtomicUsize::new(0));
         let connector = CountingConnector::new(live.clone());
@@ -392,17 +395,20 @@ mod tests {
     #[test]
     fn parses_targets() {
         assert_eq!(
-            parse_target("localhost:50051"),
-            Ok(Target::Single("localhost:50051".into()))
-        );
-        assert_eq!(parse_target("grpc://a:1"), Ok(Target::Single("a:1".into())));
-        assert_eq!(
-            parse_target("dns:///rpc:50051"),
-            Ok(Target::Dns("rpc:50051".into()))
+            parse_target("localhost:50051").ok(),
+            Some(Target::Single("localhost:50051".into()))
         );
         assert_eq!(
-            parse_target("grpc-list://a:1,,b:2"),
-            Ok(Target::List(vec!["a:1".into(), "b:2".into()]))
+            parse_target("grpc://a:1").ok(),
+            Some(Target::Single("a:1".into()))
+        );
+        assert_eq!(
+            parse_target("dns:///rpc:50051").ok(),
+            Some(Target::Dns("rpc:50051".into()))
+        );
+        assert_eq!(
+            parse_target("grpc-list://a:1,,b:2").ok(),
+            Some(Target::List(vec!["a:1".into(), "b:2".into()]))
         );
         assert!(parse_target("grpc-list://").is_err());
         assert!(parse_target("ftp://x").is_err());

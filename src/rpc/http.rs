@@ -21,7 +21,7 @@ use super::proto::{
     DisconnectResponse,
 };
 use super::tls::{rustls_config, Trust};
-use super::{CallError, SetupError, Transport};
+use super::{CallError, HostError, SetupError, Transport};
 use crate::config::RpcConfig;
 
 /// Per-attempt timeout when neither `--http_rpc_timeout` nor `--rpc_request_timeout` is set.
@@ -43,7 +43,10 @@ impl HttpTransport {
     pub fn new(config: &RpcConfig, trust: Option<Trust>) -> Result<HttpTransport, SetupError> {
         let base = config.host.trim_end_matches('/').to_string();
         if base.parse::<hyper::Uri>().is_err() {
-            return Err(SetupError::Host(config.host.clone(), "not a URL".into()));
+            return Err(SetupError::Host {
+                host: config.host.clone(),
+                reason: HostError::NotUrl,
+            });
         }
         let builder = match &trust {
             Some(trust) => {

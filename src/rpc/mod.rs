@@ -4,6 +4,7 @@
 //! metrics.
 
 mod breaker;
+pub mod controller;
 pub mod disconnector;
 mod grpc;
 mod http;
@@ -73,10 +74,27 @@ pub trait Transport: Send + Sync {
     ) -> BoxFuture<'a, Result<DisconnectResponse, CallError>>;
 }
 
+/// What is wrong with `--rpc_host`.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("empty address list")]
+    EmptyList,
+    #[error("expected host:port, dns:///host:port or grpc-list://host:port,...")]
+    UnknownForm,
+    #[error("not a URL")]
+    NotUrl,
+    #[error("{0}")]
+    Endpoint(#[source] tonic::transport::Error),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("invalid --rpc_host {0:?}: {1}")]
-    Host(String, String),
+    #[error("invalid --rpc_host {host:?}: {reason}")]
+    Host {
+        host: String,
+        #[source]
+        reason: HostError,
+    },
     #[error("RPC TLS: {0}")]
     Tls(String),
 }
