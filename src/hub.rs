@@ -14,9 +14,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
-use crate::protocol::{broadcast_frame, DisconnectReason, FramePosition, Payload};
+use crate::protocol::{broadcast_frame, DisconnectReason, FramePosition, Payload, TextFrame};
 use crate::session::{Outbox, Pushed};
 
 /// How many frames a gate holds before its subscriber is disconnected as too slow. A gate is
@@ -85,7 +83,7 @@ pub struct Covered {
 /// A frame held by a gate, with the stream offset it carries, if any.
 struct Held {
     offset: Option<u64>,
-    frame: Utf8Bytes,
+    frame: TextFrame,
 }
 
 #[derive(Default)]
@@ -267,7 +265,7 @@ impl StreamLock<'_> {
         };
         let offset = delivery.position.map(|p| p.offset);
         for group in groups {
-            let frame: Utf8Bytes = broadcast_frame(
+            let frame: TextFrame = broadcast_frame(
                 &group.identifier,
                 delivery.payload,
                 delivery.broadcast_type,

@@ -6,9 +6,11 @@
 
 mod command;
 mod reply;
+mod text_frame;
 
 pub use command::{decode, Command, DecodeError, HistoryRequest, PresenceRequest, StreamPosition};
 pub use reply::{broadcast_frame, DisconnectReason, FramePosition, Payload, Reply};
+pub use text_frame::TextFrame;
 
 /// The base Action Cable protocol.
 pub const BASE_PROTOCOL: &str = "actioncable-v1-json";

@@ -28,15 +28,14 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::{DisconnectReason, Reply};
+use crate::protocol::{DisconnectReason, Reply, TextFrame};
 
 /// One item for the writer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outgoing {
     /// A text frame; broadcast frames share one buffer across all recipients.
-    Text(Utf8Bytes),
+    Text(TextFrame),
     /// A WebSocket ping (native pings).
     Ping,
     /// A WebSocket pong answering the client's ping.
@@ -143,7 +142,7 @@ impl Outbox {
     }
 
     /// Queues a text frame, or turns the queue into a `too_slow` disconnect when it is full.
-    pub fn push(self: &Arc<Self>, frame: Utf8Bytes) -> Pushed {
+    pub fn push(self: &Arc<Self>, frame: TextFrame) -> Pushed {
         let mut state = self.lock();
         if state.closing {
             return Pushed::Closed;
@@ -389,7 +388,7 @@ impl FlushList {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> Utf8Bytes {
+    fn text(s: &str) -> TextFrame {
         s.to_string().into()
     }
 
