@@ -654,9 +654,9 @@ pub struct TlsClient {
 
 impl TlsClient {
     pub fn trusting(cert_pem: &str) -> TlsClient {
+        use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
-        let mut reader = std::io::BufReader::new(cert_pem.as_bytes());
-        for cert in rustls_pemfile::certs(&mut reader) {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
             roots.add(cert.expect("parse cert PEM")).expect("add root");
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
