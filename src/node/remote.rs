@@ -48,6 +48,7 @@ impl Node {
         };
         match Status::try_from(reply.status).unwrap_or(Status::Error) {
             Status::Success => {
+                super::events::authenticated(&request.sid, &reply.identifiers);
                 let mut session = self.register(&request, reply.identifiers.into(), outbox);
                 if let Some(changes) = &reply.env {
                     merge_state(&mut session.state, &changes.cstate);
@@ -60,6 +61,7 @@ impl Node {
                 Some(session)
             }
             Status::Failure => {
+                super::events::rejected(&request.sid, None, "by the backend");
                 self.metrics.inc(Counter::FailedAuths);
                 for transmission in reply.transmissions {
                     super::send_to(&self.metrics, &outbox, transmission);
