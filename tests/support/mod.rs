@@ -367,6 +367,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Makes `ca_pem` the whole system certificate store of the server, the way a container
+    /// image with a private CA installed would have it: `SSL_CERT_FILE` names it and
+    /// `SSL_CERT_DIR` an empty directory (both honoured by OpenSSL and rustls-native-certs).
+    pub fn system_store(self, ca_pem: &str) -> Self {
+        let dir = self.dir.path().join("system-store/certs");
+        std::fs::create_dir_all(&dir).expect("create the store directory");
+        let file = self.dir.write("system-store/ca.pem", ca_pem);
+        self.env("SSL_CERT_FILE", file.display().to_string())
+            .env("SSL_CERT_DIR", dir.display().to_string())
+    }
+
     fn has_broadcast_secret(&self) -> bool {
         self.args.iter().any(|a| {
             let a = a.trim_start_matches('-');
@@ -1313,7 +1324,7 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    fn spawn(cmd: &mut Command, what: &str) -> Guarded {
+    pub fn spawn(cmd: &mut Command, what: &str) -> Guarded {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1895,4 +1906,42 @@ pub fn assert_contiguous(seen: &[u64], from: u64) {
         seen, expected,
         "messages must arrive once each, in order, without gaps"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private certificate authority
+// ---------------------------------------------------------------------------------------------
+
+/// A CA of a test's own and a server certificate it signed (for `localhost` and 127.0.0.1),
+/// in PEM.
+pub struct PrivateCa {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl PrivateCa {
+    pub fn new() -> PrivateCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "anycable-rs test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        PrivateCa {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
 }
