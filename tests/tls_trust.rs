@@ -96,7 +96,9 @@ async fn rediss_refuses_a_ca_missing_from_the_system_store() {
     let channel = unique("ac-rediss");
     let server = redis_server(&PrivateCa::new().ca_pem, tls_port, &channel).await;
     assert!(
-        server.wait_output("invalid peer certificate", RECV_TIMEOUT).await,
+        server
+            .wait_output("invalid peer certificate", RECV_TIMEOUT)
+            .await,
         "expected the certificate to be refused:\n{}",
         server.output.all()
     );
