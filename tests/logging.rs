@@ -233,3 +233,28 @@ async fn json_records_have_an_rfc3339_time() {
     }
     assert!(checked > 0, "{log}");
 }
+
+#[tokio::test]
+async fn a_rejected_connection_is_logged_with_its_reason() {
+    let server = start(&["--debug", "--secret=abc", "--enforce_jwt"]).await;
+    let mut ws = server.ws().await;
+    ws.expect_disconnect("unauthorized", false, 1000, Some("Auth Failed"))
+        .await;
+    assert!(
+        server
+            .wait_output("WebSocket session completed", RECV_TIMEOUT)
+            .await
+    );
+    let log = server.output.all();
+    let rejected = debug_line(&log, "authentication rejected:", &["reason=unauthorized"]);
+    let sid = attribute(rejected, "sid");
+    let completed = debug_line(
+        &log,
+        "WebSocket session completed",
+        &[&format!("sid={sid}")],
+    );
+    assert_eq!(
+        attribute(completed, "reason"),
+        "closed by the server (1000 Auth Failed)"
+    );
+}

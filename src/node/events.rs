@@ -14,10 +14,15 @@ pub(super) fn authenticated(sid: &str, identifiers: &str) {
 
 /// The client is told `reason` (when there is one) and must not reconnect.
 pub(super) fn rejected(sid: &str, reason: Option<DisconnectReason>, why: &str) {
+    // The name the client sees in its `disconnect` message.
+    let reason = reason
+        .and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|v| v.as_str().map(str::to_string));
+    let reason = reason.as_deref();
     tracing::debug!(
         context = "node",
         sid,
-        ?reason,
+        reason,
         "authentication rejected: {why}"
     );
 }
