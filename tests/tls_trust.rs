@@ -74,7 +74,7 @@ async fn rediss_trusts_a_private_ca_in_the_system_store() {
             .call(&[b"PUBLISH", channel.as_bytes(), body.as_bytes()])
             .await
             .unwrap();
-        if receivers == anycable_rs::broadcast::resp::Value::Int(1) {
+        if receivers == anycable_rs::clients::redis::Value::Int(1) {
             break;
         }
         assert!(
