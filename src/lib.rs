@@ -24,3 +24,4 @@ pub mod server;
 pub mod session;
 pub mod streams;
 pub mod transport;
+pub mod trust;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anycable_rs::app;
-use anycable_rs::config::{self, Config, Loaded, LogLevel};
+use anycable_rs::config::{self, Config, Loaded};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -41,7 +41,8 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     anycable_rs::logging::init(&config.logging, &config.node_id);
-    if config.logging.level == LogLevel::Debug {
+    // Only `--debug` says so, as the reference does; `--log_level=debug` alone does not.
+    if config.logging.debug {
         tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
     }
 

@@ -1,5 +1,6 @@
 //! TLS between the server and an HTTP RPC backend: certificates are verified against
-//! `--rpc_tls_root_ca` (or the public roots), and turning verification off is refused.
+//! `--rpc_tls_root_ca`, or else the system's certificate store and the bundled public roots;
+//! turning verification off is refused.
 
 mod support;
 
@@ -13,18 +14,17 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 /// An HTTPS RPC backend that accepts every connection with a fixed welcome.
 async fn https_backend(cert_pem: &str, key_pem: &str) -> u16 {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -102,6 +102,44 @@ async fn an_untrusted_backend_certificate_fails_the_connection() {
         "--rpc_command_timeout=1000",
     ])
     .await;
+    let mut ws = server.ws().await;
+    let (code, reason) = ws.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1011, "Auth Error"));
+}
+
+/// A backend certified by a private CA that is only in the system's store (as a container
+/// image would install it): trusted with `--rpc_enable_tls` alone, like Go trusts that store.
+#[tokio::test]
+async fn a_private_ca_in_the_system_store_is_trusted() {
+    let pki = PrivateCa::new();
+    let port = https_backend(&pki.cert_pem, &pki.key_pem).await;
+    let server = ServerBuilder::new()
+        .system_store(&pki.ca_pem)
+        .args([
+            &format!("--rpc_host=https://localhost:{port}/_anycable"),
+            "--rpc_enable_tls",
+        ])
+        .start()
+        .await;
+    let mut ws = server.ws().await;
+    assert_eq!(ws.recv_json().await["sid"], "over-tls");
+}
+
+/// The same backend, with a system store that has another CA: the call fails.
+#[tokio::test]
+async fn a_ca_missing_from_the_system_store_is_not_trusted() {
+    let pki = PrivateCa::new();
+    let other = PrivateCa::new();
+    let port = https_backend(&pki.cert_pem, &pki.key_pem).await;
+    let server = ServerBuilder::new()
+        .system_store(&other.ca_pem)
+        .args([
+            &format!("--rpc_host=https://localhost:{port}/_anycable"),
+            "--rpc_enable_tls",
+            "--rpc_command_timeout=1000",
+        ])
+        .start()
+        .await;
     let mut ws = server.ws().await;
     let (code, reason) = ws.expect_close().await;
     assert_eq!((code, reason.as_str()), (1011, "Auth Error"));

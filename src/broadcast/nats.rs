@@ -130,6 +130,12 @@ impl NatsOptions {
         if self.dont_randomize {
             options = options.retain_servers_order();
         }
+        // Used when the URL says `tls://` or the server asks for TLS: the same trust as every
+        // other outgoing TLS connection (the system's store and the bundled roots).
+        match crate::trust::client_config(crate::trust::default_roots()) {
+            Ok(tls) => options = options.tls_client_config(tls),
+            Err(error) => tracing::warn!(context = component, "NATS TLS setup: {error}"),
+        }
         options.connect(self.servers.clone()).await
     }
 }

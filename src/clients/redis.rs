@@ -7,8 +7,6 @@
 //! so [`Connection::read`] can sit in a `select!` next to timers and shutdown.
 
 use std::fmt;
-use std::fs::File;
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +20,7 @@ use tokio_rustls::rustls::crypto::{
     ring::default_provider, verify_tls12_signature, verify_tls13_signature, CryptoProvider,
 };
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
 use crate::config::RedisConfig;
@@ -329,25 +327,19 @@ fn percent_decode(text: &str) -> Result<String, ()> {
 }
 
 /// The TLS client configuration of `rediss://`: like the reference, the server certificate is
-/// only verified with `--redis_tls_verify` (against `--redis_tls_ca_cert_path`, or the
-/// bundled web PKI roots); `--redis_tls_client_cert_path`/`_key_path` add a client
-/// certificate.
+/// only verified with `--redis_tls_verify`, against `--redis_tls_ca_cert_path` when given, the
+/// system's store and the bundled roots otherwise (`crate::trust`);
+/// `--redis_tls_client_cert_path`/`_key_path` add a client certificate.
 fn tls_config(config: &RedisConfig) -> Result<ClientConfig, RedisError> {
     let provider = Arc::new(default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RedisError::Tls(e.to_string()))?;
+    let builder = crate::trust::client_builder().map_err(RedisError::Tls)?;
     let builder = if config.tls_verify {
-        let mut roots = RootCertStore::empty();
-        if config.tls_ca_cert_path.is_empty() {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        } else {
-            for cert in read_certs(&config.tls_ca_cert_path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| RedisError::Tls(format!("{}: {e}", config.tls_ca_cert_path)))?;
-            }
-        }
+        let roots = match config.tls_ca_cert_path.as_str() {
+            "" => crate::trust::default_roots(),
+            path => crate::trust::read(path)
+                .and_then(|pem| crate::trust::roots_from_pem(&pem, path))
+                .map_err(RedisError::Tls)?,
+        };
         builder.with_root_certificates(roots)
     } else {
         builder
@@ -358,11 +350,12 @@ fn tls_config(config: &RedisConfig) -> Result<ClientConfig, RedisError> {
     match (cert.is_empty(), key.is_empty()) {
         (true, true) => Ok(builder.with_no_client_auth()),
         (false, false) => {
-            let certs = read_certs(cert)?;
-            let file = File::open(key).map_err(|e| RedisError::Tls(format!("{key}: {e}")))?;
-            let key_der = rustls_pemfile::private_key(&mut BufReader::new(file))
-                .map_err(|e| RedisError::Tls(format!("{key}: {e}")))?
-                .ok_or_else(|| RedisError::Tls(format!("no private key found in {key}")))?;
+            let certs = crate::trust::read(cert)
+                .and_then(|pem| crate::trust::certificates(&pem, cert))
+                .map_err(RedisError::Tls)?;
+            let key_der = crate::trust::read(key)
+                .and_then(|pem| crate::trust::private_key(&pem, key))
+                .map_err(RedisError::Tls)?;
             builder
                 .with_client_auth_cert(certs, key_der)
                 .map_err(|e| RedisError::Tls(e.to_string()))
@@ -372,17 +365,6 @@ fn tls_config(config: &RedisConfig) -> Result<ClientConfig, RedisError> {
                 .into(),
         )),
     }
-}
-
-fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, RedisError> {
-    let file = File::open(path).map_err(|e| RedisError::Tls(format!("{path}: {e}")))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| RedisError::Tls(format!("{path}: {e}")))?;
-    if certs.is_empty() {
-        return Err(RedisError::Tls(format!("no certificate found in {path}")));
-    }
-    Ok(certs)
 }
 
 /// `--redis_tls_verify=false` (the default): the connection is encrypted but the server is

@@ -6,6 +6,7 @@
 //! - `history.rs`: history replay and session restore (reliable streams);
 //! - `remote.rs`: channels that live in the application backend.
 
+mod events;
 mod history;
 mod ports;
 mod presence;
@@ -141,6 +142,7 @@ impl Node {
         }
         match self.auth.authenticate(request.token, &request.sid) {
             AuthOutcome::Accepted { identifiers } => {
+                events::authenticated(&request.sid, &identifiers);
                 let mut session = self.register(&request, identifiers.into(), outbox);
                 session.disconnectable = self.backend.disconnect_mode() == DisconnectMode::Always;
                 session.send(
@@ -155,11 +157,13 @@ impl Node {
                 Some(session)
             }
             AuthOutcome::Rejected(reason) => {
+                events::rejected(&request.sid, Some(reason), "by the JWT check");
                 self.metrics.inc(Counter::FailedAuths);
                 outbox.disconnect(reason, false, 1000, "Auth Failed");
                 None
             }
             AuthOutcome::Failed => {
+                events::rejected(&request.sid, None, "the token has no identifiers");
                 self.metrics.inc(Counter::FailedAuths);
                 outbox.close(1011, "Auth Error");
                 None
@@ -349,6 +353,18 @@ impl Node {
         identifier: String,
         history: Option<HistoryRequest>,
     ) -> Subscribed {
+        let logged = identifier.clone();
+        let outcome = self.route_subscription(session, identifier, history).await;
+        events::subscription(session, &logged, outcome);
+        outcome
+    }
+
+    async fn route_subscription(
+        &self,
+        session: &mut Session,
+        identifier: String,
+        history: Option<HistoryRequest>,
+    ) -> Subscribed {
         if session.subscriptions.contains_key(identifier.as_str()) {
             self.metrics.inc(Counter::FailedClientMsg);
             tracing::debug!(sid = &*session.sid, identifier, "already subscribed");
@@ -456,6 +472,7 @@ impl Node {
                 self.hub.unsubscribe(stream, identifier, session.id);
             }
             self.save_snapshot(session);
+            events::unsubscribed(session, identifier);
         }
     }
 
@@ -526,6 +543,7 @@ impl Node {
         match inbound {
             Inbound::Publications(publications) => {
                 for mut publication in publications {
+                    events::broadcast_received(&publication);
                     publication.offset = None;
                     publication.epoch = None;
                     self.register_and_dispatch(publication).await?;
@@ -534,10 +552,13 @@ impl Node {
             Inbound::Command(RemoteCommand::Other(name)) => {
                 tracing::debug!(command = name, "remote command ignored: not supported");
             }
-            Inbound::Command(command) => match &self.pubsub {
-                Some(pubsub) => pubsub.publish_command(&command),
-                None => self.apply_command(command),
-            },
+            Inbound::Command(command) => {
+                events::remote_command_received(&command);
+                match &self.pubsub {
+                    Some(pubsub) => pubsub.publish_command(&command),
+                    None => self.apply_command(command),
+                }
+            }
         }
         Ok(())
     }
@@ -612,6 +633,7 @@ impl Node {
                     .get(identifiers.as_str())
                     .map(|sessions| sessions.values().cloned().collect())
                     .unwrap_or_default();
+                events::remote_disconnect(&identifiers, reconnect, outboxes.len());
                 for outbox in outboxes {
                     outbox.disconnect(DisconnectReason::Remote, reconnect, 1000, "Closed remotely");
                 }
@@ -643,6 +665,7 @@ impl Node {
             position,
         };
         let fan_out = self.hub.broadcast(stream, &delivery);
+        events::broadcast_delivered(publication, fan_out.delivered);
         self.count_fan_out(&fan_out);
     }
 

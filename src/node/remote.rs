@@ -69,6 +69,7 @@ impl Node {
             Ok(reply) => reply,
             // Nobody can decide: rejected like a failed authentication.
             Err(ControllerError::NotConfigured) => {
+                super::events::rejected(&request.sid, None, "no authentication method accepted it");
                 self.metrics.inc(Counter::FailedAuths);
                 outbox.disconnect(DisconnectReason::Unauthorized, false, 1000, "Auth Failed");
                 return None;
@@ -85,6 +86,7 @@ impl Node {
         };
         match Status::try_from(reply.status).unwrap_or(Status::Error) {
             Status::Success => {
+                super::events::authenticated(&request.sid, &reply.identifiers);
                 let mut session = self.register(&request, reply.identifiers.into(), outbox);
                 if let Some(changes) = &reply.env {
                     merge_state(&mut session.state, &changes.cstate);
@@ -97,6 +99,7 @@ impl Node {
                 Some(session)
             }
             Status::Failure => {
+                super::events::rejected(&request.sid, None, "by the backend");
                 self.metrics.inc(Counter::FailedAuths);
                 for transmission in reply.transmissions {
                     super::send_to(&self.metrics, &outbox, transmission);

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
@@ -100,11 +100,14 @@ fn endpoint(
     }
 }
 
-fn tls_config(trust: Option<Trust>) -> Option<ClientTlsConfig> {
-    trust.map(|trust| match trust.root_pem {
-        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
-        None => ClientTlsConfig::new().with_webpki_roots(),
-    })
+fn tls_config(trust: Option<Trust>) -> Result<Option<ClientTlsConfig>, SetupError> {
+    let Some(trust) = trust else {
+        return Ok(None);
+    };
+    let roots = super::tls::roots(Some(&trust))?;
+    Ok(Some(
+        ClientTlsConfig::new().trust_anchors(roots.roots.iter().cloned()),
+    ))
 }
 
 /// The host part of `host:port`, the name TLS certificates are checked against.
@@ -119,7 +122,7 @@ impl GrpcTransport {
             host: config.host.clone(),
             reason,
         };
-        let tls = tls_config(trust);
+        let tls = tls_config(trust)?;
         let live = Arc::new(AtomicUsize::new(0));
         let connector = CountingConnector::new(live.clone());
         let pool = Arc::new(Pool::default());

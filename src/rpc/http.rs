@@ -38,8 +38,8 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// With explicit TLS settings (`trust`) their roots are used for `https://` hosts;
-    /// otherwise the public web roots.
+    /// `https://` hosts are verified against the root CA when one is configured, against the
+    /// system's store and the bundled roots otherwise.
     pub fn new(config: &RpcConfig, trust: Option<Trust>) -> Result<HttpTransport, SetupError> {
         let base = config.host.trim_end_matches('/').to_string();
         if base.parse::<hyper::Uri>().is_err() {
@@ -48,12 +48,8 @@ impl HttpTransport {
                 reason: HostError::NotUrl,
             });
         }
-        let builder = match &trust {
-            Some(trust) => {
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(rustls_config(trust)?)
-            }
-            None => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
-        };
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(rustls_config(trust.as_ref())?);
         let connector = builder.https_or_http().enable_http1().build();
         let timeout_ms = [config.http_request_timeout_ms, config.request_timeout_ms]
             .into_iter()

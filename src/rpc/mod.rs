@@ -156,8 +156,8 @@ impl Rpc {
         sid: &str,
         request: ConnectionRequest,
     ) -> Result<ConnectionResponse, RpcError> {
-        self.invoke(|| self.transport.connect(sid, request.clone()))
-            .await
+        let call = self.invoke(|| self.transport.connect(sid, request.clone()));
+        logged(call, sid, "Connect", None).await
     }
 
     pub async fn command(
@@ -165,8 +165,8 @@ impl Rpc {
         sid: &str,
         request: CommandMessage,
     ) -> Result<CommandResponse, RpcError> {
-        self.invoke(|| self.transport.command(sid, request.clone()))
-            .await
+        let call = self.invoke(|| self.transport.command(sid, request.clone()));
+        logged(call, sid, "Command", Some(&request.command)).await
     }
 
     pub async fn disconnect(
@@ -174,8 +174,8 @@ impl Rpc {
         sid: &str,
         request: DisconnectRequest,
     ) -> Result<DisconnectResponse, RpcError> {
-        self.invoke(|| self.transport.disconnect(sid, request.clone()))
-            .await
+        let call = self.invoke(|| self.transport.disconnect(sid, request.clone()));
+        logged(call, sid, "Disconnect", None).await
     }
 
     /// Runs attempts until one succeeds, fails with a non-retryable error, or the whole-call
@@ -224,6 +224,64 @@ impl Rpc {
         }
         result
     }
+}
+
+/// The application's verdict in a reply, for the debug log.
+trait ReplyStatus {
+    fn status(&self) -> i32;
+}
+
+impl ReplyStatus for ConnectionResponse {
+    fn status(&self) -> i32 {
+        self.status
+    }
+}
+
+impl ReplyStatus for CommandResponse {
+    fn status(&self) -> i32 {
+        self.status
+    }
+}
+
+impl ReplyStatus for DisconnectResponse {
+    fn status(&self) -> i32 {
+        self.status
+    }
+}
+
+/// Runs a call and logs (at debug level) how it went and how long it took, waiting for a
+/// concurrency slot and retries included.
+async fn logged<T: ReplyStatus>(
+    call: impl Future<Output = Result<T, RpcError>>,
+    sid: &str,
+    method: &'static str,
+    command: Option<&str>,
+) -> Result<T, RpcError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let duration = started.elapsed();
+    match &result {
+        Ok(reply) => {
+            let status = match Status::try_from(reply.status()) {
+                Ok(Status::Success) => "success",
+                Ok(Status::Failure) => "failure",
+                _ => "error",
+            };
+            tracing::debug!(
+                context = "rpc",
+                sid,
+                method,
+                command,
+                status,
+                ?duration,
+                "RPC call"
+            );
+        }
+        Err(error) => {
+            tracing::debug!(context = "rpc", sid, method, command, %error, ?duration, "RPC call failed");
+        }
+    }
+    result
 }
 
 /// `2^attempt × base`, with the base depending on the error kind (10 ms for exhausted, 100 ms

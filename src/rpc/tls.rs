@@ -1,6 +1,9 @@
 //! TLS towards the backend (`--rpc_enable_tls`, `--rpc_tls_root_ca`, `--rpc_tls_verify`).
 
 use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::SetupError;
 use crate::config::RpcConfig;
@@ -8,7 +11,7 @@ use crate::config::RpcConfig;
 /// Trust settings for connections to the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trust {
-    /// PEM certificates to trust instead of the public web roots.
+    /// PEM certificates to trust instead of the system's store and the bundled roots.
     pub root_pem: Option<String>,
 }
 
@@ -40,34 +43,19 @@ pub fn trust(config: &RpcConfig) -> Result<Option<Trust>, SetupError> {
     Ok(Some(Trust { root_pem }))
 }
 
-/// A rustls client configuration trusting `trust`'s roots (HTTP RPC).
-pub fn rustls_config(trust: &Trust) -> Result<tokio_rustls::rustls::ClientConfig, SetupError> {
-    use tokio_rustls::rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
-    let mut roots = RootCertStore::empty();
-    match &trust.root_pem {
-        Some(pem) => {
-            let mut reader = std::io::BufReader::new(pem.as_bytes());
-            for cert in rustls_pemfile::certs(&mut reader) {
-                let cert = cert.map_err(|e| SetupError::Tls(format!("invalid root CA: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| SetupError::Tls(format!("invalid root CA: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(SetupError::Tls(
-                    "the root CA contains no certificate".into(),
-                ));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+/// The roots TLS to the backend trusts: the root CA when one is given (as the reference), the
+/// system's store and the bundled roots otherwise.
+pub fn roots(trust: Option<&Trust>) -> Result<Arc<RootCertStore>, SetupError> {
+    match trust.and_then(|t| t.root_pem.as_deref()) {
+        Some(pem) => crate::trust::roots_from_pem(pem.as_bytes(), "--rpc_tls_root_ca")
+            .map_err(SetupError::Tls),
+        None => Ok(crate::trust::default_roots()),
     }
-    Ok(
-        ClientConfig::builder_with_provider(std::sync::Arc::new(default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| SetupError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+}
+
+/// A rustls client configuration trusting [`roots`] (HTTP RPC).
+pub fn rustls_config(trust: Option<&Trust>) -> Result<ClientConfig, SetupError> {
+    crate::trust::client_config(roots(trust)?).map_err(SetupError::Tls)
 }
 
 #[cfg(test)]

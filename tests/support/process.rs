@@ -149,9 +149,10 @@ pub fn base_command(dir: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // The test runner's own environment must not configure the server.
+    // The test runner's own environment must not configure the server (nor its log filter).
     for (key, _) in std::env::vars() {
-        if key.starts_with("ANYCABLE_") || key == "PORT" || key == "REDIS_URL" {
+        if key.starts_with("ANYCABLE_") || key == "PORT" || key == "REDIS_URL" || key == "RUST_LOG"
+        {
             cmd.env_remove(&key);
         }
     }

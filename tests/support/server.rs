@@ -104,6 +104,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Makes `ca_pem` the whole system certificate store of the server, the way a container
+    /// image with a private CA installed would have it: `SSL_CERT_FILE` names it and
+    /// `SSL_CERT_DIR` an empty directory (both honoured by OpenSSL and rustls-native-certs).
+    pub fn system_store(self, ca_pem: &str) -> Self {
+        let dir = self.dir.path().join("system-store/certs");
+        std::fs::create_dir_all(&dir).expect("create the store directory");
+        let file = self.dir.write("system-store/ca.pem", ca_pem);
+        self.env("SSL_CERT_FILE", file.display().to_string())
+            .env("SSL_CERT_DIR", dir.display().to_string())
+    }
+
     fn has_broadcast_secret(&self) -> bool {
         self.args.iter().any(|a| {
             let a = a.trim_start_matches('-');

@@ -13,7 +13,7 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    fn spawn(cmd: &mut Command, what: &str) -> Guarded {
+    pub fn spawn(cmd: &mut Command, what: &str) -> Guarded {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

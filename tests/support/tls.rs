@@ -13,9 +13,9 @@ pub struct TlsClient {
 
 impl TlsClient {
     pub fn trusting(cert_pem: &str) -> TlsClient {
+        use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
-        let mut reader = std::io::BufReader::new(cert_pem.as_bytes());
-        for cert in rustls_pemfile::certs(&mut reader) {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
             roots.add(cert.expect("parse cert PEM")).expect("add root");
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -46,6 +46,40 @@ pub async fn open_stream(addr: &str, tls: Option<&TlsClient>) -> std::io::Result
                 .to_owned();
             let stream = connector.connect(name, tcp).await?;
             Ok(Box::new(stream))
+        }
+    }
+}
+
+/// A CA of a test's own and a server certificate it signed (for `localhost` and 127.0.0.1),
+/// in PEM.
+pub struct PrivateCa {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl PrivateCa {
+    pub fn new() -> PrivateCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "anycable-rs test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        PrivateCa {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 }

@@ -159,6 +159,8 @@ impl SseEndpoint {
         format: Format,
         abort: Option<CancellationToken>,
     ) -> Response<SseBody> {
+        let started = Instant::now();
+        tracing::debug!(context = "sse", sid = &*sid, "SSE session established");
         let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
         let connect = ConnectRequest {
             token,
@@ -213,6 +215,7 @@ impl SseEndpoint {
                 ping_precision: self.ping_precision,
                 live: self.live.clone(),
                 abort,
+                started,
             };
             self.tracker.spawn(connection.run());
         }
@@ -251,6 +254,8 @@ struct Connection {
     /// Drops the HTTP connection when the client stopped reading: the response could never be
     /// finished, and the socket would otherwise stay open until TCP gives up.
     abort: Option<CancellationToken>,
+    /// When the request came in, for the session's duration in the log.
+    started: Instant,
 }
 
 impl Connection {
@@ -324,6 +329,12 @@ impl Connection {
             }
         }
         self.node.disconnect(&mut self.session).await;
+        tracing::debug!(
+            context = "sse",
+            sid = &*self.session.sid,
+            duration = ?self.started.elapsed(),
+            "SSE session completed"
+        );
     }
 }
 

@@ -244,6 +244,14 @@ impl WsEndpoint {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let _listed = self.live.register(&outbox);
+        let started = Instant::now();
+        tracing::debug!(
+            context = "ws",
+            sid = &*options.sid,
+            "WebSocket session established"
+        );
+        // Why the connection ended, first cause wins; logged with the session's duration.
+        let mut ended: Option<String> = None;
         let request = ConnectRequest {
             token: options.token.as_deref(),
             sid: options.sid.clone(),
@@ -333,7 +341,10 @@ impl WsEndpoint {
                         Ok(Ok((written, count))) => {
                             metrics.add(Counter::ServerMsg, count.frames);
                             metrics.add(Counter::DataSent, count.bytes);
-                            if let Written::Closed = written {
+                            if let Written::Closed { code, reason } = written {
+                                ended.get_or_insert_with(|| {
+                                    format!("closed by the server ({code} {reason})")
+                                });
                                 if !read_closed {
                                     wait_for_close(&mut socket).await;
                                 }
@@ -343,13 +354,13 @@ impl WsEndpoint {
                         }
                         Ok(Err(error)) => {
                             metrics.inc(Counter::FailedServerMsg);
-                            tracing::debug!("write failed: {error}");
+                            ended.get_or_insert_with(|| format!("write failed: {error}"));
                             break;
                         }
                         Err(_) => {
                             metrics.inc(Counter::FailedServerMsg);
                             metrics.inc(Counter::TimeoutServerMsg);
-                            tracing::debug!("write timed out");
+                            ended.get_or_insert_with(|| "write timed out".into());
                             break;
                         }
                     }
@@ -378,18 +389,25 @@ impl WsEndpoint {
                             // the answer is written.
                             outbox.close(code.unwrap_or(1000), "");
                             read_closed = true;
+                            ended.get_or_insert_with(|| match code {
+                                Some(code) => format!("closed by the client ({code})"),
+                                None => "closed by the client".into(),
+                            });
                             continue;
                         }
-                        None => break,
+                        None => {
+                            ended.get_or_insert_with(|| "connection lost".into());
+                            break;
+                        }
                         Some(Err(ReadError::Decode(error))) => {
-                            tracing::debug!("{error}, closing");
+                            ended.get_or_insert_with(|| format!("invalid frame: {error}"));
                             let (code, reason) = error.close();
                             outbox.close(code, reason);
                             read_closed = true;
                             continue;
                         }
                         Some(Err(error)) => {
-                            tracing::debug!("read failed: {error}");
+                            ended.get_or_insert_with(|| format!("read failed: {error}"));
                             break;
                         }
                     };
@@ -448,6 +466,13 @@ impl WsEndpoint {
         if let Some(mut session) = session {
             Box::pin(self.node.disconnect(&mut session)).await;
         }
+        tracing::debug!(
+            context = "ws",
+            sid = &*options.sid,
+            reason = ended.as_deref().unwrap_or("closed"),
+            duration = ?started.elapsed(),
+            "WebSocket session completed"
+        );
     }
 }
 
@@ -475,7 +500,11 @@ enum Event {
 
 enum Written {
     Open,
-    Closed,
+    /// Our close frame went out.
+    Closed {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 /// What a batch put on the wire, for the metrics.
@@ -513,7 +542,7 @@ where
     let mut written = Written::Open;
     if let Some(Outgoing::Close { code, reason }) = batch.pop_front() {
         append_close_frame(code, reason, &mut wire);
-        written = Written::Closed;
+        written = Written::Closed { code, reason };
         batch.clear();
     }
     if light {
