@@ -19,11 +19,11 @@ use crate::broadcast::resp::RedisOptions;
 use crate::broker::nats::NatsBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, MemoryBroker, Retention};
-use crate::config::Config;
+use crate::config::{BroadcastAdapter, BrokerAdapter, Choice, Config, PubSubAdapter, RpcImpl};
 use crate::hub::Hub;
 use crate::identity::Authenticator;
 use crate::metrics::{Exporter, Metrics, Registration};
-use crate::node::{Backend, DisconnectMode, Node, Parts};
+use crate::node::{Backend, Node, Parts};
 use crate::pubsub::{self, StreamChange};
 use crate::rpc::disconnector::Disconnector;
 use crate::rpc::{Rpc, SetupError};
@@ -101,16 +101,19 @@ pub struct Running {
 /// cannot be bound or TLS files are unusable.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::new(Registration {
-        rpc: crate::rpc::implementation(config) != "none",
+        rpc: config.rpc_impl() != RpcImpl::None,
         sse: config.sse.enabled,
-        grpc: crate::rpc::implementation(config) == "grpc",
-        distributed_broker: matches!(config.broker.adapter.as_str(), "nats" | "redis"),
-        services: matches!(config.broker.adapter.as_str(), "nats" | "redis")
-            || matches!(config.pubsub_adapter.as_str(), "redis" | "nats")
+        grpc: config.rpc_impl() == RpcImpl::Grpc,
+        distributed_broker: config.broker.adapter.is_distributed(),
+        services: config.broker.adapter.is_distributed()
+            || matches!(
+                config.pubsub_adapter,
+                PubSubAdapter::Redis | PubSubAdapter::Nats
+            )
             || config
                 .broadcast_adapters
                 .iter()
-                .any(|a| matches!(a.as_str(), "redis" | "redisx" | "nats")),
+                .any(|a| *a != BroadcastAdapter::Http),
     }));
     let router = StreamsRouter::new(&config.streams);
     let auth = Authenticator::new(
@@ -129,13 +132,13 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let fatal = Fatal::default();
     let pubsub_background = Background::default();
     let mut hub = Hub::new(config.app.hub_gopool_size);
-    let pubsub_changes = match config.pubsub_adapter.as_str() {
-        "redis" | "nats" => {
+    let pubsub_changes = match config.pubsub_adapter {
+        PubSubAdapter::Redis | PubSubAdapter::Nats => {
             let (watcher, changes) = pubsub::watcher();
             hub = hub.with_watcher(watcher);
             Some(changes)
         }
-        _ => None,
+        PubSubAdapter::Unset | PubSubAdapter::None => None,
     };
     let node = Arc::new(Node::new(Parts {
         hub,
@@ -179,8 +182,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     ));
     let broadcaster = config
         .broadcast_adapters
-        .iter()
-        .any(|a| a == "http")
+        .contains(&BroadcastAdapter::Http)
         .then(|| {
             let hb = &config.http_broadcast;
             let cors = hb
@@ -426,7 +428,7 @@ fn start_pubsub(
     background: &Background,
 ) -> Result<(), AppError> {
     let shutdown = background.shutdown.clone();
-    if config.pubsub_adapter == "redis" {
+    if config.pubsub_adapter == PubSubAdapter::Redis {
         let options = RedisOptions::from_config(&config.redis)
             .map_err(|e| AppError::Broadcast(e.to_string()))?;
         tracing::info!(
@@ -492,8 +494,8 @@ fn start_broadcasters(
         || RedisOptions::from_config(&config.redis).map_err(|e| AppError::Broadcast(e.to_string()));
     for adapter in &config.broadcast_adapters {
         let shutdown = background.shutdown.clone();
-        match adapter.as_str() {
-            "redis" => {
+        match adapter {
+            BroadcastAdapter::Redis => {
                 let broadcaster = RedisBroadcaster::new(
                     node.clone(),
                     redis_options()?,
@@ -507,7 +509,7 @@ fn start_broadcasters(
                     }
                 });
             }
-            "redisx" => {
+            BroadcastAdapter::RedisX => {
                 let options = redis_options()?;
                 let broadcaster =
                     RedisXBroadcaster::new(node.clone(), options.clone(), &config.redisx);
@@ -521,7 +523,7 @@ fn start_broadcasters(
                 );
                 background.tracker.spawn(broadcaster.run(shutdown));
             }
-            "nats" => {
+            BroadcastAdapter::Nats => {
                 let options = NatsOptions::from_config(&config.nats)
                     .map_err(|e| AppError::Broadcast(e.to_string()))?
                     .counting(node.shared_metrics());
@@ -531,7 +533,8 @@ fn start_broadcasters(
                     let _ = broadcaster.run(shutdown).await;
                 });
             }
-            _ => {}
+            // Mounted on a listener instead.
+            BroadcastAdapter::Http => {}
         }
     }
     Ok(())
@@ -553,7 +556,7 @@ fn start_backend(
         "RPC controller initialized: {}",
         rpc.description
     );
-    if config.rpc.secret.is_some() && crate::rpc::implementation(config) == "http" {
+    if config.rpc.secret.is_some() && config.rpc_impl() == RpcImpl::Http {
         tracing::info!(
             context = "rpc",
             "HTTP RPC requests are authorized with a bearer key"
@@ -571,7 +574,7 @@ fn start_backend(
     Ok(Some(Backend {
         rpc,
         disconnector,
-        mode: DisconnectMode::parse(&config.disconnector.mode),
+        mode: config.disconnector.mode,
     }))
 }
 
@@ -593,8 +596,8 @@ async fn start_broker(
         "history limit: {}, history ttl: {}s, sessions ttl: {}s",
         settings.history_limit, settings.history_ttl_secs, settings.sessions_ttl_secs
     );
-    match settings.adapter.as_str() {
-        "memory" => {
+    match settings.adapter {
+        BrokerAdapter::Memory => {
             let broker = Arc::new(
                 MemoryBroker::new(
                     retention.history_limit,
@@ -609,15 +612,16 @@ async fn start_broker(
             );
             return Ok((Some(broker.clone()), Some(broker)));
         }
-        "nats" | "redis" => {}
-        _ => {
+        BrokerAdapter::Nats | BrokerAdapter::Redis => {}
+        BrokerAdapter::Unset | BrokerAdapter::None => {
             tracing::info!("Using no-op (legacy) broker");
             return Ok((None, None));
         }
     }
     let failed = |e: &dyn std::fmt::Display| AppError::Broker(e.to_string());
     let (shutdown, tracker) = (&background.shutdown, &background.tracker);
-    let (broker, provider, address): (Arc<dyn Broker>, &str, String) = if settings.adapter == "nats"
+    let (broker, provider, address): (Arc<dyn Broker>, &str, String) = if settings.adapter
+        == BrokerAdapter::Nats
     {
         let options = NatsOptions::from_config(&config.nats)
             .map_err(|e| failed(&e))?
@@ -680,14 +684,19 @@ fn log_auth_and_channels(config: &Config, jwt_enabled: bool, router: &StreamsRou
     if config.noauth {
         tracing::info!("connection authentication is disabled");
     }
-    if !jwt_enabled && !config.noauth && crate::rpc::implementation(config) == "none" {
+    if !jwt_enabled && !config.noauth && config.rpc_impl() == RpcImpl::None {
         tracing::warn!("no authentication method is available (no JWT secret, no --noauth, --norpc): every connection will be rejected");
     }
     tracing::info!(
         "Using channels router: {}",
         router.channel_names().join(", ")
     );
-    let adapters = config.broadcast_adapters.join(", ");
+    let adapters: Vec<&str> = config
+        .broadcast_adapters
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    let adapters = adapters.join(", ");
     tracing::info!(context = "broadcast", "Broadcasting adapters: {adapters}");
 }
 

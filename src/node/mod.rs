@@ -35,24 +35,7 @@ use crate::streams::{Route, StreamsRouter};
 pub const MAX_MALFORMED_FRAMES: u32 = 16;
 
 /// When the backend is told that a session ended (`--disconnect_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectMode {
-    /// Sessions that had any answer from the backend.
-    Auto,
-    /// Every authenticated session, even those the backend never saw.
-    Always,
-    Never,
-}
-
-impl DisconnectMode {
-    pub fn parse(value: &str) -> DisconnectMode {
-        match value {
-            "always" => DisconnectMode::Always,
-            "never" => DisconnectMode::Never,
-            _ => DisconnectMode::Auto,
-        }
-    }
-}
+pub use crate::config::DisconnectMode;
 
 /// The application backend and how it is told about ended sessions.
 pub struct Backend {

@@ -1,7 +1,7 @@
 //! Command-line syntax.
 
 use super::support::*;
-use crate::config::{Loaded, VERSION};
+use crate::config::{Loaded, Precision, RpcImpl, VERSION};
 
 #[test]
 fn equals_and_space_forms() {
@@ -133,7 +133,7 @@ fn typed_values() {
         ],
         &[],
     );
-    assert_eq!(cfg.app.ping_timestamp_precision, "ms");
+    assert_eq!(cfg.app.ping_timestamp_precision, Precision::Millis);
     assert_eq!(cfg.logging.format, crate::config::LogFormat::Json);
     assert_eq!(cfg.logging.level, crate::config::LogLevel::Warn);
     assert_eq!(
@@ -157,7 +157,7 @@ fn typed_values() {
 fn norpc_and_rpc_impl_none_are_the_same() {
     let cfg = run(&["--norpc"], &[]);
     assert!(cfg.norpc);
-    assert_eq!(cfg.rpc.implementation, "none");
+    assert_eq!(cfg.rpc.implementation, RpcImpl::None);
     assert!(run(&["--rpc_impl=none"], &[]).norpc);
 }
 

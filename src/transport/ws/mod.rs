@@ -99,7 +99,7 @@ impl WsEndpoint {
             max_pending_bytes: ws.max_pending_size,
             write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
             ping_interval: Duration::from_secs(config.app.ping_interval_secs),
-            ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
+            ping_precision: config.app.ping_timestamp_precision,
             pong_timeout: (config.app.pong_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
             native_pings: config.app.enable_native_pings,
@@ -561,7 +561,7 @@ fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token:
 
 /// Half of the sessions TTL and of `--presence_ttl`, whichever is shorter (with a broker).
 fn keepalive(config: &Config) -> Option<Duration> {
-    if matches!(config.broker.adapter.as_str(), "" | "none") {
+    if !config.broker.adapter.is_enabled() {
         return None;
     }
     let sessions = (config.broker.sessions_ttl_secs > 1)
