@@ -507,23 +507,20 @@ impl Default for NatsConfig {
     }
 }
 
+/// `--embed_nats` and its settings: accepted and printed back, refused at start while the
+/// embedded server is not built (see `unsupported.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddedNatsConfig {
     pub enabled: bool,
     pub service_addr: String,
-    pub cluster_addr: String,
-    pub cluster_name: String,
-    pub routes: Vec<String>,
-    pub gateway_addr: String,
-    pub gateways: Vec<String>,
-    pub gateway_advertise: String,
+    pub cluster: EmbeddedNatsCluster,
+    pub gateway: EmbeddedNatsGateway,
     pub store_dir: String,
     pub server_name: String,
     pub debug: bool,
     pub trace: bool,
     pub max_payload: usize,
-    pub jetstream: bool,
-    pub jetstream_ready_timeout_secs: u64,
+    pub jetstream: EmbeddedNatsJetStream,
 }
 
 impl Default for EmbeddedNatsConfig {
@@ -531,21 +528,43 @@ impl Default for EmbeddedNatsConfig {
         EmbeddedNatsConfig {
             enabled: false,
             service_addr: DEFAULT_NATS_URL.to_string(),
-            cluster_addr: String::new(),
-            cluster_name: "anycable-cluster".to_string(),
-            routes: Vec::new(),
-            gateway_addr: String::new(),
-            gateways: Vec::new(),
-            gateway_advertise: String::new(),
+            cluster: EmbeddedNatsCluster {
+                addr: String::new(),
+                name: "anycable-cluster".to_string(),
+                routes: Vec::new(),
+            },
+            gateway: EmbeddedNatsGateway::default(),
             store_dir: String::new(),
             server_name: String::new(),
             debug: false,
             trace: false,
             max_payload: 0,
-            jetstream: false,
-            jetstream_ready_timeout_secs: 30,
+            jetstream: EmbeddedNatsJetStream {
+                enabled: false,
+                ready_timeout_secs: 30,
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedNatsCluster {
+    pub addr: String,
+    pub name: String,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddedNatsGateway {
+    pub addr: String,
+    pub gateways: Vec<String>,
+    pub advertise: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedNatsJetStream {
+    pub enabled: bool,
+    pub ready_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

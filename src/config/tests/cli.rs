@@ -147,7 +147,7 @@ fn typed_values() {
     assert_eq!(cfg.server.allowed_origins, vec!["a.com", "*.b.com"]);
     assert_eq!(cfg.metrics.tags.len(), 2);
     assert_eq!(
-        cfg.embedded_nats.gateways,
+        cfg.embedded_nats.gateway.gateways,
         vec!["a:nats://x:1,nats://y:2", "b:nats://z:3"]
     );
     assert!(error(&["--metrics_tags=novalue"], &[]).contains("--metrics_tags"));
