@@ -162,6 +162,26 @@ fn norpc_and_rpc_impl_none_are_the_same() {
 }
 
 #[test]
+fn rpc_impl_in_use() {
+    let in_use = |args: &[&str]| run(args, &[]).rpc_impl();
+    assert_eq!(in_use(&[]), RpcImpl::Grpc);
+    assert_eq!(in_use(&["--rpc_host=http://app/_anycable"]), RpcImpl::Http);
+    assert_eq!(in_use(&["--rpc_host=https://app/_anycable"]), RpcImpl::Http);
+    // An explicit choice wins over the host's scheme; --norpc over everything.
+    assert_eq!(
+        in_use(&["--rpc_impl=grpc", "--rpc_host=http://app"]),
+        RpcImpl::Grpc
+    );
+    assert_eq!(
+        in_use(&["--rpc_impl=http", "--rpc_host=app:50051"]),
+        RpcImpl::Http
+    );
+    assert_eq!(in_use(&["--norpc", "--rpc_impl=http"]), RpcImpl::None);
+    // Printed back as given: not given stays not given.
+    assert_eq!(run(&[], &[]).rpc.implementation, RpcImpl::Auto);
+}
+
+#[test]
 fn public_implies_noauth_and_public_streams() {
     let cfg = run(&["--public"], &[]);
     assert!(cfg.public && cfg.noauth && cfg.streams.public);
