@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for warning in &config.warnings {
+    for warning in &config.load.warnings {
         println!("{warning}");
     }
     if env
@@ -67,7 +67,7 @@ async fn run(config: Config) -> ExitCode {
         open_file_limit(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    if let Some(path) = &config.config_file {
+    if let Some(path) = &config.load.config_file {
         tracing::info!("Using configuration from file: {}", path.display());
     }
     let running = match app::start(&config).await {

@@ -1,7 +1,8 @@
 //! Flags that map one-to-one onto a typed field. Both directions (raw value → field for loading,
 //! field → value for `--print-config` and the "not built" check) come from the single list below.
-//! Flags with derived or effective values (secrets, keys, ports, log level, ...) live in
-//! `postprocess.rs` and `print.rs` instead.
+//! Flags with derived or effective values (secrets, keys, ports, log level, ...) and the closed
+//! sets (adapters, modes: parsed in `postprocess.rs` at their place in the reference's order)
+//! live in `postprocess.rs` and `print.rs` instead.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -151,7 +152,6 @@ bindings! {
     "shutdown_delay" => app.shutdown_delay_secs;
     "hub_gopool_size" => app.hub_gopool_size;
     "ping_interval" => app.ping_interval_secs;
-    "ping_timestamp_precision" => app.ping_timestamp_precision;
     "pong_timeout" => app.pong_timeout_secs;
     "enable_native_pings" => app.enable_native_pings;
     "jwt_param" => jwt.param;
@@ -164,8 +164,6 @@ bindings! {
     "streams.pubsub_channel" => streams.pubsub_channel;
     "http_broadcast_path" => http_broadcast.path;
     "http_broadcast_cors" => http_broadcast.cors;
-    "broadcast_adapter" => broadcast_adapters;
-    "pubsub" => pubsub_adapter;
     "debug" => logging.debug;
     "presets" => presets_setting;
     "rpc_host" => rpc.host;
@@ -179,13 +177,10 @@ bindings! {
     "rpc_command_timeout" => rpc.command_timeout_ms;
     "headers" => rpc.proxy_headers;
     "proxy-cookies" => rpc.proxy_cookies;
-    "rpc_impl" => rpc.implementation;
     "http_rpc_timeout" => rpc.http_request_timeout_ms;
-    "disconnect_mode" => disconnector.mode;
     "disconnect_rate" => disconnector.rate;
     "disconnect_backlog_size" => disconnector.backlog_size;
     "disconnect_timeout" => disconnector.shutdown_timeout_secs;
-    "broker" => broker.adapter;
     "history_limit" => broker.history_limit;
     "history_ttl" => broker.history_ttl_secs;
     "sessions_ttl" => broker.sessions_ttl_secs;
@@ -212,19 +207,19 @@ bindings! {
     "nats_pubsub.channel" => nats.pubsub_channel;
     "embed_nats" => embedded_nats.enabled;
     "enats_addr" => embedded_nats.service_addr;
-    "enats_cluster" => embedded_nats.cluster_addr;
-    "enats_cluster_name" => embedded_nats.cluster_name;
-    "enats_cluster_routes" => embedded_nats.routes;
-    "enats_gateway" => embedded_nats.gateway_addr;
-    "enats_gateways" => embedded_nats.gateways;
-    "enats_gateway_advertise" => embedded_nats.gateway_advertise;
+    "enats_cluster" => embedded_nats.cluster.addr;
+    "enats_cluster_name" => embedded_nats.cluster.name;
+    "enats_cluster_routes" => embedded_nats.cluster.routes;
+    "enats_gateway" => embedded_nats.gateway.addr;
+    "enats_gateways" => embedded_nats.gateway.gateways;
+    "enats_gateway_advertise" => embedded_nats.gateway.advertise;
     "enats_store_dir" => embedded_nats.store_dir;
     "enats_server_name" => embedded_nats.server_name;
     "enats_debug" => embedded_nats.debug;
     "enats_trace" => embedded_nats.trace;
     "enats_max_payload" => embedded_nats.max_payload;
-    "embedded_nats.jetstream" => embedded_nats.jetstream;
-    "embedded_nats.jetstream_ready_timeout" => embedded_nats.jetstream_ready_timeout_secs;
+    "embedded_nats.jetstream" => embedded_nats.jetstream.enabled;
+    "embedded_nats.jetstream_ready_timeout" => embedded_nats.jetstream.ready_timeout_secs;
     "metrics_log" => metrics.log;
     "metrics_rotate_interval" => metrics.rotate_interval_secs;
     "metrics_log_interval" => metrics.log_interval_secs;

@@ -51,6 +51,13 @@ impl Raw {
         }
     }
 
+    pub(crate) fn list(&self, name: &str) -> &[String] {
+        match self.get(name) {
+            Value::List(items) => items,
+            other => panic!("flag {name} is not a list: {other:?}"),
+        }
+    }
+
     pub(crate) fn bool(&self, name: &str) -> bool {
         match self.get(name) {
             Value::Bool(b) => *b,

@@ -7,6 +7,7 @@
 //! Deliberate differences from the reference are listed in `docs/compatibility.md`.
 
 mod bindings;
+mod choices;
 mod error;
 pub mod flags;
 mod help;
@@ -25,6 +26,10 @@ mod tests;
 use std::collections::HashMap;
 use std::path::Path;
 
+pub use choices::{
+    BroadcastAdapter, BrokerAdapter, Choice, DisconnectMode, Precision, Preset, PubSubAdapter,
+    RpcImpl,
+};
 pub use error::ConfigError;
 pub use secrets::derive_key;
 pub use types::*;
@@ -72,7 +77,7 @@ pub fn load(
     layers::apply_env(&mut raw, env)?;
     layers::apply_cli(&mut raw, &cli);
     let mut cfg = postprocess::build(&raw)?;
-    cfg.config_file = config_file;
+    cfg.load.config_file = config_file;
     if cli.flag_bool("print-config") {
         return Ok(Loaded::PrintConfig(print::render(&cfg)));
     }

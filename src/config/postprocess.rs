@@ -4,12 +4,15 @@
 use rand::distr::{Alphanumeric, SampleString};
 
 use super::bindings;
+use super::choices::{parse_choice, Choice};
 use super::layers::Raw;
 use super::secrets::{derive_key, Own, API_PURPOSE, BROADCAST_PURPOSE, RPC_PURPOSE};
 use super::types::{WsConfig, DEFAULT_NATS_URL, DEFAULT_REDIS_URL};
-use super::{Config, ConfigError, LogFormat, LogLevel};
+use super::{
+    BroadcastAdapter, Config, ConfigError, DisconnectMode, LogFormat, LogLevel, PubSubAdapter,
+    RpcImpl,
+};
 
-const BROADCAST_ADAPTERS: &[&str] = &["http", "redis", "redisx", "nats"];
 const DEFAULT_BROADCAST_PORT: u16 = 8090;
 
 pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
@@ -21,15 +24,15 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
 
     // §6.1 lists (the default `http,redis` is the reference's; Redis need not be up, see
     // clients::reconnect).
-    if let Some(bad) = cfg
-        .broadcast_adapters
+    cfg.broadcast_adapters = raw
+        .list("broadcast_adapter")
         .iter()
-        .find(|a| !BROADCAST_ADAPTERS.contains(&a.as_str()))
-    {
-        return Err(ConfigError::Invalid(format!(
-            "Unsupported broadcast adapter: {bad}"
-        )));
-    }
+        .map(|name| {
+            BroadcastAdapter::from_name(name).ok_or_else(|| {
+                ConfigError::Invalid(format!("Unsupported broadcast adapter: {name}"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     cfg.rpc.proxy_headers = cfg
         .rpc
         .proxy_headers
@@ -50,15 +53,14 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
     }
     cfg.logging.format = LogFormat::parse(raw.str("log_format"))
         .ok_or_else(|| invalid_choice("log_format", raw.str("log_format"), "text, json"))?;
-    check_choice(
+    cfg.app.ping_timestamp_precision = parse_choice(
         "ping_timestamp_precision",
-        &cfg.app.ping_timestamp_precision,
-        &["s", "ms", "ns"],
+        raw.str("ping_timestamp_precision"),
     )?;
 
     // §6.3 metrics.
     if cfg.metrics.log_interval_secs > 0 {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "metrics_log_interval",
             "use --metrics_rotate_interval instead",
         ));
@@ -72,56 +74,46 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         cfg.nats.servers = vec![cfg.embedded_nats.service_addr.clone()];
     }
 
-    // §6.6 disconnector deprecations.
+    // §6.6 disconnector deprecations (`--disable_disconnect` wins over any `--disconnect_mode`).
+    let mut disconnect_mode = raw.str("disconnect_mode");
     if raw.bool("disable_disconnect") {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "disable_disconnect",
             "use --disconnect_mode=never instead",
         ));
-        cfg.disconnector.mode = "never".to_string();
+        disconnect_mode = DisconnectMode::Never.as_str();
     }
     if cfg.disconnector.shutdown_timeout_secs > 0 {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "disconnect_timeout",
             "it has no effect, use --shutdown_timeout instead",
         ));
     }
     if cfg.ws.write_buffer_size != WsConfig::default().write_buffer_size {
-        cfg.warnings.push(
+        cfg.load.warnings.push(
             "--write_buffer_size has no effect: the frames queued for a connection are written \
              together, with one write"
                 .to_string(),
         );
     }
-    check_choice(
-        "disconnect_mode",
-        &cfg.disconnector.mode,
-        &["auto", "always", "never"],
-    )?;
+    cfg.disconnector.mode = parse_choice("disconnect_mode", disconnect_mode)?;
 
     // §6.7 pub/sub auto-enable (the reference also checks for a `redis` broker, which 1.6 rejects anyway).
-    if cfg.pubsub_adapter.is_empty()
+    let mut pubsub = raw.str("pubsub");
+    if pubsub.is_empty()
         && (cfg.redis.url != DEFAULT_REDIS_URL
-            || cfg.broadcast_adapters.iter().any(|a| a == "redisx"))
+            || cfg.broadcast_adapters.contains(&BroadcastAdapter::RedisX))
     {
-        cfg.pubsub_adapter = "redis".to_string();
+        pubsub = PubSubAdapter::Redis.as_str();
     }
-    check_choice(
-        "pubsub",
-        &cfg.pubsub_adapter,
-        &["", "none", "redis", "nats"],
-    )?;
-    check_choice(
-        "broker",
-        &cfg.broker.adapter,
-        &["", "none", "memory", "nats", "redis"],
-    )?;
+    cfg.pubsub_adapter = parse_choice("pubsub", pubsub)?;
+    cfg.broker.adapter = parse_choice("broker", raw.str("broker"))?;
 
     // §6.10 the legacy Redis broadcaster and Redis pub/sub must not share a channel.
-    if cfg.broadcast_adapters.iter().any(|a| a == "redis")
+    if cfg.broadcast_adapters.contains(&BroadcastAdapter::Redis)
         && cfg.redis.pubsub_channel == cfg.redis.channel
     {
-        cfg.warnings.push(
+        cfg.load.warnings.push(
             "WARNING: Same Redis channel is provided for broadcaster and pub/sub components, updating the latter one automatically"
                 .to_string(),
         );
@@ -130,15 +122,12 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
 
     // §6.11 legacy names, §6.12 norpc.
     apply_legacy(&mut cfg, raw);
-    if cfg.norpc {
-        cfg.rpc.implementation = "none".to_string();
-    }
-    check_choice(
-        "rpc_impl",
-        &cfg.rpc.implementation,
-        &["", "grpc", "http", "none"],
-    )?;
-    cfg.norpc = cfg.rpc.implementation == "none";
+    let rpc_impl = match cfg.norpc {
+        true => RpcImpl::None.as_str(),
+        false => raw.str("rpc_impl"),
+    };
+    cfg.rpc.implementation = parse_choice("rpc_impl", rpc_impl)?;
+    cfg.norpc = cfg.rpc.implementation == RpcImpl::None;
 
     // §6.13–17 secrets, keys, HTTP broadcast port, public mode.
     apply_secrets(&mut cfg, raw);
@@ -155,7 +144,8 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
 fn apply_legacy(cfg: &mut Config, raw: &Raw) {
     let jwt_id_param = raw.str("jwt_id_param");
     if !jwt_id_param.is_empty() {
-        cfg.warnings
+        cfg.load
+            .warnings
             .push(deprecation("jwt_id_param", "use --jwt_param instead"));
         // Deliberate difference: honoured unless --jwt_param was given (the reference never honours it).
         if !raw.is_set("jwt_param") {
@@ -163,23 +153,25 @@ fn apply_legacy(cfg: &mut Config, raw: &Raw) {
         }
     }
     if raw.bool("jwt_id_enforce") {
-        cfg.warnings
+        cfg.load
+            .warnings
             .push(deprecation("jwt_id_enforce", "use --enforce_jwt instead"));
         cfg.jwt.enforce = true;
     }
     if !raw.str("jwt_id_key").is_empty() {
-        cfg.warnings
+        cfg.load
+            .warnings
             .push(deprecation("jwt_id_key", "use --jwt_secret instead"));
     }
     if !raw.str("turbo_rails_key").is_empty() {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "turbo_rails_key",
             "use --turbo_streams_secret and --turbo_streams instead",
         ));
         cfg.streams.turbo = true;
     }
     if !raw.str("cable_ready_key").is_empty() {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "cable_ready_key",
             "use --cable_ready_secret and --cable_ready instead",
         ));
@@ -188,7 +180,7 @@ fn apply_legacy(cfg: &mut Config, raw: &Raw) {
     // Deliberate difference: the reference 1.6 ignores these; the Hotwire guide still tells
     // users to run with them, so they enable the channel with plain stream names.
     if raw.bool("turbo_rails_cleartext") {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "turbo_rails_cleartext",
             "use signed stream names (--turbo_streams with --turbo_streams_secret) or \
              $pubsub public streams (--public_streams) instead; until then Turbo::StreamsChannel \
@@ -198,7 +190,7 @@ fn apply_legacy(cfg: &mut Config, raw: &Raw) {
         cfg.streams.turbo_cleartext = true;
     }
     if raw.bool("cable_ready_cleartext") {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "cable_ready_cleartext",
             "use signed stream names (--cable_ready with --cable_ready_secret) or \
              $pubsub public streams (--public_streams) instead; until then CableReady::Stream \
@@ -208,7 +200,7 @@ fn apply_legacy(cfg: &mut Config, raw: &Raw) {
         cfg.streams.cable_ready_cleartext = true;
     }
     if !raw.str("http_broadcast_secret").is_empty() {
-        cfg.warnings.push(deprecation(
+        cfg.load.warnings.push(deprecation(
             "http_broadcast_secret",
             "use --broadcast_key instead",
         ));
@@ -280,14 +272,5 @@ fn invalid_choice(flag: &str, value: &str, allowed: &str) -> ConfigError {
         origin: format!("--{flag}"),
         value: value.to_string(),
         reason: format!("must be one of: {allowed}"),
-    }
-}
-
-fn check_choice(flag: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        let names: Vec<&str> = allowed.iter().copied().filter(|a| !a.is_empty()).collect();
-        Err(invalid_choice(flag, value, &names.join(", ")))
     }
 }

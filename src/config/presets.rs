@@ -2,43 +2,54 @@
 
 use std::collections::HashMap;
 
-use super::{Config, ConfigError, RpcConfig, ServerConfig};
+use super::{
+    BroadcastAdapter, BrokerAdapter, Choice, Config, ConfigError, Preset, PubSubAdapter, RpcConfig,
+    ServerConfig,
+};
+
+/// The name in `--presets` that turns detection off without choosing a preset.
+const NO_PRESETS: &str = "none";
 
 pub(crate) fn apply(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigError> {
-    let names = if cfg.presets_setting.is_empty() {
+    let presets = if cfg.presets_setting.is_empty() {
         detect(env)
     } else {
-        cfg.presets_setting.clone()
-    };
-    for name in names {
-        match name.as_str() {
-            "fly" => fly(cfg, env)?,
-            "heroku" => heroku(cfg),
-            "broker" => broker(cfg),
-            "none" => continue,
-            other => {
-                cfg.warnings
-                    .push(format!("unknown preset {other:?} ignored"));
-                continue;
+        let mut named = Vec::new();
+        for name in &cfg.presets_setting {
+            match Preset::from_name(name) {
+                Some(preset) => named.push(preset),
+                None if name == NO_PRESETS => {}
+                None => cfg
+                    .load
+                    .warnings
+                    .push(format!("unknown preset {name:?} ignored")),
             }
         }
-        cfg.presets.push(name);
+        named
+    };
+    for preset in presets {
+        match preset {
+            Preset::Fly => fly(cfg, env)?,
+            Preset::Heroku => heroku(cfg),
+            Preset::Broker => broker(cfg),
+        }
+        cfg.load.presets.push(preset);
     }
     Ok(())
 }
 
 /// `fly` when all of FLY_APP_NAME, FLY_ALLOC_ID, FLY_REGION exist; `heroku` when HEROKU_APP_ID and
 /// HEROKU_DYNO_ID exist. `broker` is never auto-detected.
-fn detect(env: &HashMap<String, String>) -> Vec<String> {
+fn detect(env: &HashMap<String, String>) -> Vec<Preset> {
     let has_all = |vars: &[&str]| vars.iter().all(|v| env.contains_key(*v));
-    let mut names = Vec::new();
+    let mut presets = Vec::new();
     if has_all(&["FLY_APP_NAME", "FLY_ALLOC_ID", "FLY_REGION"]) {
-        names.push("fly".to_string());
+        presets.push(Preset::Fly);
     }
     if has_all(&["HEROKU_APP_ID", "HEROKU_DYNO_ID"]) {
-        names.push("heroku".to_string());
+        presets.push(Preset::Heroku);
     }
-    names
+    presets
 }
 
 fn listen_on_all_interfaces(cfg: &mut Config) {
@@ -71,7 +82,7 @@ fn fly(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigErro
     let defaults = Config::default();
     let redis_configured = cfg.redis.url != defaults.redis.url;
     let nats_configured = cfg.nats.servers != defaults.nats.servers;
-    if cfg.pubsub_adapter.is_empty() {
+    if cfg.pubsub_adapter == PubSubAdapter::Unset {
         if !nats_configured {
             return Err(ConfigError::Invalid(
                 "fly preset: machines of a Fly app must share broadcasts, and the reference's \
@@ -81,13 +92,13 @@ fn fly(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigErro
                     .to_string(),
             ));
         }
-        cfg.pubsub_adapter = "nats".into();
+        cfg.pubsub_adapter = PubSubAdapter::Nats;
     }
     if !redis_configured && cfg.broadcast_adapters == defaults.broadcast_adapters {
-        cfg.broadcast_adapters = if cfg.pubsub_adapter == "nats" {
-            vec!["http".into(), "nats".into()]
+        cfg.broadcast_adapters = if cfg.pubsub_adapter == PubSubAdapter::Nats {
+            vec![BroadcastAdapter::Http, BroadcastAdapter::Nats]
         } else {
-            vec!["http".into()]
+            vec![BroadcastAdapter::Http]
         };
     }
     Ok(())
@@ -98,20 +109,24 @@ fn fly(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigErro
 /// pub/sub; without one, HTTP broadcasting only, as in the reference.
 fn broker(cfg: &mut Config) {
     let defaults = Config::default();
-    if cfg.broker.adapter.is_empty() {
-        cfg.broker.adapter = "memory".into();
+    if cfg.broker.adapter == BrokerAdapter::Unset {
+        cfg.broker.adapter = BrokerAdapter::Memory;
     }
     let redis_configured = cfg.redis.url != defaults.redis.url;
     let untouched = cfg.broadcast_adapters == defaults.broadcast_adapters;
     if redis_configured {
         if untouched {
-            cfg.broadcast_adapters = vec!["http".into(), "redisx".into(), "redis".into()];
+            cfg.broadcast_adapters = vec![
+                BroadcastAdapter::Http,
+                BroadcastAdapter::RedisX,
+                BroadcastAdapter::Redis,
+            ];
         }
-        if cfg.pubsub_adapter.is_empty() {
-            cfg.pubsub_adapter = "redis".into();
+        if cfg.pubsub_adapter == PubSubAdapter::Unset {
+            cfg.pubsub_adapter = PubSubAdapter::Redis;
         }
     } else if untouched {
-        cfg.broadcast_adapters = vec!["http".into()];
+        cfg.broadcast_adapters = vec![BroadcastAdapter::Http];
     }
 }
 

@@ -7,7 +7,7 @@ use super::bindings;
 use super::flags::{FlagDef, Kind, FLAGS};
 use super::secrets::{derive_key, API_PURPOSE, RPC_PURPOSE};
 use super::value::{parse_text, Value};
-use super::Config;
+use super::{Choice, Config};
 
 /// Section order of the reference's output; top-level keys come first.
 const SECTIONS: &[&str] = &[
@@ -126,6 +126,17 @@ pub(crate) fn setting_value(cfg: &Config, flag: &FlagDef) -> Option<Value> {
         "http_broadcast_port" => Some(Value::Int(cfg.http_broadcast.port.into())),
         "log_level" => Some(Value::Str(cfg.logging.level.as_str().to_string())),
         "log_format" => Some(Value::Str(cfg.logging.format.as_str().to_string())),
+        "broadcast_adapter" => Some(Value::List(
+            cfg.broadcast_adapters
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+        )),
+        "pubsub" => Some(choice(cfg.pubsub_adapter)),
+        "broker" => Some(choice(cfg.broker.adapter)),
+        "rpc_impl" => Some(choice(cfg.rpc.implementation)),
+        "disconnect_mode" => Some(choice(cfg.disconnector.mode)),
+        "ping_timestamp_precision" => Some(choice(cfg.app.ping_timestamp_precision)),
         "jwt_secret" => own_secret(&cfg.jwt.secret, cfg.secret.clone()),
         "streams_secret" => own_secret(&cfg.streams.secret, cfg.secret.clone()),
         "turbo_streams_secret" => own_secret(&cfg.streams.turbo_secret, cfg.streams.secret.clone()),
@@ -137,6 +148,10 @@ pub(crate) fn setting_value(cfg: &Config, flag: &FlagDef) -> Option<Value> {
         "api_secret" => own_secret(&cfg.api.secret, derived(API_PURPOSE)),
         _ => None,
     }
+}
+
+fn choice(value: impl Choice) -> Value {
+    Value::Str(value.as_str().to_string())
 }
 
 /// A secret that falls back to `inherited`: omitted when equal to it (reloading inherits it again),

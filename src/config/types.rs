@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::choices::{
+    BroadcastAdapter, BrokerAdapter, DisconnectMode, Precision, Preset, PubSubAdapter, RpcImpl,
+};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Random 6-char id per start unless given (empty in `Config::default()`).
@@ -21,18 +25,15 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub streams: StreamsConfig,
     pub http_broadcast: HttpBroadcastConfig,
-    pub broadcast_adapters: Vec<String>,
-    /// `--pubsub`: "" (none), `redis`, `nats`, `none`; auto-set to `redis` (config.md §6 step 7).
-    pub pubsub_adapter: String,
+    pub broadcast_adapters: Vec<BroadcastAdapter>,
+    /// `--pubsub`; auto-set to `redis` (config.md §6 step 7).
+    pub pubsub_adapter: PubSubAdapter,
     pub logging: LogConfig,
-    /// Presets that were applied.
-    pub presets: Vec<String>,
-    /// The `--presets` setting as given (empty = auto-detect).
+    /// The `--presets` setting as given (empty = auto-detect); unknown names are kept so that
+    /// applying them warns.
     pub presets_setting: Vec<String>,
-    /// The file that was loaded, for the startup log.
-    pub config_file: Option<PathBuf>,
-    /// Deprecation and preset warnings, printed by main at startup.
-    pub warnings: Vec<String>,
+    /// What loading found out (not settings).
+    pub load: LoadReport,
     pub rpc: RpcConfig,
     pub disconnector: DisconnectorConfig,
     pub broker: BrokerConfig,
@@ -62,13 +63,11 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             http_broadcast: HttpBroadcastConfig::default(),
             // Deliberately not the reference's `http,redis` (see docs/compatibility.md).
-            broadcast_adapters: vec!["http".to_string(), "redis".to_string()],
-            pubsub_adapter: String::new(),
+            broadcast_adapters: vec![BroadcastAdapter::Http, BroadcastAdapter::Redis],
+            pubsub_adapter: PubSubAdapter::Unset,
             logging: LogConfig::default(),
-            presets: Vec::new(),
             presets_setting: Vec::new(),
-            config_file: None,
-            warnings: Vec::new(),
+            load: LoadReport::default(),
             rpc: RpcConfig::default(),
             disconnector: DisconnectorConfig::default(),
             broker: BrokerConfig::default(),
@@ -83,6 +82,37 @@ impl Default for Config {
             api: ApiConfig::default(),
         }
     }
+}
+
+impl Config {
+    /// The RPC client in use (never [`RpcImpl::Auto`]): none with `--norpc`, else `--rpc_impl`,
+    /// else picked by `--rpc_host`'s scheme, as the reference decides it.
+    pub fn rpc_impl(&self) -> RpcImpl {
+        if self.norpc {
+            return RpcImpl::None;
+        }
+        match self.rpc.implementation {
+            RpcImpl::Auto
+                if self.rpc.host.starts_with("http://")
+                    || self.rpc.host.starts_with("https://") =>
+            {
+                RpcImpl::Http
+            }
+            RpcImpl::Auto => RpcImpl::Grpc,
+            chosen => chosen,
+        }
+    }
+}
+
+/// What loading found out besides the settings, for the startup log.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadReport {
+    /// The file that was loaded.
+    pub config_file: Option<PathBuf>,
+    /// Deprecation and preset warnings, printed by main at startup.
+    pub warnings: Vec<String>,
+    /// Presets that were applied, in order.
+    pub presets: Vec<Preset>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,8 +171,7 @@ impl Default for WsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
     pub ping_interval_secs: u64,
-    /// `s`, `ms` or `ns` (validated at load).
-    pub ping_timestamp_precision: String,
+    pub ping_timestamp_precision: Precision,
     /// 0 = off.
     pub pong_timeout_secs: u64,
     pub enable_native_pings: bool,
@@ -156,7 +185,7 @@ impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             ping_interval_secs: 3,
-            ping_timestamp_precision: "s".to_string(),
+            ping_timestamp_precision: Precision::Seconds,
             pong_timeout_secs: 0,
             enable_native_pings: false,
             shutdown_timeout_secs: 30,
@@ -327,8 +356,8 @@ pub struct RpcConfig {
     pub proxy_headers: Vec<String>,
     /// Empty = all cookies.
     pub proxy_cookies: Vec<String>,
-    /// "" (auto), `grpc`, `http`, `none` (`none` iff `norpc`).
-    pub implementation: String,
+    /// As given (`none` iff `norpc`); [`Config::rpc_impl`] resolves `Auto`.
+    pub implementation: RpcImpl,
     /// Effective HTTP RPC bearer key (explicit or derived from `--secret`).
     pub secret: Option<String>,
     pub http_request_timeout_ms: u64,
@@ -348,7 +377,7 @@ impl Default for RpcConfig {
             command_timeout_ms: 3000,
             proxy_headers: vec!["cookie".to_string()],
             proxy_cookies: Vec::new(),
-            implementation: String::new(),
+            implementation: RpcImpl::Auto,
             secret: None,
             http_request_timeout_ms: 0,
         }
@@ -357,8 +386,7 @@ impl Default for RpcConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DisconnectorConfig {
-    /// `auto`, `always`, `never`.
-    pub mode: String,
+    pub mode: DisconnectMode,
     pub rate: u64,
     pub backlog_size: usize,
     /// Deprecated, no effect.
@@ -368,7 +396,7 @@ pub struct DisconnectorConfig {
 impl Default for DisconnectorConfig {
     fn default() -> Self {
         DisconnectorConfig {
-            mode: "auto".to_string(),
+            mode: DisconnectMode::Auto,
             rate: 100,
             backlog_size: 4096,
             shutdown_timeout_secs: 0,
@@ -378,8 +406,7 @@ impl Default for DisconnectorConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
-    /// "" (none), `memory`, `nats`, `none`.
-    pub adapter: String,
+    pub adapter: BrokerAdapter,
     pub history_limit: usize,
     pub history_ttl_secs: u64,
     pub sessions_ttl_secs: u64,
@@ -389,7 +416,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            adapter: String::new(),
+            adapter: BrokerAdapter::Unset,
             history_limit: 100,
             history_ttl_secs: 300,
             sessions_ttl_secs: 300,
@@ -480,23 +507,20 @@ impl Default for NatsConfig {
     }
 }
 
+/// `--embed_nats` and its settings: accepted and printed back, refused at start while the
+/// embedded server is not built (see `unsupported.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddedNatsConfig {
     pub enabled: bool,
     pub service_addr: String,
-    pub cluster_addr: String,
-    pub cluster_name: String,
-    pub routes: Vec<String>,
-    pub gateway_addr: String,
-    pub gateways: Vec<String>,
-    pub gateway_advertise: String,
+    pub cluster: EmbeddedNatsCluster,
+    pub gateway: EmbeddedNatsGateway,
     pub store_dir: String,
     pub server_name: String,
     pub debug: bool,
     pub trace: bool,
     pub max_payload: usize,
-    pub jetstream: bool,
-    pub jetstream_ready_timeout_secs: u64,
+    pub jetstream: EmbeddedNatsJetStream,
 }
 
 impl Default for EmbeddedNatsConfig {
@@ -504,21 +528,43 @@ impl Default for EmbeddedNatsConfig {
         EmbeddedNatsConfig {
             enabled: false,
             service_addr: DEFAULT_NATS_URL.to_string(),
-            cluster_addr: String::new(),
-            cluster_name: "anycable-cluster".to_string(),
-            routes: Vec::new(),
-            gateway_addr: String::new(),
-            gateways: Vec::new(),
-            gateway_advertise: String::new(),
+            cluster: EmbeddedNatsCluster {
+                addr: String::new(),
+                name: "anycable-cluster".to_string(),
+                routes: Vec::new(),
+            },
+            gateway: EmbeddedNatsGateway::default(),
             store_dir: String::new(),
             server_name: String::new(),
             debug: false,
             trace: false,
             max_payload: 0,
-            jetstream: false,
-            jetstream_ready_timeout_secs: 30,
+            jetstream: EmbeddedNatsJetStream {
+                enabled: false,
+                ready_timeout_secs: 30,
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedNatsCluster {
+    pub addr: String,
+    pub name: String,
+    pub routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddedNatsGateway {
+    pub addr: String,
+    pub gateways: Vec<String>,
+    pub advertise: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedNatsJetStream {
+    pub enabled: bool,
+    pub ready_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

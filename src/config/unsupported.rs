@@ -2,7 +2,7 @@
 
 use super::flags::{find_flag, Feature, FlagDef, FLAGS};
 use super::print::setting_value;
-use super::Config;
+use super::{BroadcastAdapter, BrokerAdapter, Choice, Config, PubSubAdapter, RpcImpl};
 
 /// Flags whose "differs from default" test is value-specific, checked in `special_cases`.
 const SPECIAL: &[&str] = &[
@@ -46,29 +46,35 @@ impl Config {
     fn special_cases(&self) -> Vec<String> {
         let mut messages = Vec::new();
         let built = |feature: Feature| feature.is_built();
-        for adapter in self.broadcast_adapters.iter().filter(|a| *a != "http") {
-            let feature = if adapter == "nats" {
-                Feature::Nats
-            } else {
-                Feature::Redis
+        for adapter in &self.broadcast_adapters {
+            let feature = match adapter {
+                BroadcastAdapter::Http => continue,
+                BroadcastAdapter::Nats => Feature::Nats,
+                BroadcastAdapter::Redis | BroadcastAdapter::RedisX => Feature::Redis,
             };
             if !built(feature) {
+                let all: Vec<&str> = self.broadcast_adapters.iter().map(|a| a.as_str()).collect();
                 messages.push(format!(
                     "--broadcast_adapter={}: the {adapter} broadcaster is not implemented yet",
-                    self.broadcast_adapters.join(",")
+                    all.join(",")
                 ));
             }
         }
-        if !matches!(self.pubsub_adapter.as_str(), "" | "none") && !built(Feature::PubSub) {
+        let pubsub_ready = match self.pubsub_adapter {
+            PubSubAdapter::Unset | PubSubAdapter::None => true,
+            PubSubAdapter::Redis | PubSubAdapter::Nats => built(Feature::PubSub),
+        };
+        if !pubsub_ready {
             messages.push(format!(
                 "--pubsub={0}: the {0} pub/sub is not implemented yet",
                 self.pubsub_adapter
             ));
         }
-        let broker_ready = match self.broker.adapter.as_str() {
-            "" | "none" => true,
-            "memory" | "nats" | "redis" => built(Feature::Broker),
-            _ => false,
+        let broker_ready = match self.broker.adapter {
+            BrokerAdapter::Unset | BrokerAdapter::None => true,
+            BrokerAdapter::Memory | BrokerAdapter::Nats | BrokerAdapter::Redis => {
+                built(Feature::Broker)
+            }
         };
         if !broker_ready {
             messages.push(format!(
@@ -88,7 +94,8 @@ impl Config {
                 self.metrics.log_formatter
             ));
         }
-        if matches!(self.rpc.implementation.as_str(), "grpc" | "http") && !built(Feature::Rpc) {
+        if matches!(self.rpc.implementation, RpcImpl::Grpc | RpcImpl::Http) && !built(Feature::Rpc)
+        {
             messages.push(format!(
                 "--rpc_impl={}: the RPC client is not implemented yet",
                 self.rpc.implementation

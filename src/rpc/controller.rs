@@ -13,24 +13,7 @@ use super::{
 };
 
 /// When the backend is told that a session ended (`--disconnect_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectMode {
-    /// Sessions that had any answer from the backend.
-    Auto,
-    /// Every authenticated session, even those the backend never saw.
-    Always,
-    Never,
-}
-
-impl DisconnectMode {
-    pub fn parse(value: &str) -> DisconnectMode {
-        match value {
-            "always" => DisconnectMode::Always,
-            "never" => DisconnectMode::Never,
-            _ => DisconnectMode::Auto,
-        }
-    }
-}
+pub use crate::config::DisconnectMode;
 
 /// Why the backend gave no answer.
 #[derive(Debug, thiserror::Error)]

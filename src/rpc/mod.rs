@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, RpcConfig};
+use crate::config::{Config, RpcImpl};
 use crate::metrics::{Counter, Gauge, Metrics};
 pub use proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
@@ -113,11 +113,13 @@ impl Rpc {
     /// Builds the client chosen by the config, or `None` for `--norpc`.
     pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Rpc>, SetupError> {
         let rpc = &config.rpc;
-        let implementation = implementation(config);
+        let implementation = config.rpc_impl();
         let transport: Box<dyn Transport> = match implementation {
-            "none" => return Ok(None),
-            "http" => Box::new(http::HttpTransport::new(rpc, tls::trust(rpc)?)?),
-            _ => Box::new(grpc::GrpcTransport::new(rpc, tls::trust(rpc)?)?),
+            RpcImpl::None => return Ok(None),
+            RpcImpl::Http => Box::new(http::HttpTransport::new(rpc, tls::trust(rpc)?)?),
+            RpcImpl::Grpc | RpcImpl::Auto => {
+                Box::new(grpc::GrpcTransport::new(rpc, tls::trust(rpc)?)?)
+            }
         };
         let concurrency = match rpc.concurrency {
             n if n > 0 => n,
@@ -303,21 +305,6 @@ impl Backoff {
         let delay = Duration::from_millis(base << self.attempt.min(16));
         self.attempt += 1;
         delay
-    }
-}
-
-/// `grpc`, `http` or `none`, as the reference decides it.
-pub fn implementation(config: &Config) -> &'static str {
-    let rpc: &RpcConfig = &config.rpc;
-    if config.norpc {
-        return "none";
-    }
-    match rpc.implementation.as_str() {
-        "grpc" => "grpc",
-        "http" => "http",
-        "none" => "none",
-        _ if rpc.host.starts_with("http://") || rpc.host.starts_with("https://") => "http",
-        _ => "grpc",
     }
 }
 

@@ -15,22 +15,13 @@ use crate::config::Config;
 use crate::http::RemoteAddr;
 use crate::session::RequestEnv;
 
-/// Unit of the ping timestamp (`--ping_timestamp_precision`, `?ptp=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    Seconds,
-    Millis,
-    Nanos,
-}
+pub use crate::config::Precision;
 
 impl Precision {
-    /// `s`, `ms` or `ns`; anything else means seconds, as the reference does for `?ptp=`.
+    /// The `?ptp=` query parameter: `s`, `ms` or `ns`; anything else means seconds, as the
+    /// reference does (the `--ping_timestamp_precision` setting is checked at load instead).
     pub fn parse(value: &str) -> Precision {
-        match value {
-            "ms" => Precision::Millis,
-            "ns" => Precision::Nanos,
-            _ => Precision::Seconds,
-        }
+        crate::config::Choice::from_name(value).unwrap_or(Precision::Seconds)
     }
 
     /// The current Unix time in this unit.
@@ -69,7 +60,7 @@ pub struct EnvBuilder {
 
 impl EnvBuilder {
     pub fn new(config: &Config, jwt_enabled: bool, tls: bool) -> EnvBuilder {
-        let backend = crate::rpc::implementation(config) != "none";
+        let backend = config.rpc_impl() != crate::config::RpcImpl::None;
         EnvBuilder {
             unused: (!backend).then(Arc::default),
             headers: config

@@ -1,7 +1,7 @@
 //! Command-line syntax.
 
 use super::support::*;
-use crate::config::{Loaded, VERSION};
+use crate::config::{Loaded, Precision, RpcImpl, VERSION};
 
 #[test]
 fn equals_and_space_forms() {
@@ -133,7 +133,7 @@ fn typed_values() {
         ],
         &[],
     );
-    assert_eq!(cfg.app.ping_timestamp_precision, "ms");
+    assert_eq!(cfg.app.ping_timestamp_precision, Precision::Millis);
     assert_eq!(cfg.logging.format, crate::config::LogFormat::Json);
     assert_eq!(cfg.logging.level, crate::config::LogLevel::Warn);
     assert_eq!(
@@ -147,7 +147,7 @@ fn typed_values() {
     assert_eq!(cfg.server.allowed_origins, vec!["a.com", "*.b.com"]);
     assert_eq!(cfg.metrics.tags.len(), 2);
     assert_eq!(
-        cfg.embedded_nats.gateways,
+        cfg.embedded_nats.gateway.gateways,
         vec!["a:nats://x:1,nats://y:2", "b:nats://z:3"]
     );
     assert!(error(&["--metrics_tags=novalue"], &[]).contains("--metrics_tags"));
@@ -157,8 +157,28 @@ fn typed_values() {
 fn norpc_and_rpc_impl_none_are_the_same() {
     let cfg = run(&["--norpc"], &[]);
     assert!(cfg.norpc);
-    assert_eq!(cfg.rpc.implementation, "none");
+    assert_eq!(cfg.rpc.implementation, RpcImpl::None);
     assert!(run(&["--rpc_impl=none"], &[]).norpc);
+}
+
+#[test]
+fn rpc_impl_in_use() {
+    let in_use = |args: &[&str]| run(args, &[]).rpc_impl();
+    assert_eq!(in_use(&[]), RpcImpl::Grpc);
+    assert_eq!(in_use(&["--rpc_host=http://app/_anycable"]), RpcImpl::Http);
+    assert_eq!(in_use(&["--rpc_host=https://app/_anycable"]), RpcImpl::Http);
+    // An explicit choice wins over the host's scheme; --norpc over everything.
+    assert_eq!(
+        in_use(&["--rpc_impl=grpc", "--rpc_host=http://app"]),
+        RpcImpl::Grpc
+    );
+    assert_eq!(
+        in_use(&["--rpc_impl=http", "--rpc_host=app:50051"]),
+        RpcImpl::Http
+    );
+    assert_eq!(in_use(&["--norpc", "--rpc_impl=http"]), RpcImpl::None);
+    // Printed back as given: not given stays not given.
+    assert_eq!(run(&[], &[]).rpc.implementation, RpcImpl::Auto);
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! Deprecated and legacy flag names (config.md §8).
 
 use super::support::*;
+use crate::config::DisconnectMode;
 
 fn warned(cfg: &crate::config::Config, flag: &str) -> bool {
     let prefix = format!("DEPRECATION WARNING: {flag} option is deprecated");
-    cfg.warnings.iter().any(|w| w.starts_with(&prefix))
+    cfg.load.warnings.iter().any(|w| w.starts_with(&prefix))
 }
 
 #[test]
@@ -87,6 +88,7 @@ fn cleartext_flags_enable_plain_names_and_warn() {
     assert!(!cfg.streams.public);
     // The warning says what to use instead.
     assert!(cfg
+        .load
         .warnings
         .iter()
         .any(|w| w.contains("turbo_rails_cleartext") && w.contains("--turbo_streams_secret")));
@@ -97,7 +99,7 @@ fn cleartext_flags_enable_plain_names_and_warn() {
 #[test]
 fn disable_disconnect() {
     let cfg = run(&["--disable_disconnect"], &[]);
-    assert_eq!(cfg.disconnector.mode, "never");
+    assert_eq!(cfg.disconnector.mode, DisconnectMode::Never);
     assert!(warned(&cfg, "disable_disconnect"));
 }
 
@@ -105,7 +107,7 @@ fn disable_disconnect() {
 fn disconnect_timeout_only_warns() {
     let cfg = run(&["--disconnect_timeout=5"], &[]);
     assert!(warned(&cfg, "disconnect_timeout"));
-    assert_eq!(cfg.disconnector.mode, "auto");
+    assert_eq!(cfg.disconnector.mode, DisconnectMode::Auto);
 }
 
 #[test]
@@ -139,5 +141,5 @@ fn http_rpc_timeout_is_honoured() {
 
 #[test]
 fn no_warnings_by_default() {
-    assert!(run(&[], &[]).warnings.is_empty());
+    assert!(run(&[], &[]).load.warnings.is_empty());
 }

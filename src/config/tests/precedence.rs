@@ -1,7 +1,7 @@
 //! Source precedence: defaults < file < env < CLI, and config file lookup.
 
 use super::support::*;
-use crate::config::{load, Config, Loaded, LogLevel};
+use crate::config::{load, BroadcastAdapter, Config, Loaded, LogLevel};
 
 fn run_in(dir: &TempDir, list: &[&str], pairs: &[(&str, &str)]) -> Config {
     match load(&args(list), &env(pairs), &dir.0) {
@@ -41,7 +41,7 @@ fn reference_feature_test_file_env_cli() {
     assert_eq!(cfg.server.port, 2025);
     assert!(!cfg.logging.debug);
     assert_eq!(cfg.logging.level, LogLevel::Info);
-    assert_eq!(cfg.config_file, Some(dir.0.join("anycable.toml")));
+    assert_eq!(cfg.load.config_file, Some(dir.0.join("anycable.toml")));
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn explicit_config_path_is_relative_to_cwd_and_wins_over_lookup() {
     dir.write("other.toml", "[server]\nport = 2222\n");
     let cfg = run_in(&dir, &["--config-path", "other.toml"], &[]);
     assert_eq!(cfg.server.port, 2222);
-    assert_eq!(cfg.config_file, Some(dir.0.join("other.toml")));
+    assert_eq!(cfg.load.config_file, Some(dir.0.join("other.toml")));
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn ignore_config_path_skips_the_file() {
     dir.write("anycable.toml", "[server]\nport = 1111\n");
     let cfg = run_in(&dir, &["--ignore-config-path"], &[]);
     assert_eq!(cfg.server.port, 8080);
-    assert_eq!(cfg.config_file, None);
+    assert_eq!(cfg.load.config_file, None);
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn list_keys_accept_strings_and_arrays() {
     let cfg = run_in(&dir, &[], &[]);
     assert_eq!(cfg.server.allowed_origins, vec!["a.com", "*.b.com"]);
     assert_eq!(cfg.nats.servers, vec!["nats://x:4222"]);
-    assert_eq!(cfg.broadcast_adapters, vec!["http"]);
+    assert_eq!(cfg.broadcast_adapters, vec![BroadcastAdapter::Http]);
 }
 
 #[test]
@@ -185,5 +185,8 @@ fn file_only_settings_are_not_flags() {
 fn empty_config_path_loads_nothing() {
     let dir = TempDir::new();
     dir.write("anycable.toml", "[server]\nport = 1111\n");
-    assert_eq!(run_in(&dir, &["--config-path="], &[]).config_file, None);
+    assert_eq!(
+        run_in(&dir, &["--config-path="], &[]).load.config_file,
+        None
+    );
 }

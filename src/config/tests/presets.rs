@@ -1,6 +1,7 @@
 //! Presets (config.md §9).
 
 use super::support::*;
+use crate::config::{BroadcastAdapter, BrokerAdapter, Preset, PubSubAdapter};
 
 const FLY: [(&str, &str); 3] = [
     ("FLY_APP_NAME", "app"),
@@ -18,10 +19,13 @@ fn fly_with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'stat
 #[test]
 fn fly_is_auto_detected_and_clusters_through_redis() {
     let cfg = run(&[], &fly_with(&[("REDIS_URL", "redis://fly-redis:6379")]));
-    assert_eq!(cfg.presets, vec!["fly"]);
+    assert_eq!(cfg.load.presets, vec![Preset::Fly]);
     assert_eq!(cfg.server.host, "0.0.0.0");
-    assert_eq!(cfg.pubsub_adapter, "redis");
-    assert_eq!(cfg.broadcast_adapters, vec!["http", "redis"]);
+    assert_eq!(cfg.pubsub_adapter, PubSubAdapter::Redis);
+    assert_eq!(
+        cfg.broadcast_adapters,
+        vec![BroadcastAdapter::Http, BroadcastAdapter::Redis]
+    );
     assert!(cfg.unsupported_settings().is_empty());
 }
 
@@ -39,21 +43,24 @@ fn fly_clusters_through_an_external_nats() {
         &[],
         &fly_with(&[("ANYCABLE_NATS_SERVERS", "nats://n:4222")]),
     );
-    assert_eq!(cfg.pubsub_adapter, "nats");
-    assert_eq!(cfg.broadcast_adapters, vec!["http", "nats"]);
+    assert_eq!(cfg.pubsub_adapter, PubSubAdapter::Nats);
+    assert_eq!(
+        cfg.broadcast_adapters,
+        vec![BroadcastAdapter::Http, BroadcastAdapter::Nats]
+    );
 }
 
 #[test]
 fn fly_single_machine_opts_out_of_clustering() {
     let cfg = run(&["--pubsub=none"], &FLY);
-    assert_eq!(cfg.presets, vec!["fly"]);
-    assert_eq!(cfg.broadcast_adapters, vec!["http"]);
+    assert_eq!(cfg.load.presets, vec![Preset::Fly]);
+    assert_eq!(cfg.broadcast_adapters, vec![BroadcastAdapter::Http]);
 }
 
 #[test]
 fn fly_needs_all_three_vars_to_be_detected() {
     let cfg = run(&[], &FLY[..2]);
-    assert!(cfg.presets.is_empty());
+    assert!(cfg.load.presets.is_empty());
     assert_eq!(cfg.server.host, "localhost");
 }
 
@@ -76,7 +83,7 @@ fn forced_fly_requires_env() {
 #[test]
 fn heroku_is_auto_detected() {
     let cfg = run(&[], &[("HEROKU_APP_ID", "a"), ("HEROKU_DYNO_ID", "d")]);
-    assert_eq!(cfg.presets, vec!["heroku"]);
+    assert_eq!(cfg.load.presets, vec![Preset::Heroku]);
     assert_eq!(cfg.server.host, "0.0.0.0");
 }
 
@@ -92,31 +99,35 @@ fn presets_only_change_defaults() {
 #[test]
 fn explicit_presets_replace_detection() {
     let cfg = run(&["--presets=none"], &FLY);
-    assert!(cfg.presets.is_empty());
+    assert!(cfg.load.presets.is_empty());
     assert_eq!(cfg.server.host, "localhost");
     let cfg = run(&[], &[("ANYCABLE_PRESETS", "heroku")]);
-    assert_eq!(cfg.presets, vec!["heroku"]);
+    assert_eq!(cfg.load.presets, vec![Preset::Heroku]);
 }
 
 #[test]
 fn broker_preset_selects_the_memory_broker() {
     let cfg = run(&["--presets=broker"], &[]);
-    assert_eq!(cfg.presets, vec!["broker"]);
-    assert_eq!(cfg.broker.adapter, "memory");
-    assert_eq!(cfg.broadcast_adapters, vec!["http"]);
+    assert_eq!(cfg.load.presets, vec![Preset::Broker]);
+    assert_eq!(cfg.broker.adapter, BrokerAdapter::Memory);
+    assert_eq!(cfg.broadcast_adapters, vec![BroadcastAdapter::Http]);
     let explicit = run(&["--presets=broker", "--broker=none"], &[]);
-    assert_eq!(explicit.broker.adapter, "none");
+    assert_eq!(explicit.broker.adapter, BrokerAdapter::None);
     let with_redis = run(&["--presets=broker"], &[("REDIS_URL", "redis://r:6379")]);
     assert_eq!(
         with_redis.broadcast_adapters,
-        vec!["http", "redisx", "redis"]
+        vec![
+            BroadcastAdapter::Http,
+            BroadcastAdapter::RedisX,
+            BroadcastAdapter::Redis
+        ]
     );
-    assert_eq!(with_redis.pubsub_adapter, "redis");
+    assert_eq!(with_redis.pubsub_adapter, PubSubAdapter::Redis);
 }
 
 #[test]
 fn unknown_preset_warns() {
     let cfg = run(&["--presets=aws"], &[]);
-    assert!(cfg.presets.is_empty());
-    assert!(cfg.warnings.iter().any(|w| w.contains("aws")));
+    assert!(cfg.load.presets.is_empty());
+    assert!(cfg.load.warnings.iter().any(|w| w.contains("aws")));
 }

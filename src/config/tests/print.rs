@@ -14,8 +14,8 @@ fn printed(list: &[&str], pairs: &[(&str, &str)]) -> String {
 
 /// Fields that describe how the config was obtained rather than what it is.
 fn normalized(mut cfg: Config) -> Config {
-    cfg.config_file = None;
-    cfg.warnings.clear();
+    cfg.load.config_file = None;
+    cfg.load.warnings.clear();
     cfg
 }
 

@@ -186,6 +186,7 @@ fn legacy_http_broadcast_secret_wins_over_broadcast_key() {
     assert_eq!(cfg.http_broadcast.key.as_deref(), Some("old"));
     assert_eq!(cfg.http_broadcast.port, 8080);
     assert!(cfg
+        .load
         .warnings
         .iter()
         .any(|w| w.contains("http_broadcast_secret option is deprecated")));

@@ -1,7 +1,7 @@
 //! Settings of features that are not built yet.
 
 use super::support::*;
-use crate::config::Config;
+use crate::config::{Config, PubSubAdapter};
 
 #[test]
 fn defaults_and_built_features_are_fine() {
@@ -90,7 +90,7 @@ fn broadcast_adapters_and_redis() {
         &[("REDIS_URL", "rediss://:pw@r:6380/2")],
     );
     // A Redis URL also turns on the Redis pub/sub (config.md §6.7).
-    assert_eq!(cfg.pubsub_adapter, "redis");
+    assert_eq!(cfg.pubsub_adapter, PubSubAdapter::Redis);
     assert!(cfg.unsupported_settings().is_empty());
     assert!(run(&["--pubsub=nats"], &[])
         .unsupported_settings()

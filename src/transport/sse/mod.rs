@@ -82,7 +82,7 @@ impl SseEndpoint {
             write_timeout: Duration::from_secs(config.ws.write_timeout_secs.max(1)),
             ping_interval: (config.app.ping_interval_secs > 0)
                 .then(|| Duration::from_secs(config.app.ping_interval_secs)),
-            ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
+            ping_precision: config.app.ping_timestamp_precision,
             live,
             tracker,
         }

@@ -52,16 +52,38 @@ const RESTORE_HISTORY_GRACE: Duration = Duration::from_secs(3);
 /// Everything the WebSocket endpoint needs, built once from the config.
 pub struct WsEndpoint {
     pub node: Arc<Node>,
+    pub handshake: Handshake,
+    pub limits: Limits,
+    pub heartbeat: Heartbeat,
+    /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
+    pub live: Arc<LiveOutboxes>,
+    /// Write plain-TCP connections' frames without waking their tasks.
+    flushers: Flushers,
+    pub tracker: TaskTracker,
+}
+
+/// What the upgrade request is checked and described with.
+pub struct Handshake {
     /// What the backend learns about each connection request.
     pub env_builder: EnvBuilder,
     pub origins: AllowedOrigins,
+    /// Where the JWT is looked for; `None` when JWT is off.
     pub jwt_param: Option<String>,
+}
+
+/// Sizes and deadlines of one connection's IO.
+pub struct Limits {
     /// `--max_message_size`: larger client messages close the connection (1009).
     pub max_message_bytes: usize,
     /// `--read_buffer_size`: bytes read at most per read.
     pub read_chunk: usize,
+    /// `--ws_max_pending_size`: the bound of each connection's outbox.
     pub max_pending_bytes: usize,
     pub write_timeout: Duration,
+}
+
+/// The timers a connection keeps besides its writes.
+pub struct Heartbeat {
     pub ping_interval: Duration,
     pub ping_precision: Precision,
     /// `--pong_timeout`; armed for extended-protocol sessions and with native pings.
@@ -70,11 +92,6 @@ pub struct WsEndpoint {
     /// How often an extended-protocol session refreshes its cached snapshot and its presence
     /// records (the shorter of half of each time to live).
     pub sessions_keepalive: Option<Duration>,
-    /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
-    pub live: Arc<LiveOutboxes>,
-    /// Write plain-TCP connections' frames without waking their tasks.
-    flushers: Flushers,
-    pub tracker: TaskTracker,
 }
 
 impl WsEndpoint {
@@ -90,19 +107,25 @@ impl WsEndpoint {
         let flushers = Flushers::start(node.shared_metrics());
         WsEndpoint {
             node,
-            env_builder,
-            origins: AllowedOrigins::new(&config.server.allowed_origins),
-            jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
-            max_message_bytes: ws.max_message_size,
-            read_chunk: ws.read_buffer_size,
-            max_pending_bytes: ws.max_pending_size,
-            write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
-            ping_interval: Duration::from_secs(config.app.ping_interval_secs),
-            ping_precision: Precision::parse(&config.app.ping_timestamp_precision),
-            pong_timeout: (config.app.pong_timeout_secs > 0)
-                .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
-            native_pings: config.app.enable_native_pings,
-            sessions_keepalive: keepalive(config),
+            handshake: Handshake {
+                env_builder,
+                origins: AllowedOrigins::new(&config.server.allowed_origins),
+                jwt_param: jwt_enabled.then(|| config.jwt.param.clone()),
+            },
+            limits: Limits {
+                max_message_bytes: ws.max_message_size,
+                read_chunk: ws.read_buffer_size,
+                max_pending_bytes: ws.max_pending_size,
+                write_timeout: Duration::from_secs(ws.write_timeout_secs.max(1)),
+            },
+            heartbeat: Heartbeat {
+                ping_interval: Duration::from_secs(config.app.ping_interval_secs),
+                ping_precision: config.app.ping_timestamp_precision,
+                pong_timeout: (config.app.pong_timeout_secs > 0)
+                    .then(|| Duration::from_secs(config.app.pong_timeout_secs)),
+                native_pings: config.app.enable_native_pings,
+                sessions_keepalive: keepalive(config),
+            },
             live,
             flushers,
             tracker,
@@ -125,7 +148,7 @@ impl WsEndpoint {
             return plain(StatusCode::BAD_REQUEST, "Bad Request");
         };
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        if !self.origins.allows(origin) {
+        if !self.handshake.origins.allows(origin) {
             tracing::debug!(origin, "WebSocket origin rejected");
             let mut response = plain(StatusCode::FORBIDDEN, "Forbidden");
             response.headers_mut().insert(
@@ -141,11 +164,12 @@ impl WsEndpoint {
             .map(str::to_string);
         let query = request.uri().query();
         let token = self
+            .handshake
             .jwt_param
             .as_deref()
             .and_then(|param| find_token(headers, query, param));
         let sid: Arc<str> = connection_id(headers).into();
-        let env = self.env_builder.build(&request);
+        let env = self.handshake.env_builder.build(&request);
         let extended = protocol.as_deref() == Some(EXTENDED_PROTOCOL);
         let restore_sid = headers
             .get("x-anycable-restore-sid")
@@ -164,8 +188,8 @@ impl WsEndpoint {
             },
             None => self.default_ping_interval(),
         };
-        let precision =
-            query_param(query, "ptp").map_or(self.ping_precision, |p| Precision::parse(&p));
+        let precision = query_param(query, "ptp")
+            .map_or(self.heartbeat.ping_precision, |p| Precision::parse(&p));
 
         let mut response = Response::new(Body::default());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -201,12 +225,13 @@ impl WsEndpoint {
                         ping_interval,
                         precision,
                     };
-                    let (max, chunk) = (endpoint.max_message_bytes, endpoint.read_chunk);
+                    let limits = &endpoint.limits;
+                    let (max, chunk) = (limits.max_message_bytes, limits.read_chunk);
                     // Plain TCP, the common case, is served without hyper's boxed IO in between.
                     match upgraded.downcast::<TokioIo<TcpStream>>() {
                         Ok(parts) => {
                             let tcp = parts.io.into_inner();
-                            let pending = endpoint.max_pending_bytes;
+                            let pending = endpoint.limits.max_pending_bytes;
                             let (outbox, tcp) = endpoint.flushers.open(tcp, pending);
                             let socket = Socket::new(tcp, parts.read_buf, max, chunk);
                             endpoint.run(socket, outbox, options).await;
@@ -214,7 +239,7 @@ impl WsEndpoint {
                         Err(upgraded) => {
                             let io = TokioIo::new(upgraded);
                             let socket = Socket::new(io, Bytes::new(), max, chunk);
-                            let outbox = Arc::new(Outbox::new(endpoint.max_pending_bytes));
+                            let outbox = Arc::new(Outbox::new(endpoint.limits.max_pending_bytes));
                             endpoint.run(socket, outbox, options).await;
                         }
                     }
@@ -227,7 +252,8 @@ impl WsEndpoint {
     }
 
     fn default_ping_interval(&self) -> Option<Duration> {
-        (!self.ping_interval.is_zero()).then_some(self.ping_interval)
+        let interval = self.heartbeat.ping_interval;
+        (!interval.is_zero()).then_some(interval)
     }
 
     /// The life of one connection: authenticate, then serve until either side closes.
@@ -276,11 +302,12 @@ impl WsEndpoint {
             .ping_interval
             .filter(|_| connected)
             .map(|interval| Instant::now() + first_ping_delay(interval));
-        let pong_timeout = self
+        let heartbeat = &self.heartbeat;
+        let pong_timeout = heartbeat
             .pong_timeout
-            .filter(|_| options.extended || self.native_pings);
+            .filter(|_| options.extended || heartbeat.native_pings);
         let mut pong_deadline: Option<Instant> = None;
-        let keepalive = self.sessions_keepalive.filter(|_| options.extended);
+        let keepalive = heartbeat.sessions_keepalive.filter(|_| options.extended);
         let mut next_keepalive = keepalive.map(|every| Instant::now() + every);
         let restored = session
             .as_ref()
@@ -333,7 +360,7 @@ impl WsEndpoint {
                 Event::Batch => {
                     let metrics = self.node.metrics();
                     match Box::pin(with_deadline(
-                        self.write_timeout,
+                        self.limits.write_timeout,
                         write_batch(&mut socket, &mut batch),
                     ))
                     .await
@@ -435,7 +462,7 @@ impl WsEndpoint {
                         }
                         .encode();
                         send_to(self.node.metrics(), &outbox, ping);
-                        if self.native_pings {
+                        if heartbeat.native_pings {
                             outbox.push_control(Outgoing::Ping);
                         }
                         if let (None, Some(pong_timeout)) = (pong_deadline, pong_timeout) {
@@ -589,7 +616,7 @@ fn header_has_token(headers: &hyper::HeaderMap, name: header::HeaderName, token:
 
 /// Half of the sessions TTL and of `--presence_ttl`, whichever is shorter (with a broker).
 fn keepalive(config: &Config) -> Option<Duration> {
-    if matches!(config.broker.adapter.as_str(), "" | "none") {
+    if !config.broker.adapter.is_enabled() {
         return None;
     }
     let sessions = (config.broker.sessions_ttl_secs > 1)
