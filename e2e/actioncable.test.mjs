@@ -262,7 +262,7 @@ describe('@rails/actioncable against anycable-rs', () => {
     assert.deepEqual(raw.dataFor(id).map((m) => m.message), [{ n: 2 }], 'excluded socket must get only n=2');
   }));
 
-  it('names and tokens made by the Python generator (seed snippet) work', withServerLog(logs, async () => {
+  it('names and tokens made by the Python generator (AnyCable docs snippet) work', withServerLog(logs, async () => {
     const py = path.join(here, 'support', 'sign.py');
     const stream = 'chat/café ☕'; // Python's json.dumps escapes non-ASCII (\u00e9): still verifies
     const { stdout: signed } = await execFileP('python3', [py, 'stream', SECRET, stream]);

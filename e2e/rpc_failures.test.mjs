@@ -168,7 +168,7 @@ for (const kind of KINDS) {
     }));
 
     if (kind === 'http') {
-      // rpc.md §3.5
+      // The breaker's thresholds are listed in docs/rpc.md (Failures).
       it('HTTP circuit breaker: mostly transport failures open it (calls fail fast, nothing reaches the backend), it closes again after 5 s', t(async () => {
         const { backend, server } = await startPair(r, kind, { serverExtra: ['--rpc_command_timeout=1600'], label: 'rpc-http-breaker' });
         current = { backend, server };

@@ -1,4 +1,4 @@
-// Graceful shutdown as clients see it (operations.md §4, protocol.md §6): on SIGTERM
+// Graceful shutdown as clients see it (docs/architecture.md, Shutdown): on SIGTERM
 // every connection gets {"type":"disconnect","reason":"server_restart","reconnect":true}
 // and a 1001 close; @rails/actioncable therefore plans a reconnect; the process exits 0.
 import { describe, it, after } from 'node:test';

@@ -1,4 +1,4 @@
-//! The REST API (spec: broadcasting.md §11): `POST /api/publish`, `GET /api/presence/...`,
+//! The REST API (docs/api.md): `POST /api/publish`, `GET /api/presence/...`,
 //! bearer keys, `--api_port`, CORS, and when the API is not mounted.
 
 mod support;
@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-/// broadcasting.md §11 test vector: secret `s3cr3t`.
+/// hex(HMAC-SHA256("s3cr3t", "api-cable")), the API key derived from `--secret=s3cr3t`
+/// (docs/api.md).
 const S3CR3T_API_KEY: &str = "e3b70326c38efad4042c57f65cc19e4ce2925e5aea5ea0c98dca248b837c17de";
 
 #[test]

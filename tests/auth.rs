@@ -1,13 +1,16 @@
-//! Authentication: auth modes, JWT identification, allowed origins (spec: auth.md).
+//! Authentication: auth modes, JWT identification, allowed origins (AnyCable-Go:
+//! docs/jwt_identification.md, identity/jwt.go; differences in docs/compatibility.md).
 
 mod support;
 
 use serde_json::json;
 use support::*;
 
-/// auth.md §6: secret `qwerty`, identifiers `{"user_id":42}`, exp 2030-01-01.
+/// HS256 JWT whose `ext` claim holds the identifiers JSON (the token format of AnyCable's
+/// docs/jwt_identification.md): secret `qwerty`, `ext` `{"user_id":42}`, exp 2030-01-01.
+/// e2e/support/sign.py (Python stdlib only) produces the same token.
 const SPEC_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHQiOiJ7XCJ1c2VyX2lkXCI6NDJ9IiwiZXhwIjoxODkzNDU2MDAwfQ.iJpWkeL_m0xrwXgEMVMrvB-pWeAyz7U-RovpEicU5w4";
-/// auth.md §6: the same identifiers with exp 1700000000 (past).
+/// The same token with exp 1700000000 (past).
 const SPEC_EXPIRED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHQiOiJ7XCJ1c2VyX2lkXCI6NDJ9IiwiZXhwIjoxNzAwMDAwMDAwfQ.zM_bz_v6718Hw3c5lbxLv9KGfMsRsJ6Z36DfqLGqJng";
 
 async fn expect_unauthorized(ws: &mut Ws) {

@@ -1,5 +1,5 @@
-//! HTTP broadcasting, publication format, remote commands, slow clients (spec:
-//! broadcasting.md §2–3, protocol.md §7, operations.md §7).
+//! HTTP broadcasting, publication format, remote commands, slow clients (docs/broadcasting.md,
+//! docs/compatibility.md "Slow clients").
 
 mod support;
 
@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// broadcasting.md §3.1 test vector: secret `s3cr3t`.
+/// hex(HMAC-SHA256("s3cr3t", "broadcast-cable")), the key derived from `--secret=s3cr3t`
+/// (docs/broadcasting.md; `printf %s broadcast-cable | openssl dgst -sha256 -hmac s3cr3t`).
 const S3CR3T_BROADCAST_KEY: &str =
     "83149057b2f956b5f862c0ef5ad6a24d3677dc076d77e8999c24f77ca17d7a20";
 
@@ -282,7 +283,7 @@ async fn without_a_key_the_endpoint_is_on_its_own_port_without_auth() {
 
 #[tokio::test]
 async fn public_with_secret_keeps_the_main_port_but_drops_auth() {
-    // broadcasting.md §3.1: the port is decided before --public clears the key.
+    // docs/broadcasting.md (HTTP): the port is decided before --public clears the key.
     let server = start(&["--public", "--secret=s3cr3t"]).await;
     assert_eq!(server.broadcast_port, server.port);
     let (mut ws, _) = server.ws_welcomed().await;

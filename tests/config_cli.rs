@@ -1,4 +1,5 @@
-//! The binary's command line, environment and config file behaviour (spec: config.md). Unit
+//! The binary's command line, environment and config file behaviour (AnyCable-Go: cli/options.go,
+//! config/config.go; differences in docs/compatibility.md). Unit
 //! tests of the parser live in the config module; these run the real process.
 
 mod support;
@@ -443,7 +444,7 @@ async fn deprecated_flags_print_a_deprecation_warning_and_still_work() {
             .wait_output("DEPRECATION WARNING", RECV_TIMEOUT)
             .await
             && server.output.stdout().contains("DEPRECATION WARNING"),
-        "config.md §8: deprecated flags print a DEPRECATION WARNING on stdout:\n{}",
+        "deprecated flags print a DEPRECATION WARNING on stdout, as AnyCable-Go does:\n{}",
         server.output.all()
     );
 }

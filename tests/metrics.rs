@@ -1,5 +1,5 @@
 //! Metrics against the real binary: the Prometheus endpoint (main and dedicated listeners,
-//! tags), the interval gauges, the log writer and StatsD (spec: operations.md §2).
+//! tags), the interval gauges, the log writer and StatsD (docs/metrics.md).
 //!
 //! Gauges and writers work on intervals, so tests poll for the expected state with a deadline
 //! instead of sleeping.

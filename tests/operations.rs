@@ -1,5 +1,6 @@
-//! Operations: health, graceful shutdown, TLS, startup log (spec: operations.md §1, §4, §5, §7;
-//! config.md §11).
+//! Operations: health, graceful shutdown, TLS, startup log, as AnyCable-Go does them
+//! (server/health_handler.go, cli/cli.go, server/ssl_config.go); differences are in
+//! docs/compatibility.md.
 
 mod support;
 
@@ -313,7 +314,7 @@ async fn startup_log_names_paths_broadcast_url_and_auth_mode() {
 
 #[tokio::test]
 async fn piped_logs_have_no_ansi_colours() {
-    // operations.md §3: colours only when stdout is a TTY; the harness pipes it.
+    // As AnyCable-Go's logger: colours only when stdout is a TTY; the harness pipes it.
     let server = start(&["--noauth"]).await;
     let log = server.startup_log().await;
     assert!(!log.is_empty());
@@ -325,8 +326,8 @@ async fn piped_logs_have_no_ansi_colours() {
 
 #[tokio::test]
 async fn json_log_format_has_time_level_and_msg() {
-    // operations.md §3: `--log_format=json` writes one JSON object per line with `time`,
-    // `level` (`INFO`, ...) and `msg`, plus attributes.
+    // As AnyCable-Go (docs/compatibility.md, Logging): `--log_format=json` writes one JSON
+    // object per line with `time`, `level` (`INFO`, ...) and `msg`, plus attributes.
     let server = start(&["--noauth", "--log_format=json"]).await;
     let log = server.startup_log().await;
     let mut lines = 0;

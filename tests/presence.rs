@@ -1,4 +1,4 @@
-//! Presence (spec: broker.md §6, protocol.md §10.7): join/leave events, info, the TTL after a
+//! Presence (docs/presence.md): join/leave events, info, the TTL after a
 //! disconnect, and the REST API query.
 
 mod support;

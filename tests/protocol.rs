@@ -1,4 +1,5 @@
-//! Action Cable protocol over WebSocket (spec: protocol.md §1–9).
+//! Action Cable protocol over WebSocket, as AnyCable-Go speaks it (node/node.go,
+//! common/common.go; base-protocol conformance in anycable/anyt).
 
 mod support;
 

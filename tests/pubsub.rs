@@ -1,5 +1,5 @@
 //! Node-to-node pub/sub over real Redis and NATS: publications, whispers and remote commands
-//! reach every node's clients (broadcasting.md §8).
+//! reach every node's clients (docs/broadcasting.md).
 
 mod support;
 
@@ -102,7 +102,7 @@ async fn redis_pubsub_carries_remote_commands_to_every_node() {
 
 #[tokio::test]
 async fn redisx_with_redis_pubsub_reaches_every_node_once() {
-    // `redisx` turns the Redis pub/sub on by itself (config.md §6.7).
+    // `redisx` turns the Redis pub/sub on by itself (as in AnyCable-Go).
     let stream = unique("ac-redisx");
     let group = unique("g");
     let target = unique("ps-stream");

@@ -1,5 +1,5 @@
 //! The Redis Pub/Sub (`redis`) broadcaster and Redis Sentinel
-//! against the real binary and real services (broadcasting.md §4–6): Redis at
+//! against the real binary and real services (docs/broadcasting.md): Redis at
 //! 127.0.0.1:6379 and NATS at 127.0.0.1:4222 (`scripts/test.sh` starts them).
 //!
 //! Every test uses its own channel, subject or stream name, so tests can run in parallel and

@@ -1,5 +1,5 @@
 //! The Redis Streams (`redisx`) and NATS (`nats`) broadcasters against the real binary and real
-//! services (broadcasting.md §5–6). Every test uses its own stream or subject name.
+//! services (docs/broadcasting.md). Every test uses its own stream or subject name.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! The Server-Sent Events transport (spec: sse.md), against the real binary over real sockets.
+//! The Server-Sent Events transport (docs/sse.md), against the real binary over real sockets.
 //!
 //! The client below speaks HTTP/1.1 through hyper's low-level client connection and splits the
 //! response body into events on blank lines, keeping each event's exact text. Tests wait for

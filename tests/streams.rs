@@ -1,14 +1,17 @@
-//! Signed and public streams, Turbo Streams, CableReady, whispers (spec: streams.md).
+//! Signed and public streams, Turbo Streams, CableReady, whispers (docs/hotwire.md;
+//! AnyCable-Go: docs/signed_streams.md).
 
 mod support;
 
 use serde_json::{json, Value};
 use support::*;
 
-/// streams.md §5, Example A: secret `s3Krit`, stream `chat/2023`.
+/// Rails' `ActiveSupport::MessageVerifier.new("s3Krit", digest: "SHA256", serializer: JSON)
+/// .generate("chat/2023")`, the signed stream name format of AnyCable's docs/signed_streams.md.
 const EXAMPLE_A: &str =
     "ImNoYXQvMjAyMyI=--2b2e054b6413bf3bc7e8bbad2f68962aa2ba19821800ccbd8de6fd7314e8320c";
-/// streams.md §5, Example B: secret `my-turbo-secret`, stream `gid://app/Room/42:messages`.
+/// The same format for secret `my-turbo-secret`, stream `gid://app/Room/42:messages` (a Turbo
+/// name whose Base64 ends in `==`).
 const EXAMPLE_B: &str = "ImdpZDovL2FwcC9Sb29tLzQyOm1lc3NhZ2VzIg==--dc8ca4371f7d6017d3b78cb419b781f9136b9e8f331b0fd063031e18cfc3983f";
 
 fn turbo_id(signed: &str) -> String {

@@ -6,7 +6,8 @@
 // field names, numeric status), so the application behaves identically over gRPC and HTTP.
 //
 // Two deliberate departures from serverless-js 0.1.0 defaults, to follow the AnyCable RPC
-// contract (rpc.md §2.4/§2.5) the way the Ruby reference server does:
+// contract (AnyCable-Go: protocol/protocol.go) the way the Ruby reference server (anycable-rb)
+// does:
 //  - channel state: Command `env.istate` is the channel's own flat map, and the reply carries
 //    only the *changes* (a removed key is sent as ""), instead of serverless-js' JSON blob keyed
 //    by identifier. Disconnect `env.istate` is {identifier: JSON text of that channel's map}.

@@ -45,7 +45,8 @@ function authorized(req) {
   return got.length === want.length && timingSafeEqual(got, want);
 }
 
-// Empty values -> null, recursively one level into env (the "null means absent" rule of rpc.md §3.3).
+// Empty values -> null, recursively one level into env (AnyCable-Go decodes HTTP RPC replies
+// with Go's encoding/json, so null means absent).
 function withNulls(response) {
   const out = {};
   for (const [k, v] of Object.entries(response)) {
@@ -98,7 +99,7 @@ const server = http.createServer(async (req, res) => {
       contentType: req.headers['content-type'] ?? null,
     });
     if (outcome === 'exhausted' || outcome === 'unavailable') {
-      // HTTP RPC has no RESOURCE_EXHAUSTED: only transport errors are retried (rpc.md §3.4),
+      // HTTP RPC has no RESOURCE_EXHAUSTED: only transport errors are retried (docs/rpc.md),
       // so an overloaded/unavailable backend drops the connection without a response.
       req.socket.destroy();
       return;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Stdlib-only generator of AnyCable signed stream names and JWTs.
 
-Mirrors the Python snippets of the AnyCable docs (seeds):
+Mirrors the Python snippets of the AnyCable docs (anycable/anycable docs/signed_streams.md,
+docs/jwt_identification.md):
 
     encoded = base64.b64encode(json.dumps(stream_name).encode('utf-8')).decode('utf-8')
     digest = hmac.new(SECRET_KEY.encode('utf-8'), encoded.encode('utf-8'), hashlib.sha256).hexdigest()
@@ -16,8 +17,9 @@ Usage:
     sign.py broadcast-key SECRET
 
 `jwt` parses IDENTIFIERS_JSON into an object and sets ext = json.dumps(identifiers),
-exactly like the seed (note: Python's default separators put a space after ':' and ',');
---compact-ext uses separators=(",", ":") instead (as in auth.md's worked example).
+exactly like those docs (note: Python's default separators put a space after ':' and ',');
+--compact-ext uses separators=(",", ":") instead (the compact form of the fixed tokens
+in the other tests).
 """
 import base64
 import hashlib

@@ -1,6 +1,6 @@
 // Signed stream names (Rails MessageVerifier format) and HS256 JWTs for AnyCable.
-// Mirrors the seeds' Ruby/Python/PHP snippets (see /work/shared/spec/streams.md §5
-// and auth.md §6). Node's crypto only, no JWT library.
+// Mirrors the snippets of AnyCable's docs/signed_streams.md and docs/jwt_identification.md.
+// Node's crypto only, no JWT library.
 import { createHmac } from 'node:crypto';
 
 /** Base64 (standard alphabet, padded) of the JSON-encoded name + "--" + hex HMAC-SHA256. */

@@ -60,7 +60,7 @@ pub(super) struct StartContext {
     /// memory broker's sweeper): stopped first.
     pub connections: Scope,
     /// Broadcasters and the distributed brokers' tasks: stopped once every connection is closed
-    /// (operations.md §4).
+    /// (order and reasons in `shutdown.rs`).
     pub background: Scope,
     /// Node-to-node pub/sub: stopped last.
     pub pubsub: Scope,

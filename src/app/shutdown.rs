@@ -19,7 +19,7 @@ enum Step {
     Connections,
     /// Broadcasters, then the distributed brokers' tasks: no publication is taken in once
     /// nobody is left to receive it, the Redis Streams consumer leaves its group, and queued
-    /// session writes are flushed (operations.md §4).
+    /// session writes are flushed.
     Background,
     /// Node-to-node pub/sub, last of all (after the broadcasters, as in the reference).
     PubSub,

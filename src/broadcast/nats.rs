@@ -1,6 +1,6 @@
 //! The `nats` broadcaster (legacy fan-out): subscribes to the subject `--nats_channel` on
 //! `--nats_servers`; every node receives every message and delivers it to its own clients,
-//! without the broker (broadcasting.md §6).
+//! without the broker (docs/broadcasting.md).
 //!
 //! Publisher side: `nats pub __anycable__ '{"stream":"chat","data":"{\"text\":\"hi\"}"}'`.
 //!

@@ -1,6 +1,6 @@
 //! The `redis` broadcaster (legacy fan-out): `SUBSCRIBE <--redis_channel>` on a dedicated
 //! connection; every node receives every message and delivers it to its own clients, without
-//! the broker (broadcasting.md §4).
+//! the broker (docs/broadcasting.md).
 //!
 //! Publisher side: `PUBLISH __anycable__ '{"stream":"chat","data":"{\"text\":\"hi\"}"}'`.
 //!

@@ -1,6 +1,6 @@
 //! The `redisx` broadcaster: publications are entries of a Redis Stream (`--redisx_stream`)
 //! read through a consumer group (`--redisx_group`), so each one is handled by exactly one
-//! node (broadcasting.md §5). The node registers it (broker) and hands it to node-to-node
+//! node (docs/broadcasting.md). The node registers it (broker) and hands it to node-to-node
 //! pub/sub when one is configured, like an HTTP publication.
 //!
 //! Publisher side: `XADD __anycable__ * payload '<publication JSON>'` (the field must be named

@@ -1,4 +1,4 @@
-//! Presence records of the memory broker (broker.md §6).
+//! Presence records of the memory broker (rules in docs/presence.md).
 //!
 //! Per presence stream: presence id → its `info` and the sessions (sids) holding it. Per sid:
 //! the stream → presence id it joined under, and an expiry deadline set on its first join and on

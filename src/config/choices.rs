@@ -157,7 +157,7 @@ choice! {
 }
 
 choice! {
-    /// `--presets`: platform defaults applied at start (config.md §9). `none` in the setting
+    /// `--presets`: platform defaults applied at start (`presets.rs`). `none` in the setting
     /// disables detection; it is not a preset.
     pub enum Preset {
         Fly = "fly",

@@ -146,7 +146,7 @@ impl FlagDef {
         }
     }
 
-    /// A setting with no flag and no env var (config.md §5).
+    /// A setting with no flag and no env var (TOML file only).
     const fn file(
         key: &'static str,
         kind: Kind,
@@ -190,7 +190,7 @@ pub fn find_flag(name: &str) -> Option<&'static FlagDef> {
     FLAGS.iter().find(|f| f.name == name && !f.file_only)
 }
 
-/// Every flag of AnyCable-Go 1.6 (config.md §3) followed by the file-only settings (§5).
+/// Every flag of AnyCable-Go 1.6 (cli/options.go) followed by the file-only settings.
 /// Columns: name, env vars, kind, default, TOML key, feature, help group, usage.
 #[rustfmt::skip]
 pub static FLAGS: &[FlagDef] = &[
@@ -265,7 +265,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("proxy-cookies", &["ANYCABLE_PROXY_COOKIES"], Kind::List { sep: ',', toml_array: true }, "", Some("rpc.proxy_cookies"), Feature::Rpc, "RPC", "Cookie names kept in the proxied Cookie header"),
     FlagDef::new("rpc_impl", &["ANYCABLE_RPC_IMPL"], Kind::Str, "", Some("rpc.implementation"), Feature::Rpc, "RPC", "grpc, http, none").hidden(),
     FlagDef::new("http_rpc_secret", &["ANYCABLE_HTTP_RPC_SECRET"], Kind::Str, "", Some("rpc.secret"), Feature::Rpc, "RPC", "Bearer key for HTTP RPC; none = no key").secret(),
-    FlagDef::new("http_rpc_timeout", &["ANYCABLE_HTTP_RPC_TIMEOUT"], Kind::Int, "0", Some("rpc.http_request_timeout"), Feature::Rpc, "RPC", "Per-attempt timeout for HTTP RPC (fallback chain in rpc.md)").hidden().deprecated(),
+    FlagDef::new("http_rpc_timeout", &["ANYCABLE_HTTP_RPC_TIMEOUT"], Kind::Int, "0", Some("rpc.http_request_timeout"), Feature::Rpc, "RPC", "Per-attempt timeout for HTTP RPC (else --rpc_request_timeout, else 3 s)").hidden().deprecated(),
     // DISCONNECTOR
     FlagDef::new("disconnect_mode", &["ANYCABLE_DISCONNECT_MODE"], Kind::Str, "auto", Some("app.disconnect_mode"), Feature::Rpc, "DISCONNECTOR", "auto, always, never"),
     FlagDef::new("disconnect_rate", &["ANYCABLE_DISCONNECT_RATE"], Kind::Int, "100", Some("disconnector.rate"), Feature::Rpc, "DISCONNECTOR", "Disconnect calls per second").hidden(),
@@ -358,7 +358,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("api_secret", &["ANYCABLE_API_SECRET"], Kind::Str, "", Some("api.secret"), Feature::Api, "API", "Bearer key (none is NOT special here)").secret(),
     // MISC
     FlagDef::new("presets", &["ANYCABLE_PRESETS"], Kind::List { sep: ',', toml_array: true }, "", Some("presets"), Feature::Core, "MISC", "fly, heroku, broker, or none"),
-    // File-only settings (config.md §5)
+    // File-only settings (no flag, no env var)
     FlagDef::file("redis_pubsub.channel", Kind::Str, "__anycable_internal__", Feature::Redis, "Control channel of Redis pub/sub"),
     FlagDef::file("nats_pubsub.channel", Kind::Str, "__anycable_internal__", Feature::Nats, "Control subject of NATS pub/sub"),
     FlagDef::file("redis.max_reconnect_attempts", Kind::Int, "0", Feature::Redis, "Consecutive failed Redis reconnections before giving up (0: never give up)"),

@@ -1,4 +1,5 @@
-//! The value sources, lowest to highest priority: defaults → TOML file → env → CLI (config.md §1, §2).
+//! The value sources, lowest to highest priority: defaults → TOML file → env → CLI, as in
+//! AnyCable-Go (its features/file_config.testfile checks the same order).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

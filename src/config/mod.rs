@@ -1,4 +1,5 @@
-//! Configuration: flags, env vars, TOML file, presets (config.md).
+//! Configuration: flags, env vars, TOML file, presets (AnyCable-Go: cli/options.go,
+//! config/config.go, docs/configuration.md).
 //!
 //! [`load`] merges defaults → TOML file → env → CLI (`layers.rs`) using the flag table
 //! (`flags.rs`), builds the typed [`Config`] and post-processes it (`postprocess.rs`), then either

@@ -1,5 +1,5 @@
 //! Builds the typed config from the merged raw values, then computes dependent values in the
-//! reference's order (config.md §6), the secret fallbacks (§7) and the legacy names (§8).
+//! reference's order (AnyCable-Go: cli/options.go), the secret fallbacks and the legacy names.
 
 use rand::distr::{Alphanumeric, SampleString};
 
@@ -22,7 +22,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         cfg.node_id = Alphanumeric.sample_string(&mut rand::rng(), 6);
     }
 
-    // §6.1 lists (the default `http,redis` is the reference's; Redis need not be up, see
+    // Lists (the default `http,redis` is the reference's; Redis need not be up, see
     // clients::reconnect).
     cfg.broadcast_adapters = raw
         .list("broadcast_adapter")
@@ -40,7 +40,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         .map(|h| h.to_lowercase())
         .collect();
 
-    // §6.2 logging (validated here so a typo fails at startup).
+    // Logging (validated here so a typo fails at startup).
     cfg.logging.level = LogLevel::parse(raw.str("log_level")).ok_or_else(|| {
         invalid_choice(
             "log_level",
@@ -58,7 +58,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         raw.str("ping_timestamp_precision"),
     )?;
 
-    // §6.3 metrics.
+    // Metrics.
     if cfg.metrics.log_interval_secs > 0 {
         cfg.load.warnings.push(deprecation(
             "metrics_log_interval",
@@ -69,12 +69,12 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         }
     }
 
-    // §6.5 embedded NATS serves the default NATS servers.
+    // Embedded NATS serves the default NATS servers.
     if cfg.embedded_nats.enabled && cfg.nats.servers == [DEFAULT_NATS_URL] {
         cfg.nats.servers = vec![cfg.embedded_nats.service_addr.clone()];
     }
 
-    // §6.6 disconnector deprecations (`--disable_disconnect` wins over any `--disconnect_mode`).
+    // Disconnector deprecations (`--disable_disconnect` wins over any `--disconnect_mode`).
     let mut disconnect_mode = raw.str("disconnect_mode");
     if raw.bool("disable_disconnect") {
         cfg.load.warnings.push(deprecation(
@@ -98,7 +98,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
     }
     cfg.disconnector.mode = parse_choice("disconnect_mode", disconnect_mode)?;
 
-    // §6.7 pub/sub auto-enable (the reference also checks for a `redis` broker, which 1.6 rejects anyway).
+    // Pub/sub auto-enable (the reference also checks for a `redis` broker, which 1.6 rejects anyway).
     let mut pubsub = raw.str("pubsub");
     if pubsub.is_empty()
         && (cfg.redis.url != DEFAULT_REDIS_URL
@@ -109,7 +109,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
     cfg.pubsub_adapter = parse_choice("pubsub", pubsub)?;
     cfg.broker.adapter = parse_choice("broker", raw.str("broker"))?;
 
-    // §6.10 the legacy Redis broadcaster and Redis pub/sub must not share a channel.
+    // The legacy Redis broadcaster and Redis pub/sub must not share a channel.
     if cfg.broadcast_adapters.contains(&BroadcastAdapter::Redis)
         && cfg.redis.pubsub_channel == cfg.redis.channel
     {
@@ -120,7 +120,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         cfg.redis.pubsub_channel.push_str("-int");
     }
 
-    // §6.11 legacy names, §6.12 norpc.
+    // Legacy names, then `--norpc`.
     apply_legacy(&mut cfg, raw);
     let rpc_impl = match cfg.norpc {
         true => RpcImpl::None.as_str(),
@@ -129,7 +129,7 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
     cfg.rpc.implementation = parse_choice("rpc_impl", rpc_impl)?;
     cfg.norpc = cfg.rpc.implementation == RpcImpl::None;
 
-    // §6.13–17 secrets, keys, HTTP broadcast port, public mode.
+    // Secrets, keys, HTTP broadcast port, public mode.
     apply_secrets(&mut cfg, raw);
     resolve_http_broadcast(&mut cfg, raw)?;
     if cfg.public {
@@ -207,7 +207,7 @@ fn apply_legacy(cfg: &mut Config, raw: &Raw) {
     }
 }
 
-/// Fallbacks from `--secret` (§7). Unlike the reference, `none` is cleared *before* deriving, so
+/// Fallbacks from `--secret`. Unlike the reference, `none` is cleared *before* deriving, so
 /// nothing is ever derived from the literal `none`, and `none` disables a secret everywhere.
 fn apply_secrets(cfg: &mut Config, raw: &Raw) {
     let secret = Own::parse(raw.str("secret")).resolve(None);
@@ -238,7 +238,8 @@ fn apply_secrets(cfg: &mut Config, raw: &Raw) {
     cfg.secret = secret;
 }
 
-/// Key and port rules of broadcasting.md §3.1 (the `--public` part is applied by the caller).
+/// Key and port of the HTTP broadcaster, rules in docs/broadcasting.md (the `--public` part is
+/// applied by the caller).
 fn resolve_http_broadcast(cfg: &mut Config, raw: &Raw) -> Result<(), ConfigError> {
     let own = match raw.str("http_broadcast_secret") {
         "" => Own::parse(raw.str("broadcast_key")),

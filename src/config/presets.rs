@@ -1,4 +1,5 @@
-//! Presets (config.md §9): platform defaults applied at start to values still at their default.
+//! Presets (AnyCable-Go: config/presets.go): platform defaults applied at start to values still
+//! at their default.
 
 use std::collections::HashMap;
 
@@ -75,7 +76,8 @@ fn fly(cfg: &mut Config, env: &HashMap<String, String>) -> Result<(), ConfigErro
         }
     }
     // The reference's HTTP broadcast port change is a no-op (the port is already resolved).
-    // Clustering: Redis pub/sub was already chosen when a Redis URL is configured (§6.7). The
+    // Clustering: Redis pub/sub was already chosen when a Redis URL is configured (see
+    // `postprocess`). The
     // reference otherwise clusters through an embedded NATS server, which this server does
     // not have, so an external NATS takes its place when one is configured; with neither the
     // start is refused rather than silently running every machine on its own.
@@ -131,7 +133,7 @@ fn broker(cfg: &mut Config) {
 }
 
 /// The reference also sets the HTTP broadcast port to $PORT, which is a no-op once the port is
-/// resolved (config.md §9), so only the host changes.
+/// resolved before presets run, so only the host changes.
 fn heroku(cfg: &mut Config) {
     listen_on_all_interfaces(cfg);
 }

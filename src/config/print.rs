@@ -1,5 +1,6 @@
 //! `--print-config`: the effective configuration as a TOML document with the reference's keys
-//! (config.md §10.2). Unlike the reference, the output loads back to the same configuration.
+//! (AnyCable-Go: config/config.go). Unlike the reference, the output loads back to the same
+//! configuration.
 
 use std::fmt::Write;
 

@@ -1,4 +1,5 @@
-//! Secret handling shared by post-processing and printing (config.md §7).
+//! Secret handling shared by post-processing and printing (AnyCable-Go: cli/options.go,
+//! utils/message_verifier.go).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -26,7 +26,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     pub http_broadcast: HttpBroadcastConfig,
     pub broadcast_adapters: Vec<BroadcastAdapter>,
-    /// `--pubsub`; auto-set to `redis` (config.md §6 step 7).
+    /// `--pubsub`; auto-set to `redis` with a Redis URL or the `redisx` broadcaster, as in
+    /// AnyCable-Go.
     pub pubsub_adapter: PubSubAdapter,
     pub logging: LogConfig,
     /// The `--presets` setting as given (empty = auto-detect); unknown names are kept so that
@@ -256,7 +257,7 @@ impl Default for StreamsConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpBroadcastConfig {
-    /// Resolved: never 0 (broadcasting.md §3.1).
+    /// Resolved: never 0 (rules in docs/broadcasting.md).
     pub port: u16,
     pub path: String,
     /// Effective key (explicit or derived from `--secret`); `None` = no authorization.

@@ -1,4 +1,4 @@
-//! Presence (broker.md §6, protocol.md §10.7): `join`/`leave`/`presence` commands on
+//! Presence (docs/presence.md): `join`/`leave`/`presence` commands on
 //! subscriptions with a presence stream, events broadcast on that stream, and the REST API query.
 
 use std::sync::Arc;

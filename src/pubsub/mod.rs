@@ -1,4 +1,4 @@
-//! Node-to-node pub/sub (`--pubsub=redis|nats`, broadcasting.md §8): publications that reach
+//! Node-to-node pub/sub (`--pubsub=redis|nats`, docs/broadcasting.md): publications that reach
 //! one node through a single-delivery source (HTTP, `redisx`), remote commands and whispers
 //! are published on the pub/sub, and every node delivers what it receives to its own clients.
 //!

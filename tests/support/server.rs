@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BroadcastPort {
     /// Pass `--http_broadcast_port=<free port>` unless the args contain a broadcast key or a
-    /// secret (then the endpoint is on the main port, as the spec says).
+    /// secret (then the endpoint is on the main port, as in AnyCable-Go).
     Auto,
     /// Pass `--http_broadcast_port=<free port>`.
     Separate,

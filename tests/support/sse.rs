@@ -12,7 +12,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-/// streams.md §5, Example A: secret `s3Krit`, stream `chat/2023`.
+/// Rails' `ActiveSupport::MessageVerifier.new("s3Krit", digest: "SHA256", serializer: JSON)
+/// .generate("chat/2023")`, the signed stream name format of AnyCable's docs/signed_streams.md.
 pub const EXAMPLE_A: &str =
     "ImNoYXQvMjAyMyI=--2b2e054b6413bf3bc7e8bbad2f68962aa2ba19821800ccbd8de6fd7314e8320c";
 

@@ -14,7 +14,8 @@ pub fn signed_id(signed: &str) -> String {
     serde_json::json!({"channel": "$pubsub", "signed_stream_name": signed}).to_string()
 }
 
-/// An independent implementation of Rails' MessageVerifier signing (streams.md §5), so that a
+/// An independent implementation of Rails' MessageVerifier signing (Base64 of the JSON string,
+/// `--`, hex HMAC-SHA256; AnyCable's docs/signed_streams.md), so that a
 /// bug shared by the server's signer and verifier cannot hide.
 pub fn sign_stream(secret: &str, stream: &str) -> String {
     use base64::Engine;
@@ -23,7 +24,7 @@ pub fn sign_stream(secret: &str, stream: &str) -> String {
     format!("{encoded}--{}", hmac_hex(secret, &encoded))
 }
 
-/// The broadcast key derived from an application secret (broadcasting.md §3.1).
+/// The broadcast key derived from an application secret (docs/broadcasting.md).
 pub fn derived_broadcast_key(secret: &str) -> String {
     hmac_hex(secret, "broadcast-cable")
 }

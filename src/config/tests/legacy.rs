@@ -1,4 +1,4 @@
-//! Deprecated and legacy flag names (config.md §8).
+//! Deprecated and legacy flag names (AnyCable-Go: cli/options.go).
 
 use super::support::*;
 use crate::config::DisconnectMode;

@@ -1,4 +1,4 @@
-//! Presets (config.md §9).
+//! Presets (AnyCable-Go: config/presets.go; differences in docs/compatibility.md).
 
 use super::support::*;
 use crate::config::{BroadcastAdapter, BrokerAdapter, Preset, PubSubAdapter};

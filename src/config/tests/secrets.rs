@@ -108,7 +108,7 @@ fn secret_none_derives_nothing() {
     assert_eq!(cfg.api.secret, None);
 }
 
-// broadcasting.md §3.1, every listed case.
+// HTTP broadcast key and port: every rule listed in docs/broadcasting.md (HTTP).
 
 #[test]
 fn broadcast_default_is_8090_without_auth() {

@@ -89,7 +89,7 @@ fn broadcast_adapters_and_redis() {
         ],
         &[("REDIS_URL", "rediss://:pw@r:6380/2")],
     );
-    // A Redis URL also turns on the Redis pub/sub (config.md §6.7).
+    // A Redis URL also turns on the Redis pub/sub (as in AnyCable-Go).
     assert_eq!(cfg.pubsub_adapter, PubSubAdapter::Redis);
     assert!(cfg.unsupported_settings().is_empty());
     assert!(run(&["--pubsub=nats"], &[])
