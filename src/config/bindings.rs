@@ -168,9 +168,9 @@ bindings! {
     "presets" => presets_setting;
     "rpc_host" => rpc.host;
     "rpc_concurrency" => rpc.concurrency;
-    "rpc_enable_tls" => rpc.enable_tls;
-    "rpc_tls_verify" => rpc.tls_verify;
-    "rpc_tls_root_ca" => rpc.tls_root_ca;
+    "rpc_enable_tls" => rpc.tls.enabled;
+    "rpc_tls_verify" => rpc.tls.verify;
+    "rpc_tls_root_ca" => rpc.tls.root_ca;
     "rpc_max_call_recv_size" => rpc.max_recv_size;
     "rpc_max_call_send_size" => rpc.max_send_size;
     "rpc_request_timeout" => rpc.request_timeout_ms;

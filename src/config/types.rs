@@ -345,10 +345,7 @@ pub struct LogConfig {
 pub struct RpcConfig {
     pub host: String,
     pub concurrency: usize,
-    pub enable_tls: bool,
-    pub tls_verify: bool,
-    /// CA file path or inline PEM.
-    pub tls_root_ca: String,
+    pub tls: RpcTlsConfig,
     pub max_recv_size: usize,
     pub max_send_size: usize,
     pub request_timeout_ms: u64,
@@ -364,14 +361,31 @@ pub struct RpcConfig {
     pub http_request_timeout_ms: u64,
 }
 
+/// TLS towards the backend (`--rpc_enable_tls`, `--rpc_tls_verify`, `--rpc_tls_root_ca`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcTlsConfig {
+    pub enabled: bool,
+    pub verify: bool,
+    /// CA file path or inline PEM.
+    pub root_ca: String,
+}
+
+impl Default for RpcTlsConfig {
+    fn default() -> Self {
+        RpcTlsConfig {
+            enabled: false,
+            verify: true,
+            root_ca: String::new(),
+        }
+    }
+}
+
 impl Default for RpcConfig {
     fn default() -> Self {
         RpcConfig {
             host: "localhost:50051".to_string(),
             concurrency: 28,
-            enable_tls: false,
-            tls_verify: true,
-            tls_root_ca: String::new(),
+            tls: RpcTlsConfig::default(),
             max_recv_size: 0,
             max_send_size: 0,
             request_timeout_ms: 0,

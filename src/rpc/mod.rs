@@ -134,7 +134,7 @@ impl Rpc {
         let description = format!(
             "{} (concurrency: {concurrency}, impl: {implementation}, enable_tls: {}, proto_versions: v1, proxy_headers: {}, proxy_cookies: {})",
             rpc.host,
-            rpc.enable_tls || !rpc.tls_root_ca.is_empty(),
+            rpc.tls.enabled || !rpc.tls.root_ca.is_empty(),
             if rpc.proxy_headers.is_empty() { "<none>".to_string() } else { rpc.proxy_headers.join(",") },
             if rpc.proxy_cookies.is_empty() { "<all>".to_string() } else { rpc.proxy_cookies.join(",") },
         );

@@ -18,15 +18,15 @@ pub struct Trust {
 /// `None` when TLS is off. TLS is on with `--rpc_enable_tls` or a root CA. Turning certificate
 /// verification off is refused: it would accept any man in the middle.
 pub fn trust(config: &RpcConfig) -> Result<Option<Trust>, SetupError> {
-    if !config.enable_tls && config.tls_root_ca.is_empty() {
+    if !config.tls.enabled && config.tls.root_ca.is_empty() {
         return Ok(None);
     }
-    if !config.tls_verify {
+    if !config.tls.verify {
         return Err(SetupError::Tls(
             "--rpc_tls_verify=false is not supported: certificates of the RPC server are always verified".into(),
         ));
     }
-    let root_pem = match config.tls_root_ca.as_str() {
+    let root_pem = match config.tls.root_ca.as_str() {
         "" => None,
         // A path that names a regular file wins; anything else must be inline PEM.
         value if Path::new(value).is_file() => Some(
@@ -64,9 +64,11 @@ mod tests {
 
     fn config(enable: bool, root: &str, verify: bool) -> RpcConfig {
         RpcConfig {
-            enable_tls: enable,
-            tls_root_ca: root.into(),
-            tls_verify: verify,
+            tls: crate::config::RpcTlsConfig {
+                enabled: enable,
+                root_ca: root.into(),
+                verify,
+            },
             ..RpcConfig::default()
         }
     }

@@ -66,21 +66,34 @@ struct Cli {
     scenario: String,
     quick: bool,
     json: bool,
+    sizes: Sizes,
+    concurrency: usize,
+    rpc: Option<Protocol>,
+    transport: Option<Transport>,
+    broadcaster: Option<Broadcaster>,
+    server: ServerChoice,
+}
+
+/// Scenario sizes given on the command line (`None`: the scenario's default, full or quick).
+#[derive(Default)]
+struct Sizes {
     connections: Option<usize>,
     messages: Option<usize>,
     rate: Option<f64>,
     rates: Option<Vec<f64>>,
     step: Option<f64>,
     hold: Option<f64>,
-    concurrency: usize,
-    rpc: Option<Protocol>,
-    transport: Option<Transport>,
-    broadcaster: Option<Broadcaster>,
-    server_bin: Option<PathBuf>,
-    server: Option<SocketAddr>,
-    server_pid: Option<u32>,
+}
+
+/// Which server is measured: one started per scenario (`bin` with `args`), or one already
+/// running (`addr`, `pid`, its broadcast key).
+#[derive(Default)]
+struct ServerChoice {
+    bin: Option<PathBuf>,
+    args: Vec<String>,
+    addr: Option<SocketAddr>,
+    pid: Option<u32>,
     broadcast_key: Option<String>,
-    server_args: Vec<String>,
 }
 
 fn parse_cli(args: &[String]) -> Result<Cli, String> {
@@ -88,21 +101,12 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         scenario: args.first().cloned().ok_or(USAGE)?,
         quick: false,
         json: false,
-        connections: None,
-        messages: None,
-        rate: None,
-        rates: None,
-        step: None,
-        hold: None,
+        sizes: Sizes::default(),
         concurrency: 100,
         rpc: None,
         transport: None,
         broadcaster: None,
-        server_bin: None,
-        server: None,
-        server_pid: None,
-        broadcast_key: None,
-        server_args: Vec::new(),
+        server: ServerChoice::default(),
     };
     let mut rest = args[1..].iter();
     while let Some(arg) = rest.next() {
@@ -122,34 +126,34 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         };
         match name {
             "--" => {
-                cli.server_args = rest.cloned().collect();
+                cli.server.args = rest.cloned().collect();
                 break;
             }
             "--quick" => cli.quick = true,
             "--json" => cli.json = true,
-            "--connections" => cli.connections = Some(number(value()?)? as usize),
-            "--messages" => cli.messages = Some(number(value()?)? as usize),
-            "--rate" => cli.rate = Some(number(value()?)?),
+            "--connections" => cli.sizes.connections = Some(number(value()?)? as usize),
+            "--messages" => cli.sizes.messages = Some(number(value()?)? as usize),
+            "--rate" => cli.sizes.rate = Some(number(value()?)?),
             "--rates" => {
                 let list = value()?;
-                cli.rates = Some(
+                cli.sizes.rates = Some(
                     list.split(',')
                         .map(|r| number(r.to_string()))
                         .collect::<Result<_, _>>()?,
                 );
             }
-            "--step" => cli.step = Some(number(value()?)?),
-            "--hold" => cli.hold = Some(number(value()?)?),
+            "--step" => cli.sizes.step = Some(number(value()?)?),
+            "--hold" => cli.sizes.hold = Some(number(value()?)?),
             "--concurrency" => cli.concurrency = number(value()?)? as usize,
             "--rpc" => cli.rpc = Some(Protocol::parse(&value()?)?),
             "--transport" => cli.transport = Some(Transport::parse(&value()?)?),
             "--broadcaster" => cli.broadcaster = Some(Broadcaster::parse(&value()?)?),
-            "--server-bin" => cli.server_bin = Some(value()?.into()),
+            "--server-bin" => cli.server.bin = Some(value()?.into()),
             "--server" => {
-                cli.server = Some(value()?.parse().map_err(|e| format!("--server: {e}"))?)
+                cli.server.addr = Some(value()?.parse().map_err(|e| format!("--server: {e}"))?)
             }
-            "--server-pid" => cli.server_pid = Some(number(value()?)? as u32),
-            "--broadcast-key" => cli.broadcast_key = Some(value()?),
+            "--server-pid" => cli.server.pid = Some(number(value()?)? as u32),
+            "--broadcast-key" => cli.server.broadcast_key = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -173,12 +177,26 @@ impl Cli {
             ]
         };
         Options {
-            connections: self.connections.unwrap_or(default_connections),
-            messages: self.messages.unwrap_or(if self.quick { 20 } else { 200 }),
-            rate: self.rate.unwrap_or(if self.quick { 50.0 } else { 20.0 }),
-            throughput_rates: self.rates.clone().unwrap_or(default_rates),
-            step: Duration::from_secs_f64(self.step.unwrap_or(if self.quick { 0.5 } else { 2.0 })),
-            hold: Duration::from_secs_f64(self.hold.unwrap_or(if self.quick { 1.0 } else { 5.0 })),
+            connections: self.sizes.connections.unwrap_or(default_connections),
+            messages: self
+                .sizes
+                .messages
+                .unwrap_or(if self.quick { 20 } else { 200 }),
+            rate: self
+                .sizes
+                .rate
+                .unwrap_or(if self.quick { 50.0 } else { 20.0 }),
+            throughput_rates: self.sizes.rates.clone().unwrap_or(default_rates),
+            step: Duration::from_secs_f64(self.sizes.step.unwrap_or(if self.quick {
+                0.5
+            } else {
+                2.0
+            })),
+            hold: Duration::from_secs_f64(self.sizes.hold.unwrap_or(if self.quick {
+                1.0
+            } else {
+                5.0
+            })),
             concurrency: self.concurrency,
             transport: run.transport,
             broadcaster: run.broadcaster,
@@ -191,14 +209,18 @@ impl Cli {
             // Fail before connecting thousands of clients when Redis is not there.
             redis_publisher::open().await?;
         }
-        if let Some(addr) = self.server {
+        if let Some(addr) = self.server.addr {
             if run.rpc.is_some() {
                 return Err("--rpc starts its own server, not with --server".into());
             }
-            let pid = self.server_pid.ok_or("--server needs --server-pid")?;
-            return Ok(Target::existing(addr, pid, self.broadcast_key.clone()));
+            let pid = self.server.pid.ok_or("--server needs --server-pid")?;
+            return Ok(Target::existing(
+                addr,
+                pid,
+                self.server.broadcast_key.clone(),
+            ));
         }
-        let bin = match &self.server_bin {
+        let bin = match &self.server.bin {
             Some(bin) => bin.clone(),
             None => std::env::current_exe()
                 .map_err(|e| e.to_string())?
@@ -210,7 +232,7 @@ impl Cli {
             backend,
             run.transport,
             run.broadcaster,
-            &self.server_args,
+            &self.server.args,
         )
     }
 
@@ -253,7 +275,7 @@ impl Cli {
             ("all", None) => {
                 let mut runs: Vec<_> = standalone.iter().map(|&s| fitted(s, None)).collect();
                 // A running server's mode and endpoints were chosen by whoever started it.
-                if self.server.is_none() {
+                if self.server.addr.is_none() {
                     runs.push(fitted("connect", Some(Protocol::Grpc)));
                     runs.push(fitted("connect", Some(Protocol::Http)));
                     // So that every path is exercised, fan-out also through what was not chosen.
