@@ -8,6 +8,9 @@ use super::choices::{
     BroadcastAdapter, BrokerAdapter, DisconnectMode, Precision, Preset, PubSubAdapter, RpcImpl,
 };
 
+/// One field per section of the TOML file (`[server]`, `[ws]`, `[rpc]`, ...), as AnyCable-Go's
+/// file is laid out, plus the few top-level settings: this is why it is wider than other
+/// structs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Random 6-char id per start unless given (empty in `Config::default()`).
@@ -63,7 +66,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             streams: StreamsConfig::default(),
             http_broadcast: HttpBroadcastConfig::default(),
-            // Deliberately not the reference's `http,redis` (see docs/compatibility.md).
+            // The reference's default; Redis need not be running (see clients::reconnect).
             broadcast_adapters: vec![BroadcastAdapter::Http, BroadcastAdapter::Redis],
             pubsub_adapter: PubSubAdapter::Unset,
             logging: LogConfig::default(),
