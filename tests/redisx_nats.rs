@@ -239,6 +239,8 @@ async fn unreachable_nats_does_not_stop_the_server() {
             "--public_streams",
             "--broadcast_adapter=http,nats",
             &format!("--nats_servers=nats://127.0.0.1:{dead_port}"),
+            // The NATS client's connection errors are logged at debug level.
+            "--log_level=debug",
         ])
         .start()
         .await;
