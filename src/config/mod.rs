@@ -5,6 +5,7 @@
 //! (`flags.rs`), builds the typed [`Config`] and post-processes it (`postprocess.rs`), then either
 //! renders it for `--print-config` (`print.rs`) or applies presets (`presets.rs`).
 //! The module never reads the process environment: callers pass args, env and cwd.
+//! `docs/configuration.md` is rendered from the flag table by `reference.rs`.
 //! Deliberate differences from the reference are listed in `docs/compatibility.md`.
 
 mod bindings;
@@ -16,6 +17,7 @@ mod layers;
 mod postprocess;
 mod presets;
 mod print;
+pub mod reference;
 mod secrets;
 mod types;
 mod unsupported;
