@@ -37,7 +37,15 @@ pub enum RedisError {
     #[error("{0}")]
     Unsupported(String),
     #[error("Redis TLS: {0}")]
-    Tls(String),
+    Trust(#[from] crate::trust::TrustError),
+    #[error("Redis TLS: {0}")]
+    Rustls(#[from] tokio_rustls::rustls::Error),
+    #[error("Redis TLS: invalid server name {0:?}")]
+    ServerName(String),
+    #[error("Redis TLS: {0}")]
+    Handshake(#[source] std::io::Error),
+    #[error("Redis TLS: --redis_tls_client_cert_path and --redis_tls_client_key_path must be given together")]
+    HalfClientCertificate,
     #[error("cannot connect to Redis at {addr}: {source}")]
     Connect {
         addr: String,
@@ -332,13 +340,13 @@ fn percent_decode(text: &str) -> Result<String, ()> {
 /// `--redis_tls_client_cert_path`/`_key_path` add a client certificate.
 fn tls_config(config: &RedisConfig) -> Result<ClientConfig, RedisError> {
     let provider = Arc::new(default_provider());
-    let builder = crate::trust::client_builder().map_err(RedisError::Tls)?;
+    let builder = crate::trust::client_builder()?;
     let builder = if config.tls_verify {
         let roots = match config.tls_ca_cert_path.as_str() {
             "" => crate::trust::default_roots(),
-            path => crate::trust::read(path)
-                .and_then(|pem| crate::trust::roots_from_pem(&pem, path))
-                .map_err(RedisError::Tls)?,
+            path => {
+                crate::trust::read(path).and_then(|pem| crate::trust::roots_from_pem(&pem, path))?
+            }
         };
         builder.with_root_certificates(roots)
     } else {
@@ -350,20 +358,13 @@ fn tls_config(config: &RedisConfig) -> Result<ClientConfig, RedisError> {
     match (cert.is_empty(), key.is_empty()) {
         (true, true) => Ok(builder.with_no_client_auth()),
         (false, false) => {
-            let certs = crate::trust::read(cert)
-                .and_then(|pem| crate::trust::certificates(&pem, cert))
-                .map_err(RedisError::Tls)?;
-            let key_der = crate::trust::read(key)
-                .and_then(|pem| crate::trust::private_key(&pem, key))
-                .map_err(RedisError::Tls)?;
-            builder
-                .with_client_auth_cert(certs, key_der)
-                .map_err(|e| RedisError::Tls(e.to_string()))
+            let certs =
+                crate::trust::read(cert).and_then(|pem| crate::trust::certificates(&pem, cert))?;
+            let key_der =
+                crate::trust::read(key).and_then(|pem| crate::trust::private_key(&pem, key))?;
+            Ok(builder.with_client_auth_cert(certs, key_der)?)
         }
-        _ => Err(RedisError::Tls(
-            "--redis_tls_client_cert_path and --redis_tls_client_key_path must be given together"
-                .into(),
-        )),
+        _ => Err(RedisError::HalfClientCertificate),
     }
 }
 
@@ -473,11 +474,11 @@ impl Connection {
         let io: Box<dyn Io> = match tls {
             Some(config) => {
                 let name = ServerName::try_from(host.to_string())
-                    .map_err(|e| RedisError::Tls(e.to_string()))?;
+                    .map_err(|_| RedisError::ServerName(host.to_string()))?;
                 let stream = TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| RedisError::Tls(e.to_string()))?;
+                    .map_err(RedisError::Handshake)?;
                 Box::new(stream)
             }
             None => Box::new(tcp),

@@ -95,8 +95,12 @@ pub enum SetupError {
         #[source]
         reason: HostError,
     },
+    #[error("RPC TLS: --rpc_tls_verify=false is not supported: certificates of the RPC server are always verified")]
+    TlsVerifyOff,
+    #[error("RPC TLS: --rpc_tls_root_ca {value:?} is neither a file nor PEM")]
+    RootCaNotPem { value: String },
     #[error("RPC TLS: {0}")]
-    Tls(String),
+    Trust(#[from] crate::trust::TrustError),
 }
 
 /// The RPC client used by the node.

@@ -22,22 +22,24 @@ pub fn trust(config: &RpcConfig) -> Result<Option<Trust>, SetupError> {
         return Ok(None);
     }
     if !config.tls.verify {
-        return Err(SetupError::Tls(
-            "--rpc_tls_verify=false is not supported: certificates of the RPC server are always verified".into(),
-        ));
+        return Err(SetupError::TlsVerifyOff);
     }
     let root_pem = match config.tls.root_ca.as_str() {
         "" => None,
         // A path that names a regular file wins; anything else must be inline PEM.
-        value if Path::new(value).is_file() => Some(
-            std::fs::read_to_string(value)
-                .map_err(|e| SetupError::Tls(format!("cannot read {value}: {e}")))?,
-        ),
+        value if Path::new(value).is_file() => {
+            Some(std::fs::read_to_string(value).map_err(|source| {
+                SetupError::Trust(crate::trust::TrustError::Read {
+                    path: value.to_string(),
+                    source,
+                })
+            })?)
+        }
         value if value.contains("-----BEGIN") => Some(value.to_string()),
         value => {
-            return Err(SetupError::Tls(format!(
-                "--rpc_tls_root_ca {value:?} is neither a file nor PEM"
-            )))
+            return Err(SetupError::RootCaNotPem {
+                value: value.to_string(),
+            })
         }
     };
     Ok(Some(Trust { root_pem }))
@@ -47,15 +49,17 @@ pub fn trust(config: &RpcConfig) -> Result<Option<Trust>, SetupError> {
 /// system's store and the bundled roots otherwise.
 pub fn roots(trust: Option<&Trust>) -> Result<Arc<RootCertStore>, SetupError> {
     match trust.and_then(|t| t.root_pem.as_deref()) {
-        Some(pem) => crate::trust::roots_from_pem(pem.as_bytes(), "--rpc_tls_root_ca")
-            .map_err(SetupError::Tls),
+        Some(pem) => Ok(crate::trust::roots_from_pem(
+            pem.as_bytes(),
+            "--rpc_tls_root_ca",
+        )?),
         None => Ok(crate::trust::default_roots()),
     }
 }
 
 /// A rustls client configuration trusting [`roots`] (HTTP RPC).
 pub fn rustls_config(trust: Option<&Trust>) -> Result<ClientConfig, SetupError> {
-    crate::trust::client_config(roots(trust)?).map_err(SetupError::Tls)
+    Ok(crate::trust::client_config(roots(trust)?)?)
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// Reading or parsing a file; the message names it.
-    #[error("{0}")]
-    Pem(String),
+    /// Reading or parsing a file; the error names it.
+    #[error(transparent)]
+    Pem(#[from] crate::trust::TrustError),
     #[error("invalid certificate or key: {0}")]
     Rustls(#[from] tokio_rustls::rustls::Error),
 }
