@@ -34,7 +34,7 @@ pub enum AppError {
     #[error(transparent)]
     RedisSettings(#[from] crate::clients::redis::RedisError),
     #[error(transparent)]
-    NatsSettings(#[from] crate::broadcast::nats::NatsAddressError),
+    NatsSettings(#[from] crate::clients::nats::NatsAddressError),
     #[error(transparent)]
     Rpc(#[from] SetupError),
     #[error(transparent)]
@@ -47,7 +47,7 @@ pub enum AppError {
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error(transparent)]
-    NatsAddress(crate::broadcast::nats::NatsAddressError),
+    NatsAddress(crate::clients::nats::NatsAddressError),
     #[error(transparent)]
     Nats(crate::broker::nats::StartError),
     #[error(transparent)]

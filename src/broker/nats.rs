@@ -35,7 +35,7 @@ use super::{
     check_history_from, History, HistoryError, Position, Retention, ServiceError, SessionCache,
     SessionSnapshot, StoreError, StoredMessage, StreamPosition,
 };
-use crate::broadcast::nats::NatsOptions;
+use crate::clients::nats::NatsOptions;
 use crate::protocol::Payload;
 use crate::transport::random_id;
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Outgoing, Readiness, StreamChange};
-use crate::broadcast::nats::NatsOptions;
+use crate::clients::nats::NatsOptions;
 use crate::metrics::Counter;
 use crate::node::PublicationHandler;
 use crate::publication::parse;
