@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
-use crate::http::{plain, Body};
+use crate::http::{plain, read_body, Body, BodyReadError};
 use crate::http::{with_cors, AllowedOrigins};
 use crate::metrics::Counter;
 use crate::node::PublicationHandler;
@@ -75,12 +74,28 @@ pub fn bearer_matches<B>(request: &Request<B>, key: Option<&str>) -> bool {
 /// Reads a publication body (a publication, a batch or a remote command) and applies it: the
 /// shared core of `/_broadcast` and the REST API's `/publish`.
 pub async fn publish_body(node: &dyn PublicationHandler, body: Incoming) -> Response<Body> {
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n");
+    let body = match read_body(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::debug!("publication body refused: {error}");
+            let response = match error {
+                BodyReadError::TooLarge => {
+                    plain(StatusCode::PAYLOAD_TOO_LARGE, "publication too large\n")
+                }
+                BodyReadError::TimedOut => plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time\n",
+                ),
+                BodyReadError::Busy => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many slow requests, retry later\n",
+                ),
+                BodyReadError::Unreadable => {
+                    plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n")
+                }
+            };
+            return error.add_headers(response);
         }
-        Err(_) => return plain(StatusCode::UNPROCESSABLE_ENTITY, "failed to read body\n"),
     };
     node.metrics().inc(Counter::Publications);
     match parse(&body) {

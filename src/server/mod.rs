@@ -35,7 +35,9 @@ use crate::transport::ws::WsEndpoint;
 /// The health endpoint's body, as AnyCable-Go answers it.
 pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
 
-/// Time allowed for a client to send the request headers.
+/// Time allowed for a client to send the request headers. Hyper starts it again as soon as a
+/// keep-alive connection goes idle, so it also closes connections that send nothing between
+/// requests. Bodies have their own deadline (`crate::http::read_body`).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The body of any response: a complete one, or an SSE event stream.

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -34,7 +33,7 @@ pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 use super::live::LiveOutboxes;
 use super::{connection_id, find_token, first_ping_delay, EnvBuilder, Precision};
 use crate::config::Config;
-use crate::http::{with_cors, AllowedOrigins, ConnectionAbort};
+use crate::http::{with_cors, AllowedOrigins, BodyReadError, ConnectionAbort};
 use crate::metrics::Gauge;
 use crate::node::{ConnectRequest, Node, Subscribed};
 use crate::protocol::Reply;
@@ -131,7 +130,13 @@ impl SseEndpoint {
             Ok(commands) => commands,
             Err(error) => {
                 tracing::debug!("SSE request refused: {error}");
-                return stream_headers(empty(StatusCode::BAD_REQUEST));
+                return match error {
+                    RequestError::BodyTimedOut => BodyReadError::TimedOut
+                        .add_headers(stream_headers(empty(StatusCode::REQUEST_TIMEOUT))),
+                    RequestError::BodyBusy => BodyReadError::Busy
+                        .add_headers(stream_headers(empty(StatusCode::SERVICE_UNAVAILABLE))),
+                    _ => stream_headers(empty(StatusCode::BAD_REQUEST)),
+                };
             }
         };
         let token = self
@@ -227,18 +232,16 @@ impl SseEndpoint {
     }
 }
 
-/// Reads a POST body of at most [`MAX_BODY_BYTES`].
+/// Reads a POST body of at most [`MAX_BODY_BYTES`], under the shared body deadline.
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, RequestError> {
-    match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
+    crate::http::read_body(request.into_body(), MAX_BODY_BYTES)
         .await
-    {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(RequestError::BodyTooLarge)
-        }
-        Err(_) => Err(RequestError::BodyUnreadable),
-    }
+        .map_err(|error| match error {
+            BodyReadError::TooLarge => RequestError::BodyTooLarge,
+            BodyReadError::TimedOut => RequestError::BodyTimedOut,
+            BodyReadError::Busy => RequestError::BodyBusy,
+            BodyReadError::Unreadable => RequestError::BodyUnreadable,
+        })
 }
 
 /// The life of one accepted SSE session.

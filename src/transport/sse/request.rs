@@ -19,7 +19,7 @@ pub struct Subscribe {
     pub history: Option<HistoryRequest>,
 }
 
-/// Why a request cannot start a stream; each one is answered with 400.
+/// Why a request cannot start a stream; answered with 400 unless said otherwise.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     #[error("no subscription parameter (identifier, channel, stream, signed_stream, turbo_signed_stream_name)")]
@@ -34,6 +34,12 @@ pub enum RequestError {
     BodyTooLarge,
     #[error("the body could not be read")]
     BodyUnreadable,
+    /// Answered with 408, not 400 (see [`crate::http::read_body`]).
+    #[error("the body did not arrive in time")]
+    BodyTimedOut,
+    /// Answered with 503, not 400.
+    #[error("too many slow request bodies")]
+    BodyBusy,
 }
 
 /// `raw=1` (also `true`, `t`, `y`, any case): only data events are written.
