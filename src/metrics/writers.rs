@@ -168,6 +168,7 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         server_msg_total = v(Mc(C::ServerMsg)),
         service_reconnects_total = v(Mc(C::ServiceReconnects)),
         sse_clients_num = v(Mg(G::SseClients)),
+        subscriptions_limit_exceeded_total = v(Mc(C::SubscriptionsLimitExceeded)),
         timeout_server_msg_total = v(Mc(C::TimeoutServerMsg)),
         ""
     );
