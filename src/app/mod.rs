@@ -118,6 +118,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         broker,
         backend,
         sessions_cache: config.broker.sessions_ttl_secs > 0,
+        max_subscriptions: config.app.max_subscriptions_per_connection,
         metrics: cx.metrics.clone(),
         pubsub: pubsub_setup
             .as_ref()

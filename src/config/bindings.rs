@@ -137,6 +137,7 @@ bindings! {
     "port" => server.port;
     "allowed_origins" => server.allowed_origins;
     "max-conn" => server.max_conn;
+    "max_subscriptions_per_connection" => app.max_subscriptions_per_connection;
     "health-path" => server.health_path;
     "ssl_cert" => server.ssl_cert;
     "ssl_key" => server.ssl_key;

@@ -207,6 +207,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::new("public", &["ANYCABLE_PUBLIC"], Kind::Bool, "false", Some("public"), Feature::Core, "ANYCABLE-GO SERVER", "Insecure mode: noauth + public streams + unauthenticated HTTP broadcast; enables the API"),
     FlagDef::new("noauth", &["ANYCABLE_NOAUTH"], Kind::Bool, "false", Some("noauth"), Feature::Core, "ANYCABLE-GO SERVER", "Accept every connection without RPC/JWT (enforced JWT still applies first)"),
     FlagDef::new("max-conn", &["ANYCABLE_MAX_CONN"], Kind::Int, "0", Some("server.max_conn"), Feature::Core, "ANYCABLE-GO SERVER", "Max simultaneous TCP connections per listener (excess waits in accept)"),
+    FlagDef::new("max_subscriptions_per_connection", &["ANYCABLE_MAX_SUBSCRIPTIONS_PER_CONNECTION"], Kind::Int, "1000", Some("app.max_subscriptions_per_connection"), Feature::Core, "ANYCABLE-GO SERVER", "Most channel subscriptions one connection may hold; more are rejected; 0 = unlimited (not in AnyCable-Go)"),
     FlagDef::new("path", &["ANYCABLE_PATH"], Kind::List { sep: ',', toml_array: true }, "/cable", Some("ws.paths"), Feature::Core, "ANYCABLE-GO SERVER", "WebSocket mount paths; router patterns (/x/*, /a/{id}/cable) allowed"),
     FlagDef::new("health-path", &["ANYCABLE_HEALTH_PATH"], Kind::Str, "/health", Some("server.health_path"), Feature::Core, "ANYCABLE-GO SERVER", "Health endpoint path"),
     FlagDef::new("shutdown_timeout", &["ANYCABLE_SHUTDOWN_TIMEOUT"], Kind::Int, "30", Some("app.shutdown_timeout"), Feature::Core, "ANYCABLE-GO SERVER", "Graceful shutdown budget"),

@@ -183,6 +183,8 @@ pub struct AppConfig {
     pub shutdown_delay_secs: u64,
     pub shutdown_pool_size: usize,
     pub hub_gopool_size: usize,
+    /// Subscriptions one connection may hold; 0 = unlimited.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for AppConfig {
@@ -196,6 +198,7 @@ impl Default for AppConfig {
             shutdown_delay_secs: 0,
             shutdown_pool_size: 16,
             hub_gopool_size: 16,
+            max_subscriptions_per_connection: 1000,
         }
     }
 }

@@ -45,10 +45,11 @@ pub enum Counter {
     BrokerErrors,
     ServiceReconnects,
     PubSubDropped,
+    SubscriptionsLimitExceeded,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -70,6 +71,7 @@ impl Counter {
         Counter::BrokerErrors,
         Counter::ServiceReconnects,
         Counter::PubSubDropped,
+        Counter::SubscriptionsLimitExceeded,
     ];
 
     /// The AnyCable-Go name (Prometheus adds the `anycable_go_` prefix).
@@ -96,6 +98,7 @@ impl Counter {
             Counter::BrokerErrors => "broker_errors_total",
             Counter::ServiceReconnects => "service_reconnects_total",
             Counter::PubSubDropped => "pubsub_dropped_total",
+            Counter::SubscriptionsLimitExceeded => "subscriptions_limit_exceeded_total",
         }
     }
 
@@ -132,6 +135,9 @@ impl Counter {
             }
             Counter::PubSubDropped => {
                 "Messages for node-to-node pub/sub dropped because its outgoing queue was full"
+            }
+            Counter::SubscriptionsLimitExceeded => {
+                "Subscriptions rejected because the connection held --max_subscriptions_per_connection"
             }
         }
     }

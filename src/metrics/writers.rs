@@ -168,6 +168,7 @@ fn log_record(samples: &[(Metric, u64)], filter: &[String]) {
         server_msg_total = v(Mc(C::ServerMsg)),
         service_reconnects_total = v(Mc(C::ServiceReconnects)),
         sse_clients_num = v(Mg(G::SseClients)),
+        subscriptions_limit_exceeded_total = v(Mc(C::SubscriptionsLimitExceeded)),
         timeout_server_msg_total = v(Mc(C::TimeoutServerMsg)),
         ""
     );
@@ -466,8 +467,10 @@ mod tests {
         assert!(packets(Vec::<String>::new(), 10).is_empty());
     }
 
+    /// Every metric (all optional ones on, with a tag) travels in two default-size packets:
+    /// one no longer suffices since `subscriptions_limit_exceeded_total` was added (1450 bytes).
     #[test]
-    fn the_default_set_fits_one_default_packet() {
+    fn the_default_set_fits_two_default_packets() {
         let metrics = Metrics::new(Registration {
             rpc: true,
             sse: true,
@@ -480,11 +483,16 @@ mod tests {
             &tags(&[("env", "production")]),
             TagsFormat::Datadog,
         );
-        let lines = metrics
+        let lines: Vec<String> = metrics
             .snapshot()
             .into_iter()
-            .map(|(m, v)| format.line(m, v));
-        assert_eq!(packets(lines, 1400).len(), 1);
+            .map(|(m, v)| format.line(m, v))
+            .collect();
+        let sent = packets(lines.clone(), 1400);
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|p| p.len() <= 1400));
+        let every_line: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(sent.concat(), every_line.into_bytes());
     }
 
     /// The fields of one event: (name, value) in order.

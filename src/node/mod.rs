@@ -82,6 +82,8 @@ pub struct Node {
     /// Publications of one stream are stored and dispatched under one of these locks (picked
     /// by the stream's hash), so that their offsets and their delivery have the same order.
     publish_order: Box<[tokio::sync::Mutex<()>]>,
+    /// `--max_subscriptions_per_connection` (0 = unlimited).
+    max_subscriptions: usize,
 }
 
 /// Streams stored concurrently with a broker (see `Node::publish_order`).
@@ -96,6 +98,8 @@ pub struct Parts {
     pub backend: Arc<dyn Controller>,
     /// Sessions are cached (and can be restored) only when this is set.
     pub sessions_cache: bool,
+    /// Subscriptions one connection may hold (0 = unlimited).
+    pub max_subscriptions: usize,
     pub metrics: Arc<Metrics>,
     pub pubsub: Option<Arc<dyn PubSub>>,
 }
@@ -118,6 +122,7 @@ impl Node {
             publish_order: (0..PUBLISH_ORDER_LOCKS)
                 .map(|_| Default::default())
                 .collect(),
+            max_subscriptions: parts.max_subscriptions,
         }
     }
 
@@ -370,6 +375,9 @@ impl Node {
             tracing::debug!(sid = &*session.sid, identifier, "already subscribed");
             return Subscribed::Duplicate;
         }
+        if self.max_subscriptions > 0 && session.subscriptions.len() >= self.max_subscriptions {
+            return self.reject_over_limit(session, &identifier);
+        }
         match self.router.route(&identifier) {
             Route::Stream {
                 stream,
@@ -417,6 +425,22 @@ impl Node {
             Route::Backend => self.subscribe_remote(session, identifier, history).await,
             Route::Reject => self.reject_subscription(session, &identifier),
         }
+    }
+
+    /// A connection already holds `--max_subscriptions_per_connection` subscriptions: it could
+    /// otherwise grow its state (and the work each of its commands costs) without bound. The
+    /// first time is logged, later attempts only counted, so a client cannot flood the log.
+    fn reject_over_limit(&self, session: &mut Session, identifier: &str) -> Subscribed {
+        self.metrics.inc(Counter::SubscriptionsLimitExceeded);
+        if !std::mem::replace(&mut session.subscription_limit_reached, true) {
+            tracing::warn!(
+                sid = &*session.sid,
+                limit = self.max_subscriptions,
+                identifier,
+                "subscription limit reached: further subscriptions of this connection are rejected (--max_subscriptions_per_connection)"
+            );
+        }
+        self.reject_subscription(session, identifier)
     }
 
     pub(super) fn reject_subscription(&self, session: &Session, identifier: &str) -> Subscribed {

@@ -26,22 +26,46 @@ pub struct Subscription {
     pub state: HashMap<String, String>,
 }
 
-/// A connection's subscriptions by channel identifier, in the order they were made.
+/// A connection's subscriptions by channel identifier.
 ///
-/// A vector searched in order rather than a hash map: clients hold a handful of subscriptions,
-/// and the smallest hash table has room for four (half a KiB for one subscription), which adds
-/// up on a server holding many mostly idle connections. A client with very many subscriptions
-/// pays a linear search per command, its own cost.
+/// A short vector searched in order while the connection holds a handful of subscriptions (the
+/// common case): the smallest hash table has room for four (half a KiB for one subscription),
+/// which adds up on a server holding many mostly idle connections. Past [`INDEXED_FROM`]
+/// subscriptions a hash index of positions is added, so that a connection with thousands of
+/// them still finds, adds and removes one in constant time instead of scanning them all on
+/// every command (which let one client keep a core busy for minutes).
+///
+/// Iteration follows the order subscriptions were made, except that a removal moves the last
+/// one into the gap (constant time; nothing depends on the order, AnyCable-Go keeps them in a
+/// map).
 #[derive(Debug, Default)]
-pub struct Subscriptions(Vec<Entry>);
+pub struct Subscriptions {
+    entries: Vec<Entry>,
+    /// Positions in `entries` by identifier, only while there are many. Boxed so that every
+    /// connection pays one pointer for it rather than an empty table's 48 bytes.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<Arc<str>, usize>>>,
+}
+
+/// The number of subscriptions from which a connection keeps a hash index of them. Below it a
+/// scan compares a few identifiers, as cheap as hashing one.
+pub const INDEXED_FROM: usize = 16;
 
 impl Subscriptions {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn get(&self, identifier: &str) -> Option<&Subscription> {
-        self.position(identifier).map(|i| &self.0[i].1)
+        self.position(identifier).map(|i| &self.entries[i].1)
     }
 
     pub fn get_mut(&mut self, identifier: &str) -> Option<&mut Subscription> {
-        self.position(identifier).map(|i| &mut self.0[i].1)
+        self.position(identifier).map(|i| &mut self.entries[i].1)
     }
 
     pub fn contains_key(&self, identifier: &str) -> bool {
@@ -55,31 +79,61 @@ impl Subscriptions {
         subscription: Subscription,
     ) -> Option<Subscription> {
         if let Some(i) = self.position(&identifier) {
-            return Some(std::mem::replace(&mut self.0[i].1, subscription));
+            return Some(std::mem::replace(&mut self.entries[i].1, subscription));
         }
         // Exact room for the first few: most connections never have more.
-        if self.0.len() < 4 {
-            self.0.reserve_exact(1);
+        if self.entries.len() < 4 {
+            self.entries.reserve_exact(1);
         }
-        self.0.push((identifier, subscription));
+        let position = self.entries.len();
+        match &mut self.index {
+            Some(index) => {
+                index.insert(identifier.clone(), position);
+            }
+            None if position + 1 >= INDEXED_FROM => {
+                let index = self
+                    .entries
+                    .iter()
+                    .map(|(key, _)| key.clone())
+                    .chain(std::iter::once(identifier.clone()))
+                    .zip(0..)
+                    .collect();
+                self.index = Some(Box::new(index));
+            }
+            None => {}
+        }
+        self.entries.push((identifier, subscription));
         None
     }
 
     pub fn remove(&mut self, identifier: &str) -> Option<Subscription> {
         let i = self.position(identifier)?;
-        Some(self.0.remove(i).1)
+        let (_, removed) = self.entries.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(identifier);
+            if let Some((moved, _)) = self.entries.get(i) {
+                index.insert(moved.clone(), i);
+            }
+            // Well below the threshold again: back to the plain vector (hysteresis, so that
+            // one subscription coming and going does not rebuild the index each time).
+            if self.entries.len() < INDEXED_FROM / 2 {
+                self.index = None;
+            }
+        }
+        Some(removed)
     }
 
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.entries.clear();
+        self.index = None;
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.0.iter().map(|(identifier, _)| identifier)
+        self.entries.iter().map(|(identifier, _)| identifier)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Subscription> {
-        self.0.iter().map(|(_, subscription)| subscription)
+        self.entries.iter().map(|(_, subscription)| subscription)
     }
 
     pub fn iter(&self) -> <&Subscriptions as IntoIterator>::IntoIter {
@@ -87,13 +141,19 @@ impl Subscriptions {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut Subscription)> {
-        self.0
+        self.entries
             .iter_mut()
             .map(|(identifier, subscription)| (&*identifier, subscription))
     }
 
     fn position(&self, identifier: &str) -> Option<usize> {
-        self.0.iter().position(|(key, _)| **key == *identifier)
+        match &self.index {
+            Some(index) => index.get(identifier).copied(),
+            None => self
+                .entries
+                .iter()
+                .position(|(key, _)| **key == *identifier),
+        }
     }
 }
 
@@ -104,7 +164,7 @@ impl<'a> IntoIterator for &'a Subscriptions {
     type IntoIter = std::iter::Map<std::slice::Iter<'a, Entry>, fn(&'a Entry) -> Self::Item>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0
+        self.entries
             .iter()
             .map(|(identifier, subscription)| (identifier, subscription))
     }
@@ -123,6 +183,8 @@ pub struct Session {
     pub subscriptions: Subscriptions,
     /// Frames that were not valid commands; too many of them end the connection.
     pub malformed_frames: u32,
+    /// A subscription was refused for the per-connection limit (logged once per connection).
+    pub subscription_limit_reached: bool,
     /// Negotiated `actioncable-v1-ext-json`: the session is cached for restore.
     pub extended: bool,
     /// The request as the backend sees it (URL, proxied headers).
@@ -169,6 +231,7 @@ impl Session {
             outbox,
             subscriptions: Subscriptions::default(),
             malformed_frames: 0,
+            subscription_limit_reached: false,
             extended,
             env,
             state: HashMap::new(),
@@ -194,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_keep_their_order_and_replace_by_identifier() {
+    fn subscriptions_replace_by_identifier_and_fill_gaps_with_the_last() {
         let mut subscriptions = Subscriptions::default();
         for id in ["a", "b", "c", "d", "e"] {
             assert!(subscriptions
@@ -208,7 +271,7 @@ mod tests {
         assert!(subscriptions.remove("c").is_none());
         assert!(!subscriptions.contains_key("c"));
         let ids: Vec<&str> = subscriptions.keys().map(|k| &**k).collect();
-        assert_eq!(ids, ["a", "b", "d", "e"]);
+        assert_eq!(ids, ["a", "b", "e", "d"]);
         subscriptions.get_mut("e").unwrap().remote = true;
         let remote: Vec<&str> = subscriptions
             .iter()
@@ -216,5 +279,38 @@ mod tests {
             .map(|(k, _)| &**k)
             .collect();
         assert_eq!(remote, ["e"]);
+    }
+
+    #[test]
+    fn many_subscriptions_are_indexed_and_stay_consistent() {
+        let mut subscriptions = Subscriptions::default();
+        let ids: Vec<String> = (0..200).map(|i| format!("id{i}")).collect();
+        for id in &ids {
+            subscriptions.insert(id.as_str().into(), with_streams(&[id]));
+        }
+        assert!(subscriptions.index.is_some());
+        // Remove from the front, the middle and the end: every remaining one is still found
+        // under its own identifier.
+        for id in ids.iter().step_by(3) {
+            assert_eq!(
+                subscriptions.remove(id).unwrap().streams,
+                [Arc::from(&**id)]
+            );
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let found = subscriptions.get(id).map(|s| s.streams[0].to_string());
+            assert_eq!(found, (n % 3 != 0).then(|| id.clone()), "{id}");
+        }
+        assert_eq!(subscriptions.len(), subscriptions.keys().count());
+        // Back to a plain vector once few are left, still consistent.
+        let left: Vec<String> = subscriptions.keys().map(|k| k.to_string()).collect();
+        for id in &left[3..] {
+            assert!(subscriptions.remove(id).is_some());
+        }
+        assert!(subscriptions.index.is_none());
+        for id in &left[..3] {
+            assert!(subscriptions.contains_key(id));
+        }
+        assert_eq!(subscriptions.len(), 3);
     }
 }

@@ -292,6 +292,49 @@ impl Ws {
             .expect("send binary frame");
     }
 
+    /// Sends `frames` back to back while reading the replies, as a client pipelining its
+    /// commands does (reading only afterwards would stall both ends once the socket buffers are
+    /// full). Returns the first `replies` messages (`ping`s skipped); panics if they do not all
+    /// arrive within `limit`.
+    pub async fn pipeline(
+        &mut self,
+        frames: Vec<String>,
+        replies: usize,
+        limit: Duration,
+    ) -> Vec<Value> {
+        let (mut sink, mut stream) = (&mut self.inner).split();
+        let send = async move {
+            for frame in frames {
+                sink.feed(Message::Text(frame.into()))
+                    .await
+                    .expect("send text frame");
+            }
+            sink.flush().await.expect("flush frames");
+        };
+        let receive = async move {
+            let mut received = Vec::with_capacity(replies);
+            while received.len() < replies {
+                match stream.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        let value: Value = serde_json::from_str(&text)
+                            .unwrap_or_else(|e| panic!("non-JSON text {text:?}: {e}"));
+                        if value["type"] != "ping" {
+                            received.push(value);
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    other => panic!("after {} replies: {other:?}", received.len()),
+                }
+            }
+            received
+        };
+        let both = async { tokio::join!(send, receive).1 };
+        match tokio::time::timeout(limit, both).await {
+            Ok(received) => received,
+            Err(_) => panic!("{replies} replies not received within {limit:?}"),
+        }
+    }
+
     /// Sends a raw send result (for tests that expect the server to have gone).
     pub async fn try_send_text(&mut self, text: &str) -> Result<(), tungstenite::Error> {
         self.inner

@@ -190,3 +190,30 @@ fn empty_config_path_loads_nothing() {
         None
     );
 }
+
+#[test]
+fn subscription_limit_from_file_env_and_cli() {
+    assert_eq!(
+        run(&[], &[]).app.max_subscriptions_per_connection,
+        1000,
+        "a safe default"
+    );
+    let dir = TempDir::new();
+    dir.write(
+        "anycable.toml",
+        "[app]\nmax_subscriptions_per_connection = 50\n",
+    );
+    let limit = |list: &[&str], pairs: &[(&str, &str)]| {
+        run_in(&dir, list, pairs)
+            .app
+            .max_subscriptions_per_connection
+    };
+    assert_eq!(limit(&[], &[]), 50);
+    let env = [("ANYCABLE_MAX_SUBSCRIPTIONS_PER_CONNECTION", "70")];
+    assert_eq!(limit(&[], &env), 70);
+    assert_eq!(
+        limit(&["--max_subscriptions_per_connection=0"], &env),
+        0,
+        "0 = unlimited"
+    );
+}

@@ -11,7 +11,8 @@ fn names_are_unique() {
     for flag in FLAGS {
         assert!(seen.insert(flag.name), "duplicate flag {}", flag.name);
     }
-    assert_eq!(FLAGS.iter().filter(|f| !f.file_only).count(), 140);
+    // AnyCable-Go 1.6's 140 plus --max_subscriptions_per_connection.
+    assert_eq!(FLAGS.iter().filter(|f| !f.file_only).count(), 141);
 }
 
 #[test]
