@@ -18,7 +18,7 @@ use crate::clients::redis::RedisError;
 ///   other broadcasters) while Redis or NATS is down.
 /// - Connection loss is not an end: the broadcaster reconnects by itself (Redis: see
 ///   `reconnect.rs`, for as long as the server runs unless `redis.max_reconnect_attempts` is
-///   set; NATS: the client's own reconnects, up to `nats.max_reconnect_attempts`), counting each
+///   set; NATS: the client's own reconnects, every 2 s, unless `nats.max_reconnect_attempts` is set), counting each
 ///   reconnection in `service_reconnects_total`. Publications sent while it is away are lost
 ///   (Pub/Sub, NATS) or wait in the stream (`redisx`).
 /// - `Ok(())` only after `shutdown` was cancelled, once it has left its service cleanly

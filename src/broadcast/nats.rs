@@ -5,10 +5,10 @@
 //! Publisher side: `nats pub __anycable__ '{"stream":"chat","data":"{\"text\":\"hi\"}"}'`.
 //!
 //! The client connects in the background (the server starts even when NATS is down) and
-//! reconnects every 2 seconds, up to `nats.max_reconnect_attempts` (TOML, default 5)
-//! consecutive attempts, like nats.go's defaults in the reference. After that the broadcaster
-//! stops with an error in the log; the server keeps running (the reference has no fatal
-//! handler for NATS either).
+//! reconnects every 2 seconds for as long as the server runs (`nats.max_reconnect_attempts`,
+//! TOML, default 0 = never give up; the reference's nats.go default is 5). With a positive
+//! limit the broadcaster stops with an error in the log once it is reached; the server keeps
+//! running (the reference has no fatal handler for NATS either).
 
 use std::sync::Arc;
 

@@ -84,7 +84,9 @@ impl NatsOptions {
         let mut options = ConnectOptions::new()
             .name(format!("anycable-rs {component}"))
             .retry_on_initial_connect()
-            .max_reconnects(self.max_reconnects.max(1))
+            // 0 (the default here; the reference's is 5): never give up, as the Redis
+            // connections do (clients::reconnect). async-nats reads 0 as "no limit".
+            .max_reconnects(self.max_reconnects)
             .reconnect_delay_callback(|attempt| {
                 if attempt <= 1 {
                     Duration::ZERO

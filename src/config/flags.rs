@@ -363,7 +363,7 @@ pub static FLAGS: &[FlagDef] = &[
     FlagDef::file("redis_pubsub.channel", Kind::Str, "__anycable_internal__", Feature::Redis, "Control channel of Redis pub/sub"),
     FlagDef::file("nats_pubsub.channel", Kind::Str, "__anycable_internal__", Feature::Nats, "Control subject of NATS pub/sub"),
     FlagDef::file("redis.max_reconnect_attempts", Kind::Int, "0", Feature::Redis, "Consecutive failed Redis reconnections before giving up (0: never give up)"),
-    FlagDef::file("nats.max_reconnect_attempts", Kind::Int, "5", Feature::Nats, "NATS max reconnects"),
+    FlagDef::file("nats.max_reconnect_attempts", Kind::Int, "0", Feature::Nats, "Consecutive failed NATS reconnections before giving up (0: never give up)"),
     FlagDef::file("streams.pubsub_channel", Kind::Str, "$pubsub", Feature::Streams, "Name of the built-in pub/sub channel (empty disables it)"),
     FlagDef::file("embedded_nats.jetstream", Kind::Bool, "false", Feature::EmbeddedNats, "Enable JetStream"),
     FlagDef::file("embedded_nats.jetstream_ready_timeout", Kind::Int, "30", Feature::EmbeddedNats, "Wait for JetStream readiness (seconds)"),

@@ -521,7 +521,7 @@ impl Default for NatsConfig {
         NatsConfig {
             servers: vec![DEFAULT_NATS_URL.to_string()],
             dont_randomize_servers: false,
-            max_reconnect_attempts: 5,
+            max_reconnect_attempts: 0,
             channel: "__anycable__".to_string(),
             pubsub_channel: "__anycable_internal__".to_string(),
         }
