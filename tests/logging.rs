@@ -5,50 +5,25 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use support::*;
-use tokio::net::TcpListener;
 
 /// An HTTP RPC backend: every connection is accepted as `user=ann`; `ChatChannel` streams from
 /// `chat`.
+fn answer(path: &str, call: &Value) -> Value {
+    if path.ends_with("/connect") {
+        json!({"status": 1, "identifiers": "{\"user\":\"ann\"}",
+               "transmissions": ["{\"type\":\"welcome\"}"]})
+    } else if call["command"] == "subscribe" {
+        let confirm = json!({"type": "confirm_subscription", "identifier": call["identifier"]});
+        json!({"status": 1, "streams": ["chat"], "transmissions": [confirm.to_string()]})
+    } else {
+        json!({"status": 1})
+    }
+}
+
 async fn backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let path = request.uri().path().to_string();
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    let call: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let reply = if path.ends_with("/connect") {
-                        json!({"status": 1, "identifiers": "{\"user\":\"ann\"}",
-                               "transmissions": ["{\"type\":\"welcome\"}"]})
-                    } else if call["command"] == "subscribe" {
-                        let confirm = json!({"type": "confirm_subscription", "identifier": call["identifier"]});
-                        json!({"status": 1, "streams": ["chat"], "transmissions": [confirm.to_string()]})
-                    } else {
-                        json!({"status": 1})
-                    };
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                        reply.to_string(),
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    port
+    http_rpc_backend(answer).await
 }
 
 /// The debug line whose message is `message`, with every `key=value` in `attributes`.

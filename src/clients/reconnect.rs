@@ -29,8 +29,8 @@ enum Link {
     /// No attempt has finished yet.
     Starting,
     Up,
-    /// The last attempt failed (or a working connection broke).
-    Down,
+    /// Failing since the given moment (an attempt failed or a working connection broke).
+    Down(Instant),
 }
 
 /// Reconnection state of one long-lived connection.
@@ -45,7 +45,6 @@ pub struct Reconnect {
     limit: Option<u64>,
     failures: u64,
     link: Link,
-    down_since: Option<Instant>,
 }
 
 impl Reconnect {
@@ -64,7 +63,6 @@ impl Reconnect {
             limit: (max_attempts > 0).then_some(max_attempts),
             failures: 0,
             link: Link::Starting,
-            down_since: None,
         }
     }
 
@@ -73,7 +71,7 @@ impl Reconnect {
     /// line (the reference's wording, e.g. "subscribed to Redis channel").
     pub fn up(&mut self) -> bool {
         let first = self.link == Link::Starting;
-        if let (Link::Down, Some(since)) = (self.link, self.down_since) {
+        if let Link::Down(since) = self.link {
             tracing::info!(
                 context = self.context,
                 provider = self.provider,
@@ -85,7 +83,6 @@ impl Reconnect {
         }
         self.link = Link::Up;
         self.failures = 0;
-        self.down_since = None;
         first
     }
 
@@ -94,7 +91,7 @@ impl Reconnect {
     /// limit is exhausted (the caller stops the server).
     pub fn failed(&mut self, error: &dyn Display) -> Result<Duration, &'static str> {
         let (context, provider, target) = (self.context, self.provider, &self.target);
-        if self.link == Link::Down {
+        if matches!(self.link, Link::Down(_)) {
             tracing::debug!(
                 context,
                 provider,
@@ -112,8 +109,7 @@ impl Reconnect {
                 "{what} ({error}); {} until it is back (retrying in the background)",
                 self.consequence
             );
-            self.link = Link::Down;
-            self.down_since = Some(Instant::now());
+            self.link = Link::Down(Instant::now());
         }
         if self.limit.is_some_and(|limit| self.failures >= limit) {
             return Err(ATTEMPTS_EXCEEDED);

@@ -26,6 +26,7 @@ pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
 
 mod http;
 mod process;
+mod rpc_backend;
 mod server;
 mod services;
 mod tls;
@@ -40,4 +41,7 @@ mod ws;
 
 // Each test binary uses a part of the harness: re-exports unused by one of them are fine.
 #[allow(unused_imports)]
-pub use {http::*, process::*, server::*, services::*, tls::*, tokens::*, traffic::*, ws::*};
+pub use {
+    http::*, process::*, rpc_backend::*, server::*, services::*, tls::*, tokens::*, traffic::*,
+    ws::*,
+};
