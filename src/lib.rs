@@ -16,6 +16,7 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod notices;
 pub mod protocol;
 pub mod publication;
 pub mod pubsub;

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
     }
 
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,6 +119,21 @@ async fn run(config: Config) -> ExitCode {
 }
 
 /// The soft open-files limit from /proc, for the startup line.
+/// Raises the soft open-files limit to the hard one, as every Go program does at start-up
+/// (AnyCable-Go among them): under the same limits this server then takes as many connections
+/// as the reference (systemd's default soft limit, 1024, is far below its hard limit). A limit
+/// that cannot be raised stays as it is; the start-up line shows it.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            limit.current = Some(maximum);
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+    }
+}
+
 fn open_file_limit() -> String {
     std::fs::read_to_string("/proc/self/limits")
         .ok()

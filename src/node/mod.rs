@@ -23,6 +23,7 @@ use crate::broker::{Broker, SessionSnapshot, StoreError, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
 use crate::metrics::{Counter, Metrics};
+use crate::notices::ClientDrops;
 use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
@@ -84,6 +85,8 @@ pub struct Node {
     publish_order: Box<[tokio::sync::Mutex<()>]>,
     /// `--max_subscriptions_per_connection` (0 = unlimited).
     max_subscriptions: usize,
+    /// Rate-limited log lines about clients the server disconnected.
+    drops: ClientDrops,
 }
 
 /// Streams stored concurrently with a broker (see `Node::publish_order`).
@@ -123,11 +126,17 @@ impl Node {
                 .map(|_| Default::default())
                 .collect(),
             max_subscriptions: parts.max_subscriptions,
+            drops: ClientDrops::new(),
         }
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Why clients were disconnected, for the rate-limited log lines.
+    pub fn drops(&self) -> &ClientDrops {
+        &self.drops
     }
 
     /// The metrics, for components that outlive a borrow (NATS connection events).
@@ -694,28 +703,33 @@ impl Node {
     }
 
     fn count_fan_out(&self, fan_out: &FanOut) {
-        if fan_out.overflowed > 0 {
+        self.count_too_slow(fan_out.overflowed as u64);
+    }
+
+    fn count_too_slow(&self, disconnected: u64) {
+        if disconnected > 0 {
             self.metrics
-                .add(Counter::DisconnectedSlowClients, fan_out.overflowed as u64);
+                .add(Counter::DisconnectedSlowClients, disconnected);
+            self.drops.too_slow.record(disconnected);
         }
     }
 
     /// Queues a frame for a session, counting it as a slow client when its queue overflows.
     pub fn send(&self, session: &Session, frame: String) {
-        send_to(&self.metrics, &session.outbox, frame);
+        self.send_to(&session.outbox, frame);
+    }
+
+    /// Queues a frame on an outbox, counting it as a slow client when the queue overflows.
+    pub fn send_to(&self, outbox: &Arc<Outbox>, frame: String) {
+        if outbox.push(frame.into()) == Pushed::Overflowed {
+            self.count_too_slow(1);
+        }
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Queues a frame on an outbox, counting it as a slow client when the queue overflows.
-pub fn send_to(metrics: &Metrics, outbox: &Arc<Outbox>, frame: String) {
-    if outbox.push(frame.into()) == Pushed::Overflowed {
-        metrics.inc(Counter::DisconnectedSlowClients);
     }
 }
 

@@ -102,7 +102,7 @@ impl Node {
                 super::events::rejected(&request.sid, None, "by the backend");
                 self.metrics.inc(Counter::FailedAuths);
                 for transmission in reply.transmissions {
-                    super::send_to(&self.metrics, &outbox, transmission);
+                    self.send_to(&outbox, transmission);
                 }
                 outbox.close(1000, "Auth Failed");
                 None

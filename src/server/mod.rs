@@ -29,6 +29,7 @@ use crate::api::ApiEndpoint;
 use crate::broadcast::http::HttpBroadcaster;
 use crate::http::{plain, Body, ConnectionAbort, ConnectionPermit, RemoteAddr};
 use crate::metrics::Exporter;
+use crate::notices::ListenerTrouble;
 use crate::transport::sse::{SseBody, SseEndpoint};
 use crate::transport::ws::WsEndpoint;
 
@@ -110,6 +111,8 @@ pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
     max_conn: Option<Arc<Semaphore>>,
+    /// Rate-limited log lines about connections it could not take.
+    trouble: ListenerTrouble,
 }
 
 impl Listener {
@@ -137,9 +140,15 @@ impl Listener {
             })?;
         let tcp = TcpListener::bind(addr)
             .await
-            .map_err(|e| ServerError::Bind(target, e))?;
+            .map_err(|e| ServerError::Bind(target.clone(), e))?;
+        let trouble = ListenerTrouble::new(target, max_conn);
         let max_conn = (max_conn > 0).then(|| Arc::new(Semaphore::new(max_conn)));
-        Ok(Listener { tcp, tls, max_conn })
+        Ok(Listener {
+            tcp,
+            tls,
+            max_conn,
+            trouble,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -158,9 +167,15 @@ impl Listener {
             // With --max-conn, extra connections wait in the accept queue instead of being
             // refused, as in the reference.
             let permit = match &self.max_conn {
-                Some(limit) => tokio::select! {
-                    permit = limit.clone().acquire_owned() => permit.ok(),
-                    _ = shutdown.cancelled() => return,
+                Some(limit) => match limit.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        self.trouble.connection_limit.record(1);
+                        tokio::select! {
+                            permit = limit.clone().acquire_owned() => permit.ok(),
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
                 },
                 None => None,
             };
@@ -169,7 +184,7 @@ impl Listener {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Typically EMFILE: back off briefly instead of spinning.
-                        tracing::warn!("accept failed: {error}");
+                        self.trouble.accept_failed.record_with(error.to_string());
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -29,6 +29,7 @@ mod process;
 mod rpc_backend;
 mod server;
 mod services;
+mod stalled;
 mod tls;
 mod tokens;
 mod traffic;
@@ -42,6 +43,6 @@ mod ws;
 // Each test binary uses a part of the harness: re-exports unused by one of them are fine.
 #[allow(unused_imports)]
 pub use {
-    http::*, process::*, rpc_backend::*, server::*, services::*, tls::*, tokens::*, traffic::*,
-    ws::*,
+    http::*, process::*, rpc_backend::*, server::*, services::*, stalled::*, tls::*, tokens::*,
+    traffic::*, ws::*,
 };

@@ -144,7 +144,12 @@ pub fn spawn_reader(mut source: impl Read + Send + 'static, sink: Arc<Mutex<Stri
 }
 
 pub fn base_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_of(BIN, dir)
+}
+
+/// `program` (the server binary, or a command that runs it) with the server's environment.
+pub fn command_of(program: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -133,3 +133,30 @@ pub async fn xadd(redis: &mut Connection, stream: &str, payload: &str) -> String
         other => panic!("XADD: {other:?}"),
     }
 }
+
+/// Publishes `{"attempt": k}` to `stream` on the NATS `subject` until one reaches `ws` (the
+/// server's subscription may still be on its way), and returns that frame.
+pub async fn nats_publish_until_delivered(
+    client: &async_nats::Client,
+    subject: &str,
+    stream: &str,
+    ws: &mut Ws,
+    limit: Duration,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    for attempt in 0.. {
+        let body = publication(stream, &json!({ "attempt": attempt }));
+        // While the connection is being re-established the client buffers or refuses: keep
+        // trying until the deadline.
+        let _ = client.publish(subject.to_string(), body.into()).await;
+        let _ = client.flush().await;
+        if let Some(value) = next_broadcast(ws, Duration::from_millis(200)).await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NATS publication on {subject} reached the client within {limit:?}"
+        );
+    }
+    unreachable!()
+}

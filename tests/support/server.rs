@@ -27,6 +27,7 @@ pub struct ServerBuilder {
     broadcast: BroadcastPort,
     health_path: String,
     tls: Option<TlsClient>,
+    open_files: Option<(u64, u64)>,
 }
 
 impl ServerBuilder {
@@ -42,7 +43,15 @@ impl ServerBuilder {
             broadcast: BroadcastPort::Auto,
             health_path: "/health".into(),
             tls: None,
+            open_files: None,
         }
+    }
+
+    /// Starts the server under `prlimit --nofile=<soft>:<hard>` (util-linux): its open-files
+    /// limit, soft and hard.
+    pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
@@ -148,7 +157,14 @@ impl ServerBuilder {
         };
         args.extend(self.args.iter().cloned());
 
-        let mut cmd = base_command(self.dir.path());
+        let mut cmd = match self.open_files {
+            Some((soft, hard)) => {
+                let mut cmd = command_of("prlimit", self.dir.path());
+                cmd.arg(format!("--nofile={soft}:{hard}")).arg(BIN);
+                cmd
+            }
+            None => base_command(self.dir.path()),
+        };
         cmd.args(&args);
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -289,6 +305,16 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Like [`Server::wait_output`], failing the test (with the whole log) when `needle` does
+    /// not come.
+    pub async fn expect_output(&self, needle: &str, limit: Duration) {
+        assert!(
+            self.wait_output(needle, limit).await,
+            "no {needle:?} within {limit:?} in:\n{}",
+            self.output.all()
+        );
     }
 
     // --- HTTP ---------------------------------------------------------------------------------

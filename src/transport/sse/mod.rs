@@ -275,6 +275,7 @@ impl Connection {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
                 tracing::debug!(sid = &*self.session.sid, "SSE write timed out");
+                self.node.drops().write_timeouts.record(1);
                 self.abort_connection();
                 false
             }

@@ -37,7 +37,7 @@ use super::{
 use crate::config::Config;
 use crate::http::{plain, AllowedOrigins, Body, ConnectionPermit};
 use crate::metrics::Counter;
-use crate::node::{send_to, ConnectRequest, Node};
+use crate::node::{ConnectRequest, Node};
 use crate::protocol::{DisconnectReason, Reply, EXTENDED_PROTOCOL, SUPPORTED_SUBPROTOCOLS};
 use crate::session::{Outbox, Outgoing};
 use crate::session::{RequestEnv, Session};
@@ -387,6 +387,7 @@ impl WsEndpoint {
                         Err(_) => {
                             metrics.inc(Counter::FailedServerMsg);
                             metrics.inc(Counter::TimeoutServerMsg);
+                            self.node.drops().write_timeouts.record(1);
                             ended.get_or_insert_with(|| "write timed out".into());
                             break;
                         }
@@ -461,7 +462,7 @@ impl WsEndpoint {
                             message: options.precision.timestamp(),
                         }
                         .encode();
-                        send_to(self.node.metrics(), &outbox, ping);
+                        self.node.send_to(&outbox, ping);
                         if heartbeat.native_pings {
                             outbox.push_control(Outgoing::Ping);
                         }
