@@ -4,8 +4,9 @@
 //!
 //! What must hold: connected clients stay connected, delivery resumes by itself once the
 //! service is back, and no publication acknowledged with `201` is lost — the history after
-//! the outage has every one of them, in order, exactly once. (A publication refused while the
-//! broker is down may or may not have been stored; it is only reported.)
+//! the outage has every one of them, in order, exactly once, and a client that was away
+//! during the outage resumes from its last message without a gap. (A publication refused
+//! while the broker is down may or may not have been stored; it is only reported.)
 //!
 //! Killing a node is in `tests/cluster.rs`.
 
@@ -44,6 +45,8 @@ struct Traffic {
     stream: String,
     /// Each client with the position of message 10 and the messages it got live.
     clients: Vec<(Ws, Value, Vec<u64>)>,
+    /// The position of message 10 of a client of node 1 that left before the outage.
+    returning: Value,
     publisher: Publisher,
 }
 
@@ -74,7 +77,7 @@ impl Traffic {
         let nodes = vec![node(args, toml).await, node(args, toml).await];
         let stream = unique("outage");
         let mut clients = Vec::new();
-        for node in &nodes {
+        for node in [&nodes[0], &nodes[1], &nodes[1]] {
             let (mut ws, _) = ext_client(node, "").await;
             ws.subscribe_ok(&public_id(&stream)).await;
             publish_until_delivered(&nodes[0], &stream, &mut ws).await;
@@ -88,10 +91,12 @@ impl Traffic {
             assert_contiguous(&seen, 1);
             with_positions.push((ws, position, seen));
         }
+        let (_, returning, _) = with_positions.pop().expect("the third client");
         Traffic {
             nodes,
             stream,
             clients: with_positions,
+            returning,
             publisher,
         }
     }
@@ -111,12 +116,28 @@ impl Traffic {
     /// publications were accepted, stops publishing, and checks every client: still
     /// connected, live messages in order without duplicates, and the history from message 10
     /// holds every accepted publication once, in order, at consecutive offsets in the same
-    /// epoch.
+    /// epoch. A client of node 1 that left at message 10 comes back while publishing goes on
+    /// (`subscribe` with `history`): the replay and the live messages after it continue each
+    /// other without a gap.
     async fn check_recovery(mut self) {
         let from = self.publisher.outcomes().len() as u64;
         for (ws, _, live) in self.clients.iter_mut() {
             wait_live(ws, from, live).await;
         }
+        // Comes back while publishing goes on, asking for what it missed since message 10.
+        let identifier = public_id(&self.stream);
+        let (mut returning, _) = ext_client(&self.nodes[1], "").await;
+        let history = serde_json::json!({"streams": {&self.stream: &self.returning}});
+        returning
+            .send_json(&serde_json::json!({"command": "subscribe", "identifier": identifier, "history": history}))
+            .await;
+        let confirmed = returning.recv_json().await;
+        assert_eq!(confirmed["type"], "confirm_subscription", "{confirmed}");
+        let returned: Vec<u64> = read_history(&mut returning)
+            .await
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         self.publisher.wait_accepted(20, RECOVERY).await;
         let outcomes = self.publisher.stop().await;
         let accepted: Vec<u64> = (1..=outcomes.len() as u64)
@@ -126,7 +147,28 @@ impl Traffic {
             .filter(|n| outcomes[*n as usize - 1] != Outcome::Accepted)
             .collect();
         let last = *accepted.last().unwrap();
-        let identifier = public_id(&self.stream);
+        // The returning client: the replay, then live messages, continue each other.
+        let mut resumed = returned.clone();
+        resumed.extend(read_until(&mut returning, last).await.0);
+        let resumed_accepted: Vec<u64> = resumed
+            .iter()
+            .copied()
+            .filter(|n| accepted.binary_search(n).is_ok())
+            .collect();
+        assert!(
+            resumed.windows(2).all(|w| w[0] < w[1]),
+            "returning client: out of order or repeated: {resumed:?}"
+        );
+        assert_eq!(
+            resumed_accepted,
+            accepted
+                .iter()
+                .copied()
+                .filter(|n| *n > 10)
+                .collect::<Vec<_>>(),
+            "returning client: every accepted publication after 10, without a gap \
+             (replayed {returned:?}; outcomes: {outcomes:?})"
+        );
         for (node, (mut ws, position, mut live)) in self.clients.into_iter().enumerate() {
             // Live delivery came back: the last publication arrives.
             live.extend(read_until(&mut ws, last).await.0);

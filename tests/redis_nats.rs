@@ -207,13 +207,9 @@ async fn redis_restart_is_survived_with_a_resubscription() {
     ws.subscribe_ok(&public_id("s")).await;
 
     own.stop();
-    assert!(
-        server
-            .wait_output("lost the connection to Redis", RECV_TIMEOUT)
-            .await,
-        "{}",
-        server.output.all()
-    );
+    server
+        .expect_output("lost the connection to Redis", RECV_TIMEOUT)
+        .await;
     let mut own = OwnRedis::start(port);
     let mut redis = own.ready().await;
     assert!(

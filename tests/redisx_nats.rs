@@ -188,20 +188,9 @@ async fn nats_publish_reaches_a_websocket_subscriber() {
         .await
         .expect("NATS at 127.0.0.1:4222 (scripts/test.sh starts it)");
     // The server's SUB may still be on its way: publish until the first one arrives.
-    let mut received = None;
-    for attempt in 0..50 {
-        let body = publication("n", &json!({"attempt": attempt}));
-        client
-            .publish(subject.clone(), body.into())
-            .await
-            .expect("publish");
-        client.flush().await.expect("flush");
-        if let Some(value) = next_broadcast(&mut ws, Duration::from_millis(200)).await {
-            received = Some(value);
-            break;
-        }
-    }
-    let received = received.expect("a NATS publication reached the client");
+    let received =
+        nats_publish_until_delivered(&client, &subject, "n", &mut ws, Duration::from_secs(10))
+            .await;
     assert_eq!(received["identifier"], json!(public_id("n")));
     assert!(received["message"]["attempt"].is_u64(), "{received}");
     // Garbage is ignored, a batch works.
