@@ -14,6 +14,7 @@ mod publisher;
 mod redis_publisher;
 mod report;
 mod scenarios;
+mod soak;
 mod sse;
 mod target;
 mod wire;
@@ -24,12 +25,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use backend::{Backend, Protocol};
-use options::{Broadcaster, Options, Transport};
+use options::{Broadcaster, Flags, Options, Transport};
 use report::Report;
 use target::Target;
 
 const USAGE: &str =
     "usage: anycable-bench <idle|fanout|throughput|connect|all> [options] [-- server args]
+       anycable-bench soak [options] [-- server args]   (a long run under churn; soak --help)
 
   --quick                small sizes, for CI (checks that every scenario works)
   --connections N        clients (defaults: idle 10000, fanout 5000, throughput 1000, connect 10000)
@@ -108,52 +110,43 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         broadcaster: None,
         server: ServerChoice::default(),
     };
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| rest.next().cloned())
-                .ok_or(format!("{name} needs a value"))
-        };
-        let number = |v: String| {
-            v.parse::<f64>()
-                .map_err(|_| format!("{name}: not a number: {v}"))
-        };
+    let mut flags = Flags::new(&args[1..]);
+    while let Some(name) = flags.next_flag() {
         match name {
             "--" => {
-                cli.server.args = rest.cloned().collect();
+                cli.server.args = flags.remaining();
                 break;
             }
             "--quick" => cli.quick = true,
             "--json" => cli.json = true,
-            "--connections" => cli.sizes.connections = Some(number(value()?)? as usize),
-            "--messages" => cli.sizes.messages = Some(number(value()?)? as usize),
-            "--rate" => cli.sizes.rate = Some(number(value()?)?),
+            "--connections" => cli.sizes.connections = Some(flags.number()? as usize),
+            "--messages" => cli.sizes.messages = Some(flags.number()? as usize),
+            "--rate" => cli.sizes.rate = Some(flags.number()?),
             "--rates" => {
-                let list = value()?;
+                let list = flags.value()?;
                 cli.sizes.rates = Some(
                     list.split(',')
-                        .map(|r| number(r.to_string()))
+                        .map(|r| flags.parse_number(r))
                         .collect::<Result<_, _>>()?,
                 );
             }
-            "--step" => cli.sizes.step = Some(number(value()?)?),
-            "--hold" => cli.sizes.hold = Some(number(value()?)?),
-            "--concurrency" => cli.concurrency = number(value()?)? as usize,
-            "--rpc" => cli.rpc = Some(Protocol::parse(&value()?)?),
-            "--transport" => cli.transport = Some(Transport::parse(&value()?)?),
-            "--broadcaster" => cli.broadcaster = Some(Broadcaster::parse(&value()?)?),
-            "--server-bin" => cli.server.bin = Some(value()?.into()),
+            "--step" => cli.sizes.step = Some(flags.number()?),
+            "--hold" => cli.sizes.hold = Some(flags.number()?),
+            "--concurrency" => cli.concurrency = flags.number()? as usize,
+            "--rpc" => cli.rpc = Some(Protocol::parse(&flags.value()?)?),
+            "--transport" => cli.transport = Some(Transport::parse(&flags.value()?)?),
+            "--broadcaster" => cli.broadcaster = Some(Broadcaster::parse(&flags.value()?)?),
+            "--server-bin" => cli.server.bin = Some(flags.value()?.into()),
             "--server" => {
-                cli.server.addr = Some(value()?.parse().map_err(|e| format!("--server: {e}"))?)
+                cli.server.addr = Some(
+                    flags
+                        .value()?
+                        .parse()
+                        .map_err(|e| format!("--server: {e}"))?,
+                )
             }
-            "--server-pid" => cli.server.pid = Some(number(value()?)? as u32),
-            "--broadcast-key" => cli.server.broadcast_key = Some(value()?),
+            "--server-pid" => cli.server.pid = Some(flags.number()? as u32),
+            "--broadcast-key" => cli.server.broadcast_key = Some(flags.value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
@@ -308,8 +301,27 @@ fn raise_open_files_limit() {
     }
 }
 
+/// A multi-threaded runtime for the clients, publishers and measurements.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("soak") {
+        raise_open_files_limit();
+        let outcome = runtime().and_then(|runtime| soak::main(&args[1..], &runtime));
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = match parse_cli(&args) {
         Ok(cli) => cli,
         Err(message) => {
@@ -325,13 +337,10 @@ fn main() -> ExitCode {
         }
     };
     raise_open_files_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("cannot start the runtime: {error}");
+            eprintln!("{error}");
             return ExitCode::FAILURE;
         }
     };

@@ -1,4 +1,5 @@
-//! What one scenario run uses: sizes and rates, the clients' transport, the broadcaster.
+//! What one scenario run uses: sizes and rates, the clients' transport, the broadcaster; and
+//! the command line they come from.
 
 use std::time::Duration;
 
@@ -64,5 +65,64 @@ impl Broadcaster {
             Broadcaster::Http => "http",
             Broadcaster::Redis => "redis",
         }
+    }
+}
+
+/// Command-line flags, `--name value` or `--name=value`, up to `--` (the server's arguments
+/// follow it).
+pub struct Flags<'a> {
+    rest: std::slice::Iter<'a, String>,
+    /// The current flag's name and inline value.
+    current: (&'a str, Option<&'a str>),
+}
+
+impl<'a> Flags<'a> {
+    pub fn new(args: &'a [String]) -> Flags<'a> {
+        Flags {
+            rest: args.iter(),
+            current: ("", None),
+        }
+    }
+
+    /// The next flag's name.
+    pub fn next_flag(&mut self) -> Option<&'a str> {
+        let arg = self.rest.next()?;
+        self.current = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg.as_str(), None),
+        };
+        Some(self.current.0)
+    }
+
+    /// The current flag's value: after `=`, or the next argument.
+    pub fn value(&mut self) -> Result<String, String> {
+        let (name, inline) = self.current;
+        inline
+            .map(str::to_string)
+            .or_else(|| self.rest.next().cloned())
+            .ok_or(format!("{name} needs a value"))
+    }
+
+    /// The current flag's value as a finite, non-negative number.
+    pub fn number(&mut self) -> Result<f64, String> {
+        let value = self.value()?;
+        self.parse_number(&value)
+    }
+
+    /// `value` as a finite, non-negative number for the current flag.
+    pub fn parse_number(&self, value: &str) -> Result<f64, String> {
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .ok_or(format!(
+                "{}: not a non-negative number: {value}",
+                self.current.0
+            ))
+    }
+
+    /// Everything after `--`.
+    pub fn remaining(&mut self) -> Vec<String> {
+        self.rest.by_ref().cloned().collect()
     }
 }
