@@ -162,7 +162,8 @@ async fn live_once(shared: &Shared, role: Role, rng: &mut Rng) -> Result<(), Str
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
-            _ = shared.stopped() => {}
+            // Once leaving, the stop is already handled (and would be ready at every turn).
+            _ = shared.stopped(), if !ending => {}
         }
     }
 }
