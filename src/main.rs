@@ -1,4 +1,5 @@
-//! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain.
+//! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain;
+//! or, as `anycable-rs doctor [flags]`, check the configuration (see `doctor`).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -6,12 +7,16 @@ use std::time::Duration;
 
 use anycable_rs::app;
 use anycable_rs::config::{self, Config, Loaded};
+use anycable_rs::open_files::OpenFiles;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: HashMap<String, String> = std::env::vars().collect();
     let cwd = std::env::current_dir().unwrap_or_default();
+    if args.first().is_some_and(|a| a == "doctor") {
+        return anycable_rs::doctor::command(&args[1..], &env, &cwd);
+    }
     let config = match config::load(&args, &env, &cwd) {
         Ok(Loaded::Run(config)) => config,
         Ok(Loaded::PrintConfig(text) | Loaded::Help(text) | Loaded::Version(text)) => {
@@ -64,7 +69,7 @@ async fn run(config: Config) -> ExitCode {
         "Starting AnyCable {} (pid: {}, open file limit: {}, threads: {})",
         anycable_rs::config::VERSION,
         std::process::id(),
-        open_file_limit(),
+        OpenFiles::raise_soft_to_hard().soft_text(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
     if let Some(path) = &config.load.config_file {
@@ -115,17 +120,4 @@ async fn run(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The soft open-files limit from /proc, for the startup line.
-fn open_file_limit() -> String {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
-        })
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -144,7 +144,12 @@ pub fn spawn_reader(mut source: impl Read + Send + 'static, sink: Arc<Mutex<Stri
 }
 
 pub fn base_command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_for(BIN, dir)
+}
+
+/// Like [`base_command`] for another program (e.g. `chroot` running a copy of the server).
+pub fn command_for(program: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -27,6 +27,9 @@ pub struct ServerBuilder {
     broadcast: BroadcastPort,
     health_path: String,
     tls: Option<TlsClient>,
+    /// The command that runs the server in place of the test binary (program, then its
+    /// arguments; the server's flags follow). Empty: the binary under test.
+    launcher: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -42,7 +45,14 @@ impl ServerBuilder {
             broadcast: BroadcastPort::Auto,
             health_path: "/health".into(),
             tls: None,
+            launcher: Vec::new(),
         }
+    }
+
+    /// Runs the server through `launcher` (e.g. `["chroot", root, "/anycable-rs"]`).
+    pub fn launched_by(mut self, launcher: &[&str]) -> Self {
+        self.launcher = launcher.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
@@ -148,7 +158,14 @@ impl ServerBuilder {
         };
         args.extend(self.args.iter().cloned());
 
-        let mut cmd = base_command(self.dir.path());
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = command_for(program, self.dir.path());
+                cmd.args(rest);
+                cmd
+            }
+            None => base_command(self.dir.path()),
+        };
         cmd.args(&args);
         for (k, v) in &self.env {
             cmd.env(k, v);
