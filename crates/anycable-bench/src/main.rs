@@ -10,6 +10,7 @@ mod fixture;
 mod fleet;
 mod options;
 mod procfs;
+mod progress;
 mod publisher;
 mod redis_publisher;
 mod report;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use backend::{Backend, Protocol};
 use options::{Broadcaster, Options, Transport};
+use progress::Progress;
 use report::Report;
 use target::Target;
 
@@ -298,16 +300,6 @@ impl Cli {
     }
 }
 
-/// The sandbox caps open files per process; use all of the hard limit.
-fn raise_open_files_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cli = match parse_cli(&args) {
@@ -324,7 +316,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_open_files_limit();
+    // The sandbox caps open files per process; use all of the hard limit.
+    anycable_rs::open_files::OpenFiles::raise_soft_to_hard();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -339,14 +332,16 @@ fn main() -> ExitCode {
     for run in runs {
         let options = cli.options(&run);
         let scenario = run.scenario;
+        let progress = Progress::new(scenario);
         let result = runtime.block_on(async {
+            progress.phase("starting the server");
             let target = cli.target(&run).await?;
             let run = async {
                 match scenario {
-                    "idle" => scenarios::idle(&target, &options).await,
-                    "fanout" => scenarios::fanout(&target, &options).await,
-                    "throughput" => scenarios::throughput(&target, &options).await,
-                    _ => scenarios::connect_rate(&target, &options).await,
+                    "idle" => scenarios::idle(&target, &options, &progress).await,
+                    "fanout" => scenarios::fanout(&target, &options, &progress).await,
+                    "throughput" => scenarios::throughput(&target, &options, &progress).await,
+                    _ => scenarios::connect_rate(&target, &options, &progress).await,
                 }
             };
             // Every scenario stops by itself, even when the server stops answering.
@@ -356,6 +351,7 @@ fn main() -> ExitCode {
         });
         match result {
             Ok(report) => {
+                progress.phase("done");
                 report.print_table();
                 reports.push(report);
             }
