@@ -14,10 +14,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: HashMap<String, String> = std::env::vars().collect();
     let cwd = std::env::current_dir().unwrap_or_default();
-    if args.first().is_some_and(|a| a == "doctor") {
-        return anycable_rs::doctor::command(&args[1..], &env, &cwd);
-    }
-    let config = match config::load(&args, &env, &cwd) {
+    let doctor = args.first().is_some_and(|a| a == "doctor");
+    let flags = if doctor { &args[1..] } else { &args[..] };
+    let config = match config::load(flags, &env, &cwd) {
         Ok(Loaded::Run(config)) => config,
         Ok(Loaded::PrintConfig(text) | Loaded::Help(text) | Loaded::Version(text)) => {
             println!("{text}");
@@ -28,6 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if doctor {
+        return anycable_rs::doctor::command(&config, &env);
+    }
     for warning in &config.load.warnings {
         println!("{warning}");
     }

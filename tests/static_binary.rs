@@ -77,26 +77,13 @@ async fn the_static_binary_resolves_names_from_etc_hosts() {
     let launcher = chroot(&root);
     let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
     let channel = format!("__anycable_static_{}__", std::process::id());
-    let server = ServerBuilder::new()
-        .launched_by(&launcher)
-        .args([
-            "--noauth",
-            "--norpc",
-            "--public_streams",
-            "--broadcast_adapter=redis",
-            "--redis_url=redis://redis.static-test.internal:6379",
-            &format!("--redis_channel={channel}"),
-            "--pubsub=none",
-        ])
-        .start()
-        .await;
-    assert!(
-        server
-            .wait_output("subscribed to Redis channel", SUBSCRIBED_WITHIN)
-            .await,
-        "{}",
-        server.output.all()
-    );
+    let server = redis_server_from(
+        ServerBuilder::new().launched_by(&launcher),
+        "redis://redis.static-test.internal:6379",
+        &channel,
+        &["--norpc"],
+    )
+    .await;
     let (mut ws, _) = server.ws_welcomed().await;
     ws.subscribe_ok(&public_id("s")).await;
     let mut redis = redis().await;

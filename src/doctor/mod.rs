@@ -14,28 +14,16 @@ mod report;
 mod settings;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::ExitCode;
 
 pub use backends::PROBE_HEADER;
 pub use report::{Finding, Level, Report, Section};
 
-use crate::config::{self, Config, Loaded};
+use crate::config::Config;
 use crate::open_files::OpenFiles;
 
-/// The `doctor` subcommand: `args` are the flags after `doctor`.
-pub fn command(args: &[String], env: &HashMap<String, String>, cwd: &Path) -> ExitCode {
-    let config = match config::load(args, env, cwd) {
-        Ok(Loaded::Run(config)) => config,
-        Ok(Loaded::PrintConfig(text) | Loaded::Help(text) | Loaded::Version(text)) => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            println!("Configuration\n  PROBLEM {error}\n          -> fix this setting; nothing else was checked\n1 problem, 0 warnings");
-            return ExitCode::FAILURE;
-        }
-    };
+/// The `doctor` subcommand, given the configuration loaded from the flags after `doctor`.
+pub fn command(config: &Config, env: &HashMap<String, String>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -47,7 +35,7 @@ pub fn command(args: &[String], env: &HashMap<String, String>, cwd: &Path) -> Ex
         }
     };
     let progress = |step: &str| eprintln!("doctor: {step}");
-    let report = runtime.block_on(run(&config, env, &progress));
+    let report = runtime.block_on(run(config, env, &progress));
     println!("{report}");
     if report.has_problems() {
         ExitCode::FAILURE
