@@ -27,8 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if doctor {
-        return anycable_rs::doctor::command(&config, &env);
+        return runtime.block_on(anycable_rs::doctor::command(&config, &env));
     }
     for warning in &config.load.warnings {
         println!("{warning}");
@@ -52,17 +62,6 @@ fn main() -> ExitCode {
     if config.logging.debug {
         tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
     }
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("Error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(run(*config))
 }
 

@@ -57,22 +57,49 @@ fn nats_users(config: &Config) -> Vec<&'static str> {
     users
 }
 
-/// The services this configuration talks to, named for progress lines.
-pub fn planned(config: &Config) -> Vec<&'static str> {
-    let mut names = Vec::new();
-    if !redis_users(config).is_empty() {
-        names.push("Redis");
-    }
-    if !nats_users(config).is_empty() {
-        names.push("NATS");
-    }
-    if config.rpc_impl() != RpcImpl::None {
-        names.push("RPC");
-    }
-    names
+/// A service the configuration talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Redis,
+    Nats,
+    Rpc,
 }
 
-pub async fn redis(config: &Config) -> Option<Finding> {
+impl Service {
+    /// The name in progress lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Redis => "Redis",
+            Service::Nats => "NATS",
+            Service::Rpc => "the RPC backend",
+        }
+    }
+
+    pub async fn check(self, config: &Config) -> Option<Finding> {
+        match self {
+            Service::Redis => redis(config).await,
+            Service::Nats => nats(config).await,
+            Service::Rpc => rpc(config).await,
+        }
+    }
+}
+
+/// The services this configuration talks to.
+pub fn planned(config: &Config) -> Vec<Service> {
+    let mut services = Vec::new();
+    if !redis_users(config).is_empty() {
+        services.push(Service::Redis);
+    }
+    if !nats_users(config).is_empty() {
+        services.push(Service::Nats);
+    }
+    if config.rpc_impl() != RpcImpl::None {
+        services.push(Service::Rpc);
+    }
+    services
+}
+
+async fn redis(config: &Config) -> Option<Finding> {
     let users = redis_users(config);
     if users.is_empty() {
         return None;
@@ -171,7 +198,7 @@ fn redis_version(info: &str) -> Option<(String, Version)> {
     Some((text, (major, minor)))
 }
 
-pub async fn nats(config: &Config) -> Option<Finding> {
+async fn nats(config: &Config) -> Option<Finding> {
     let users = nats_users(config);
     if users.is_empty() {
         return None;
@@ -244,7 +271,7 @@ fn unreachable_nats(servers: &str, used_by: &str, error: &dyn std::fmt::Display)
 
 /// One `Connect` with no cookies or tokens: the app runs its authentication and normally
 /// rejects it, which proves the backend is up and speaks the protocol.
-pub async fn rpc(config: &Config) -> Option<Finding> {
+async fn rpc(config: &Config) -> Option<Finding> {
     let rpc = match Rpc::from_config(config, Arc::new(Metrics::default())) {
         Ok(Some(rpc)) => rpc,
         Ok(None) => return None,

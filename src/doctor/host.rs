@@ -170,10 +170,12 @@ mod tests {
 
     #[test]
     fn max_conn_above_the_open_files_limit_is_a_problem() {
-        let mut config = Config::default();
-        config.broadcast_adapters = vec![BroadcastAdapter::Http];
+        let mut config = Config {
+            broadcast_adapters: vec![BroadcastAdapter::Http],
+            ..Config::default()
+        };
         config.server.max_conn = 5000;
-        // The HTTP broadcaster shares the main port when there is no key: one listener.
+        // One listener: the HTTP broadcaster on the main port (as with a broadcast key).
         config.http_broadcast.port = config.server.port;
         let finding = open_files(&config, limits(4096));
         assert_eq!(finding.level, Level::Problem, "{finding:?}");

@@ -23,19 +23,9 @@ use crate::config::Config;
 use crate::open_files::OpenFiles;
 
 /// The `doctor` subcommand, given the configuration loaded from the flags after `doctor`.
-pub fn command(config: &Config, env: &HashMap<String, String>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("Error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+pub async fn command(config: &Config, env: &HashMap<String, String>) -> ExitCode {
     let progress = |step: &str| eprintln!("doctor: {step}");
-    let report = runtime.block_on(run(config, env, &progress));
+    let report = run(config, env, &progress).await;
     println!("{report}");
     if report.has_problems() {
         ExitCode::FAILURE
@@ -58,14 +48,9 @@ pub async fn run(
     contradictions.extend(host::listen_scope(config, env));
     report.add("Settings", contradictions);
     let mut services = Vec::new();
-    for name in backends::planned(config) {
-        progress(&format!("checking {name}"));
-        let finding = match name {
-            "Redis" => backends::redis(config).await,
-            "NATS" => backends::nats(config).await,
-            _ => backends::rpc(config).await,
-        };
-        services.extend(finding);
+    for service in backends::planned(config) {
+        progress(&format!("checking {}", service.name()));
+        services.extend(service.check(config).await);
     }
     if services.is_empty() {
         services.push(Finding::ok(
