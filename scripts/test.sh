@@ -106,6 +106,25 @@ else
 fi
 done_step
 
+step "Tools for tests/deploy_examples.rs (PyYAML, kubernetes-validate, docker-compose, systemd-analyze, prlimit)"
+if ! python3 -c 'import yaml, kubernetes_validate' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-input pyyaml kubernetes-validate
+fi
+python3 -c 'import yaml, kubernetes_validate' || die "PyYAML / kubernetes-validate did not install"
+command -v kubernetes-validate >/dev/null || die "kubernetes-validate is not on PATH"
+missing_debs=()
+command -v docker-compose >/dev/null || missing_debs+=(docker-compose)
+command -v systemd-analyze >/dev/null || missing_debs+=(systemd)
+command -v prlimit >/dev/null || missing_debs+=(util-linux)
+if [[ ${#missing_debs[@]} -gt 0 ]]; then
+  [[ "${SKIP_APT:-0}" == 1 ]] && die "missing ${missing_debs[*]} and SKIP_APT=1"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y --no-install-recommends "${missing_debs[@]}" ||
+    { as_root apt-get update && as_root apt-get install -y --no-install-recommends "${missing_debs[@]}"; }
+fi
+echo "    $(docker-compose version --short 2>/dev/null || echo '?') docker-compose, $(systemd-analyze --version | head -1)"
+done_step
+
 # ---------------------------------------------------------------------------
 # 2. Services used by the server's tests (Redis, NATS with JetStream)
 tcp_line() { # host port [send] -> first line the server answers (2 s bound)
@@ -166,6 +185,14 @@ fi
 step "cargo build --release"
 cargo build --release
 done_step
+
+# The static binary (glibc linked in) for tests/static_binary.rs, which runs it in an empty
+# root. A build of its own (another target directory), so it adds a release build's time.
+if [[ $E2E_ONLY == 0 ]]; then
+  step "static binary (scripts/static-build.sh)"
+  scripts/static-build.sh
+  done_step
+fi
 
 if [[ $E2E_ONLY == 0 ]]; then
   # --no-fail-fast: one failing test binary must not hide the others' results

@@ -1,4 +1,5 @@
-//! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain.
+//! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain;
+//! or, as `anycable-rs doctor [flags]`, check the configuration (see `doctor`).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -6,13 +7,16 @@ use std::time::Duration;
 
 use anycable_rs::app;
 use anycable_rs::config::{self, Config, Loaded};
+use anycable_rs::open_files::OpenFiles;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: HashMap<String, String> = std::env::vars().collect();
     let cwd = std::env::current_dir().unwrap_or_default();
-    let config = match config::load(&args, &env, &cwd) {
+    let doctor = args.first().is_some_and(|a| a == "doctor");
+    let flags = if doctor { &args[1..] } else { &args[..] };
+    let config = match config::load(flags, &env, &cwd) {
         Ok(Loaded::Run(config)) => config,
         Ok(Loaded::PrintConfig(text) | Loaded::Help(text) | Loaded::Version(text)) => {
             println!("{text}");
@@ -23,6 +27,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if doctor {
+        return runtime.block_on(anycable_rs::doctor::command(&config, &env));
+    }
     for warning in &config.load.warnings {
         println!("{warning}");
     }
@@ -45,18 +62,6 @@ fn main() -> ExitCode {
     if config.logging.debug {
         tracing::debug!("🔧 🔧 🔧 Debug mode is on 🔧 🔧 🔧");
     }
-
-    raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("Error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(run(*config))
 }
 
@@ -65,7 +70,7 @@ async fn run(config: Config) -> ExitCode {
         "Starting AnyCable {} (pid: {}, open file limit: {}, threads: {})",
         anycable_rs::config::VERSION,
         std::process::id(),
-        open_file_limit(),
+        OpenFiles::raise_soft_to_hard().soft_text(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
     if let Some(path) = &config.load.config_file {
@@ -116,32 +121,4 @@ async fn run(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The soft open-files limit from /proc, for the startup line.
-/// Raises the soft open-files limit to the hard one, as every Go program does at start-up
-/// (AnyCable-Go among them): under the same limits this server then takes as many connections
-/// as the reference (systemd's default soft limit, 1024, is far below its hard limit). A limit
-/// that cannot be raised stays as it is; the start-up line shows it.
-fn raise_open_file_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
-        if current < maximum {
-            limit.current = Some(maximum);
-            let _ = setrlimit(Resource::Nofile, limit);
-        }
-    }
-}
-
-fn open_file_limit() -> String {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
-        })
-        .unwrap_or_else(|| "unknown".into())
 }

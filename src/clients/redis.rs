@@ -464,12 +464,14 @@ impl Connection {
         password: Option<&str>,
     ) -> Result<Connection, RedisError> {
         let addr = host_port(host, port);
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|source| RedisError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+        let connect = async {
+            let addrs = crate::resolve::lookup(host, port).await?;
+            TcpStream::connect(&addrs[..]).await
+        };
+        let tcp = connect.await.map_err(|source| RedisError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match tls {
             Some(config) => {

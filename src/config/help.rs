@@ -7,7 +7,7 @@ use super::VERSION;
 
 pub(crate) fn render() -> String {
     let mut out = format!(
-        "NAME:\n   anycable-go - AnyCable, the real-time server (anycable-rs)\n\nUSAGE:\n   anycable-go [global options]\n\n\
+        "NAME:\n   anycable-go - AnyCable, the real-time server (anycable-rs)\n\nUSAGE:\n   anycable-go [global options]\n   anycable-go doctor [global options]  check the configuration, the machine and the backends\n\n\
          VERSION:\n   {VERSION}\n\nGLOBAL OPTIONS:\n"
     );
     let mut group = "";

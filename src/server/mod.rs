@@ -126,10 +126,13 @@ impl Listener {
     ) -> Result<Listener, ServerError> {
         let host = if host.is_empty() { "0.0.0.0" } else { host };
         let target = format!("{host}:{port}");
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
-            .await
-            .map_err(|e| ServerError::Resolve(target.clone(), e))?
-            .collect();
+        let addrs: Vec<SocketAddr> = match crate::resolve::localhost(host, port) {
+            Some(loopback) => loopback,
+            None => tokio::net::lookup_host(&target)
+                .await
+                .map_err(|e| ServerError::Resolve(target.clone(), e))?
+                .collect(),
+        };
         let addr = addrs
             .iter()
             .find(|a| a.is_ipv4())

@@ -144,11 +144,11 @@ pub fn spawn_reader(mut source: impl Read + Send + 'static, sink: Arc<Mutex<Stri
 }
 
 pub fn base_command(dir: &Path) -> Command {
-    command_of(BIN, dir)
+    command_for(BIN, dir)
 }
 
-/// `program` (the server binary, or a command that runs it) with the server's environment.
-pub fn command_of(program: &str, dir: &Path) -> Command {
+/// Like [`base_command`] for another program (e.g. `chroot` running a copy of the server).
+pub fn command_for(program: &str, dir: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(dir)
         .stdin(Stdio::null())

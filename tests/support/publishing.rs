@@ -64,12 +64,22 @@ pub fn publication(stream: &str, data: &Value) -> String {
 
 /// A server with the `redis` broadcaster on `channel`, subscribed.
 pub async fn redis_server(channel: &str, extra: &[&str]) -> Server {
-    let server = ServerBuilder::new()
+    redis_server_from(ServerBuilder::new(), REDIS_URL, channel, extra).await
+}
+
+/// [`redis_server`] started by `builder`, with Redis at `url`.
+pub async fn redis_server_from(
+    builder: ServerBuilder,
+    url: &str,
+    channel: &str,
+    extra: &[&str],
+) -> Server {
+    let server = builder
         .args([
             "--noauth",
             "--public_streams",
             "--broadcast_adapter=http,redis",
-            &format!("--redis_url={REDIS_URL}"),
+            &format!("--redis_url={url}"),
             &format!("--redis_channel={channel}"),
             "--pubsub=none",
         ])

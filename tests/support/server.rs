@@ -27,7 +27,9 @@ pub struct ServerBuilder {
     broadcast: BroadcastPort,
     health_path: String,
     tls: Option<TlsClient>,
-    open_files: Option<(u64, u64)>,
+    /// The command that runs the server in place of the test binary (program, then its
+    /// arguments; the server's flags follow). Empty: the binary under test.
+    launcher: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -43,14 +45,19 @@ impl ServerBuilder {
             broadcast: BroadcastPort::Auto,
             health_path: "/health".into(),
             tls: None,
-            open_files: None,
+            launcher: Vec::new(),
         }
     }
 
     /// Starts the server under `prlimit --nofile=<soft>:<hard>` (util-linux): its open-files
     /// limit, soft and hard.
-    pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
-        self.open_files = Some((soft, hard));
+    pub fn open_files_limit(self, soft: u64, hard: u64) -> Self {
+        self.launched_by(&["prlimit", &format!("--nofile={soft}:{hard}"), BIN])
+    }
+
+    /// Runs the server through `launcher` (e.g. `["chroot", root, "/anycable-rs"]`).
+    pub fn launched_by(mut self, launcher: &[&str]) -> Self {
+        self.launcher = launcher.iter().map(|s| s.to_string()).collect();
         self
     }
 
@@ -157,10 +164,10 @@ impl ServerBuilder {
         };
         args.extend(self.args.iter().cloned());
 
-        let mut cmd = match self.open_files {
-            Some((soft, hard)) => {
-                let mut cmd = command_of("prlimit", self.dir.path());
-                cmd.arg(format!("--nofile={soft}:{hard}")).arg(BIN);
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = command_for(program, self.dir.path());
+                cmd.args(rest);
                 cmd
             }
             None => base_command(self.dir.path()),

@@ -222,14 +222,32 @@ impl OwnNats {
         nats
     }
 
-    fn spawn(port: u16, store: &TempDir) -> Guarded {
-        let bin = if Path::new("/usr/sbin/nats-server").exists() {
+    /// A `nats-server` without JetStream, for the checks that must notice its absence.
+    pub async fn start_without_jetstream() -> OwnNats {
+        let port = free_port();
+        let process = Guarded::spawn(
+            Command::new(OwnNats::bin()).args(["-a", "127.0.0.1", "-p", &port.to_string()]),
+            "nats-server (Debian package nats-server)",
+        );
+        wait_port(port, Duration::from_secs(10)).await;
+        OwnNats {
+            port,
+            store: TempDir::new(),
+            process,
+        }
+    }
+
+    fn bin() -> &'static str {
+        if Path::new("/usr/sbin/nats-server").exists() {
             "/usr/sbin/nats-server"
         } else {
             "nats-server"
-        };
+        }
+    }
+
+    fn spawn(port: u16, store: &TempDir) -> Guarded {
         Guarded::spawn(
-            Command::new(bin).args([
+            Command::new(OwnNats::bin()).args([
                 "-a",
                 "127.0.0.1",
                 "-p",

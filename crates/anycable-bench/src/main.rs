@@ -10,6 +10,7 @@ mod fixture;
 mod fleet;
 mod options;
 mod procfs;
+mod progress;
 mod publisher;
 mod redis_publisher;
 mod report;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use backend::{Backend, Protocol};
 use options::{Broadcaster, Flags, Options, Transport};
+use progress::Progress;
 use report::Report;
 use target::Target;
 
@@ -293,12 +295,7 @@ impl Cli {
 
 /// The sandbox caps open files per process; use all of the hard limit.
 fn raise_open_files_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
+    anycable_rs::open_files::OpenFiles::raise_soft_to_hard();
 }
 
 /// A multi-threaded runtime for the clients, publishers and measurements.
@@ -348,14 +345,16 @@ fn main() -> ExitCode {
     for run in runs {
         let options = cli.options(&run);
         let scenario = run.scenario;
+        let progress = Progress::new(scenario);
         let result = runtime.block_on(async {
+            progress.phase("starting the server");
             let target = cli.target(&run).await?;
             let run = async {
                 match scenario {
-                    "idle" => scenarios::idle(&target, &options).await,
-                    "fanout" => scenarios::fanout(&target, &options).await,
-                    "throughput" => scenarios::throughput(&target, &options).await,
-                    _ => scenarios::connect_rate(&target, &options).await,
+                    "idle" => scenarios::idle(&target, &options, &progress).await,
+                    "fanout" => scenarios::fanout(&target, &options, &progress).await,
+                    "throughput" => scenarios::throughput(&target, &options, &progress).await,
+                    _ => scenarios::connect_rate(&target, &options, &progress).await,
                 }
             };
             // Every scenario stops by itself, even when the server stops answering.
@@ -365,6 +364,7 @@ fn main() -> ExitCode {
         });
         match result {
             Ok(report) => {
+                progress.phase("done");
                 report.print_table();
                 reports.push(report);
             }

@@ -13,13 +13,23 @@ use crate::fixture::{CHANNEL, CLIENT_TOKEN, SECRET, STREAM};
 use crate::fleet::Fleet;
 use crate::options::Options;
 use crate::procfs::{rss_kib, CpuTime};
+use crate::progress::Progress;
 use crate::publisher::{stamped_publications, Publisher};
 use crate::report::Report;
 use crate::target::Target;
 
 /// N idle subscribed connections: server memory per connection.
-pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> {
+pub async fn idle(
+    target: &Target,
+    options: &Options,
+    progress: &Progress,
+) -> Result<Report, String> {
     let before = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    progress.phase(format_args!(
+        "connecting {} {} clients",
+        options.connections,
+        options.transport.name()
+    ));
     let fleet = Fleet::start(
         target,
         options.transport,
@@ -29,11 +39,17 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
     )
     .await?;
     // Let every connection go through a few ping rounds before measuring.
+    progress.phase(format_args!(
+        "holding {} connections for {:?}",
+        fleet.len(),
+        options.hold
+    ));
     tokio::time::sleep(options.hold).await;
     let after = rss_kib(target.pid).ok_or("cannot read server RSS")?;
     let pings_before = fleet.pings();
     // Leak check: hold as long again, with pings flowing; memory must not grow beyond noise and
     // every connection must still be open.
+    progress.phase(format_args!("leak check: holding {:?} more", options.hold));
     tokio::time::sleep(options.hold).await;
     let later = rss_kib(target.pid).ok_or("cannot read server RSS")?;
     let pings = fleet.pings() - pings_before;
@@ -75,8 +91,17 @@ fn add_paths(report: &mut Report, options: &Options) {
 }
 
 /// N subscribers on one stream, M messages at rate R.
-pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String> {
+pub async fn fanout(
+    target: &Target,
+    options: &Options,
+    progress: &Progress,
+) -> Result<Report, String> {
     let messages = options.messages;
+    progress.phase(format_args!(
+        "connecting {} {} subscribers",
+        options.connections,
+        options.transport.name()
+    ));
     let fleet = Fleet::start(
         target,
         options.transport,
@@ -88,8 +113,14 @@ pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String
     let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
+    progress.phase(format_args!(
+        "publishing {messages} messages at {}/s over {}",
+        options.rate,
+        options.broadcaster.name()
+    ));
     publish_at_rate(&mut publisher, 0..messages, options.rate).await?;
     let expected = (fleet.len() * messages) as u64;
+    progress.phase("waiting for the last deliveries");
     fleet.wait_for(expected, Duration::from_secs(10)).await;
     let elapsed = started.elapsed();
     let cpu = CpuTime::read(target.pid)
@@ -119,7 +150,11 @@ pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String
 }
 
 /// Steps the publish rate up until p99 exceeds 500 ms or a message is lost.
-pub async fn throughput(target: &Target, options: &Options) -> Result<Report, String> {
+pub async fn throughput(
+    target: &Target,
+    options: &Options,
+    progress: &Progress,
+) -> Result<Report, String> {
     let rates: Vec<f64> = options.throughput_rates.clone();
     let step = options.step;
     let per_step: Vec<usize> = rates
@@ -127,6 +162,11 @@ pub async fn throughput(target: &Target, options: &Options) -> Result<Report, St
         .map(|r| (r * step.as_secs_f64()).ceil() as usize)
         .collect();
     let capacity = per_step.iter().sum();
+    progress.phase(format_args!(
+        "connecting {} {} subscribers",
+        options.connections,
+        options.transport.name()
+    ));
     let fleet = Fleet::start(
         target,
         options.transport,
@@ -155,12 +195,12 @@ pub async fn throughput(target: &Target, options: &Options) -> Result<Report, St
         delivered_before += stats.deliveries;
         let achieved = stats.deliveries as f64 / elapsed;
         let clean = stats.losses == 0 && stats.p99_ms <= 500.0;
-        println!(
-            "  rate {rate:>8.0} msg/s: {achieved:>12.0} deliveries/s, p99 {:.1} ms, losses {}{}",
+        progress.phase(format_args!(
+            "rate {rate:>8.0} msg/s: {achieved:>12.0} deliveries/s, p99 {:.1} ms, losses {}{}",
             stats.p99_ms,
             stats.losses,
             if clean { "" } else { "  <- limit" }
-        );
+        ));
         if !clean {
             break;
         }
@@ -174,7 +214,11 @@ pub async fn throughput(target: &Target, options: &Options) -> Result<Report, St
 
 /// Connections per second to a confirmed subscription: with a JWT and a signed stream, or
 /// authenticated and subscribed by the target's RPC backend.
-pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, String> {
+pub async fn connect_rate(
+    target: &Target,
+    options: &Options,
+    progress: &Progress,
+) -> Result<Report, String> {
     let (path, identifier) = match &target.backend {
         Some(_) => (format!("/cable?{CLIENT_TOKEN}"), CHANNEL.to_string()),
         None => {
@@ -188,6 +232,10 @@ pub async fn connect_rate(target: &Target, options: &Options) -> Result<Report, 
         }
     };
     let gate = Arc::new(Semaphore::new(options.concurrency));
+    progress.phase(format_args!(
+        "opening {} connections, {} handshakes at a time",
+        options.connections, options.concurrency
+    ));
     let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
     let mut handles = Vec::with_capacity(options.connections);
