@@ -19,6 +19,7 @@ pub mod node;
 pub mod protocol;
 pub mod publication;
 pub mod pubsub;
+pub mod readiness;
 pub mod rpc;
 pub mod server;
 pub mod session;

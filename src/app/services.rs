@@ -92,14 +92,15 @@ pub(super) async fn start_broker(
     Ok((broker, None))
 }
 
-/// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`).
+/// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`); the
+/// client also on its own, for the readiness check.
 pub(super) fn start_backend(
     config: &Config,
     cx: &StartContext,
-) -> Result<Arc<dyn Controller>, AppError> {
+) -> Result<(Arc<dyn Controller>, Option<Arc<Rpc>>), AppError> {
     let Some(rpc) = Rpc::from_config(config, cx.metrics.clone())? else {
         tracing::info!(context = "rpc", "no RPC configured");
-        return Ok(Arc::new(NoController));
+        return Ok((Arc::new(NoController), None));
     };
     tracing::info!(
         context = "rpc",
@@ -121,11 +122,12 @@ pub(super) fn start_backend(
         cx.connections.shutdown.clone(),
         &cx.connections.tracker,
     );
-    Ok(Arc::new(RpcController {
-        rpc,
+    let controller = Arc::new(RpcController {
+        rpc: rpc.clone(),
         disconnector,
         mode: config.disconnector.mode,
-    }))
+    });
+    Ok((controller, Some(rpc)))
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed
