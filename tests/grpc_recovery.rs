@@ -71,6 +71,7 @@ async fn a_backend_replaced_behind_the_same_address_is_reconnected() {
     )
     .await;
     assert!(new.connects() >= 1);
+    eprintln!("recovered after {took:?}");
     assert!(took < Duration::from_secs(20), "recovered after {took:?}");
 }
 
@@ -94,26 +95,28 @@ async fn a_dns_name_is_followed_as_backends_are_added_and_replaced() {
 
     // Scaled up: the new address gets calls once the name is resolved again (every 10 s).
     name.resolve_to(&["127.0.0.2", "127.0.0.3"]);
-    connect_until(
+    let took = connect_until(
         &server,
         Duration::from_secs(15),
         "calls reach the added backend",
         |_| second.connects() > 0,
     )
     .await;
+    eprintln!("the added backend got calls after {took:?}");
 
     // Replaced: the first backend is gone from the name and stops; every client is served by
     // the second one (a call that finds the old address unreachable has the name resolved
     // again at once).
     name.resolve_to(&["127.0.0.3"]);
     first.stop().await;
-    connect_until(
+    let took = connect_until(
         &server,
         Duration::from_secs(15),
         "served after the replacement",
         |w| w,
     )
     .await;
+    eprintln!("served again {took:?} after the replacement");
     for _ in 0..5 {
         assert!(
             welcomed(&server).await,

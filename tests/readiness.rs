@@ -84,6 +84,18 @@ async fn metric(server: &Server, name: &str) -> u64 {
         .unwrap()
 }
 
+/// `CLIENT KILL TYPE pubsub` (the `redis` broadcaster's and the pub/sub's subscriptions), then
+/// waits until both checks logged their failure and their recovery.
+async fn kill_subscriptions_and_wait_recovery(server: &Server, redis: &OwnRedis) {
+    let mark = server.output.all().len();
+    let killed = redis_cli(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert!(killed.parse::<u32>().unwrap() >= 2, "killed {killed}");
+    for check in ["check=pubsub", "check=broadcast_redis"] {
+        wait_line_after(server, mark, &[check, "check fails"], CHANGE_WITHIN).await;
+        wait_line_after(server, mark, &[check, "check passes again"], CHANGE_WITHIN).await;
+    }
+}
+
 #[tokio::test]
 async fn a_killed_redis_subscription_makes_the_node_not_ready_until_it_is_back() {
     let redis = OwnRedis::start(free_port());
@@ -106,27 +118,23 @@ async fn a_killed_redis_subscription_makes_the_node_not_ready_until_it_is_back()
     wait_metric(&server, "readiness_pubsub", 1).await;
     wait_metric(&server, "readiness_broadcast_redis", 1).await;
 
-    // A client that names this node's canary stream gets nothing from it, and leaving it does
-    // not unsubscribe the node's pub/sub from its canaries.
+    // A client that names this node's canary stream and leaves it does not unsubscribe the
+    // node's pub/sub from its canaries: after the kill they come back.
     let canaries = "__anycable_canary__/readyredis";
-    let (mut nosy, _) = server.ws_welcomed().await;
-    nosy.subscribe_ok(&public_id(canaries)).await;
     let (mut leaver, _) = server.ws_welcomed().await;
     leaver.subscribe_ok(&public_id(canaries)).await;
     leaver.close().await;
+    kill_subscriptions_and_wait_recovery(&server, &redis).await;
 
-    let mark = server.output.all().len();
-    let killed = redis_cli(redis.port, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    assert!(killed.parse::<u32>().unwrap() >= 2, "killed {killed}");
-    for check in ["check=pubsub", "check=broadcast_redis"] {
-        wait_line_after(&server, mark, &[check, "check fails"], CHANGE_WITHIN).await;
-        wait_line_after(&server, mark, &[check, "check passes again"], CHANGE_WITHIN).await;
-    }
+    // A client subscribed to it gets nothing from it: canaries went by after it subscribed (the
+    // checks passed again), yet its next message is the marker.
+    let (mut nosy, _) = server.ws_welcomed().await;
+    nosy.subscribe_ok(&public_id(canaries)).await;
+    kill_subscriptions_and_wait_recovery(&server, &redis).await;
     wait_ready_status(&server, 200, CHANGE_WITHIN).await;
     wait_metric(&server, "readiness_pubsub", 1).await;
 
-    // Canaries went by (the checks passed again after the client subscribed): none reached the
-    // client, whose next message is this marker, and none counted as a broadcast.
+    // The marker is its next message, and the only broadcast counted.
     let marker = unique("marker");
     nosy.subscribe_ok(&public_id(&marker)).await;
     server.publish(&marker, "1").await;
@@ -247,11 +255,12 @@ async fn readiness_can_be_turned_off_and_checks_nothing_by_default_without_servi
         "ready\n"
     );
     let log = plain.startup_log().await;
-    assert!(
-        log.contains("Handle readiness requests at http://127.0.0.1:")
-            && log.contains("/ready (checks every 2000ms: none)"),
-        "{log}"
+    let url = format!(
+        "Handle readiness requests at http://127.0.0.1:{}/ready",
+        plain.port
     );
+    assert!(log.contains(&url), "{log}");
+    assert!(log.contains("Readiness checks every 2000ms: none"), "{log}");
     let off = start(&["--noauth", "--norpc", "--readiness_path="]).await;
     assert_eq!(off.get("/ready").await.status, 404);
 }

@@ -241,6 +241,12 @@ impl Listeners {
                 config.sse.path
             );
         }
+        if !config.server.readiness_path.is_empty() {
+            tracing::info!(
+                "Handle readiness requests at {scheme}://{host}:{port}{}",
+                config.server.readiness_path
+            );
+        }
         tracing::info!(
             "Handle health requests at {scheme}://{host}:{port}{}",
             config.server.health_path

@@ -106,7 +106,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     )?;
     // 3., 4.
     let (broker, memory_broker) = services::start_broker(config, &cx).await?;
-    let (backend, rpc) = services::start_backend(config, &cx)?;
+    let backend = services::start_backend(config, &cx)?;
     // 5. (the pub/sub's queue first: the node publishes through it)
     let pubsub_setup = PubSubSetup::new(config, &cx.metrics);
     let readiness = readiness::status(config, &cx.metrics);
@@ -115,7 +115,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
             .as_ref()
             .map(|setup| setup.queue.clone() as Arc<dyn PubSub>),
         broker: broker.history.clone().filter(|_| memory_broker.is_none()),
-        rpc,
+        rpc: backend.rpc,
     };
     if let (Some(setup), Some(status)) = (&pubsub_setup, &readiness) {
         setup.watcher.follow_canaries(status.canary_stream());
@@ -129,7 +129,7 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         router,
         auth,
         broker,
-        backend,
+        backend: backend.controller,
         sessions_cache: config.broker.sessions_ttl_secs > 0,
         max_subscriptions: config.app.max_subscriptions_per_connection,
         metrics: cx.metrics.clone(),

@@ -97,19 +97,9 @@ pub(super) fn start(
     };
     let period = Duration::from_millis(config.server.readiness_interval_ms);
     let names: Vec<&str> = checks.iter().map(|c| c.name()).collect();
-    let (scheme, host, port, path) = (
-        if config.server.ssl_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-        &config.server.host,
-        config.server.port,
-        &config.server.readiness_path,
-    );
     tracing::info!(
         context = "readiness",
-        "Handle readiness requests at {scheme}://{host}:{port}{path} (checks every {}ms: {})",
+        "Readiness checks every {}ms: {}",
         period.as_millis(),
         if names.is_empty() {
             "none".to_string()

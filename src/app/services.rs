@@ -92,15 +92,21 @@ pub(super) async fn start_broker(
     Ok((broker, None))
 }
 
-/// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`); the
-/// client also on its own, for the readiness check.
-pub(super) fn start_backend(
-    config: &Config,
-    cx: &StartContext,
-) -> Result<(Arc<dyn Controller>, Option<Arc<Rpc>>), AppError> {
+/// The backend as the node uses it, and the RPC client on its own (the readiness check asks
+/// it whether the backend answers).
+pub(super) struct Backend {
+    pub controller: Arc<dyn Controller>,
+    pub rpc: Option<Arc<Rpc>>,
+}
+
+/// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`).
+pub(super) fn start_backend(config: &Config, cx: &StartContext) -> Result<Backend, AppError> {
     let Some(rpc) = Rpc::from_config(config, cx.metrics.clone())? else {
         tracing::info!(context = "rpc", "no RPC configured");
-        return Ok((Arc::new(NoController), None));
+        return Ok(Backend {
+            controller: Arc::new(NoController),
+            rpc: None,
+        });
     };
     tracing::info!(
         context = "rpc",
@@ -127,7 +133,10 @@ pub(super) fn start_backend(
         disconnector,
         mode: config.disconnector.mode,
     });
-    Ok((controller, Some(rpc)))
+    Ok(Backend {
+        controller,
+        rpc: Some(rpc),
+    })
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed

@@ -83,6 +83,9 @@ struct Entry {
     state: State,
     /// The canary of the current round still expected back (canary checks only).
     awaited: Option<u64>,
+    /// Whether the check passed since start-up: only a check that passed and then fails is a
+    /// warning (at start-up the failing component has warned already).
+    passed_before: bool,
 }
 
 /// The state of every check of this node, shared by the checker, the node (canaries that come
@@ -102,6 +105,7 @@ impl Status {
                 check,
                 state: State::Pending,
                 awaited: None,
+                passed_before: false,
             })
             .collect();
         Status {
@@ -158,18 +162,24 @@ impl Status {
             return;
         }
         let name = check.name();
-        match &state {
-            State::Passing if entry.state == State::Pending => {
-                tracing::debug!(context = "readiness", check = name, "check passes")
+        match (&state, entry.passed_before) {
+            (State::Passing, false) => {
+                tracing::info!(context = "readiness", check = name, "check passes")
             }
-            State::Passing => {
+            (State::Passing, true) => {
                 tracing::info!(context = "readiness", check = name, "check passes again")
             }
-            State::Failing(reason) => {
+            (State::Failing(reason), false) => tracing::info!(
+                context = "readiness",
+                check = name,
+                "check does not pass yet: {reason}"
+            ),
+            (State::Failing(reason), true) => {
                 tracing::warn!(context = "readiness", check = name, "check fails: {reason}")
             }
-            State::Pending => {}
+            (State::Pending, _) => {}
         }
+        entry.passed_before |= state == State::Passing;
         self.metrics
             .set(check.gauge(), u64::from(state == State::Passing));
         entry.state = state;
@@ -260,6 +270,13 @@ mod tests {
             &[Check::PubSub, Check::Rpc],
             metrics,
         )
+    }
+
+    #[test]
+    fn each_check_has_its_gauge() {
+        for check in Check::ALL {
+            assert_eq!(check.gauge().name(), format!("readiness_{}", check.name()));
+        }
     }
 
     #[test]
