@@ -47,11 +47,7 @@ fn commercial_only_flag_is_unknown() {
     // PRO's Apollo GraphQL protocol (`--shutdown_slowdrain`, another PRO option, is implemented).
     let out = run(&["--ignore-config-path", "--apollo"], &[]);
     assert_failed(&out, "--apollo");
-    assert!(
-        out.stderr.contains("apollo"),
-        "{}",
-        out.describe()
-    );
+    assert!(out.stderr.contains("apollo"), "{}", out.describe());
 }
 
 #[test]
