@@ -22,6 +22,7 @@ pub mod open_files;
 pub mod protocol;
 pub mod publication;
 pub mod pubsub;
+pub mod readiness;
 pub mod resolve;
 pub mod rpc;
 pub mod server;

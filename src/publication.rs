@@ -123,6 +123,21 @@ pub fn parse(body: &[u8]) -> Result<Inbound, ParseError> {
     }
 }
 
+/// Streams of readiness canaries (`src/readiness/`) start with this: the node hands their
+/// publications to the readiness checks and never to the hub, the broker or the log of
+/// broadcasts, and the pub/sub never follows a client's subscription to such a name.
+pub const CANARY_PREFIX: &str = "__anycable_canary__/";
+
+/// Whether `stream` carries readiness canaries rather than messages for clients.
+pub fn is_canary(stream: &str) -> bool {
+    stream.starts_with(CANARY_PREFIX)
+}
+
+/// The canary stream of one node: canaries come back to the node named in it only.
+pub fn canary_stream(node_id: &str) -> String {
+    format!("{CANARY_PREFIX}{node_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

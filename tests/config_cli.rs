@@ -44,13 +44,10 @@ fn unknown_flag_fails_and_names_the_flag() {
 
 #[test]
 fn commercial_only_flag_is_unknown() {
-    let out = run(&["--ignore-config-path", "--shutdown_slowdrain"], &[]);
-    assert_failed(&out, "--shutdown_slowdrain");
-    assert!(
-        out.stderr.contains("shutdown_slowdrain"),
-        "{}",
-        out.describe()
-    );
+    // PRO's Apollo GraphQL protocol (`--shutdown_slowdrain`, another PRO option, is implemented).
+    let out = run(&["--ignore-config-path", "--apollo"], &[]);
+    assert_failed(&out, "--apollo");
+    assert!(out.stderr.contains("apollo"), "{}", out.describe());
 }
 
 #[test]

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::broadcast::broadcaster::BroadcastError;
 use crate::config::{BroadcastAdapter, Config, PubSubAdapter, RpcImpl};
 use crate::metrics::{Metrics, Registration};
+use crate::readiness::Check;
 
 /// Tasks that are told to stop together and then awaited: one step of the shutdown order
 /// (see `shutdown.rs`).
@@ -71,6 +72,7 @@ impl StartContext {
     /// The metrics registry registers only what this configuration can report.
     pub fn new(config: &Config) -> StartContext {
         let rpc = config.rpc_impl();
+        let checks = super::readiness::checks(config);
         let metrics = Arc::new(Metrics::new(Registration {
             rpc: rpc != RpcImpl::None,
             sse: config.sse.enabled,
@@ -85,6 +87,7 @@ impl StartContext {
                     .broadcast_adapters
                     .iter()
                     .any(|a| *a != BroadcastAdapter::Http),
+            readiness: Check::ALL.map(|check| checks.contains(&check)),
         }));
         StartContext {
             metrics,

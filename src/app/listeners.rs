@@ -14,8 +14,9 @@ use crate::config::{BroadcastAdapter, Config};
 use crate::http::AllowedOrigins;
 use crate::metrics::{Exporter, Metrics};
 use crate::node::Node;
+use crate::readiness::Status;
 use crate::server::{tls, Listener, PathPattern, Routes};
-use crate::transport::live::LiveOutboxes;
+use crate::transport::live::{Drain, LiveOutboxes};
 use crate::transport::sse::SseEndpoint;
 use crate::transport::ws::WsEndpoint;
 use crate::transport::EnvBuilder;
@@ -35,11 +36,13 @@ pub(super) struct Listeners {
 }
 
 impl Listeners {
-    /// TLS, then the main listener with the WebSocket and SSE endpoints and the health path.
+    /// TLS, then the main listener with the WebSocket and SSE endpoints, the health path and
+    /// the readiness path.
     pub async fn bind_main(
         config: &Config,
         node: &Arc<Node>,
         jwt_enabled: bool,
+        readiness: Option<Arc<Status>>,
         cx: &StartContext,
     ) -> Result<Listeners, AppError> {
         let tls = match (&config.server.ssl_cert, &config.server.ssl_key) {
@@ -50,7 +53,11 @@ impl Listeners {
         let scope = &cx.connections;
         let env_builder = EnvBuilder::new(config, jwt_enabled, tls.is_some());
         // WebSocket and SSE connections, told to close on shutdown.
-        let live = LiveOutboxes::watch(&scope.shutdown, &scope.tracker);
+        let live = LiveOutboxes::watch(
+            &scope.shutdown,
+            &scope.tracker,
+            Drain::from_config(&config.app),
+        );
         let ws = Arc::new(WsEndpoint::new(
             config,
             node.clone(),
@@ -61,6 +68,7 @@ impl Listeners {
         ));
         let routes = Routes {
             health_path: Some(config.server.health_path.clone()),
+            readiness: readiness.map(|status| (config.server.readiness_path.clone(), status)),
             ws_paths: config
                 .ws
                 .paths
@@ -231,6 +239,12 @@ impl Listeners {
             tracing::info!(
                 "Handle SSE requests at {scheme}://{host}:{port}{}",
                 config.sse.path
+            );
+        }
+        if !config.server.readiness_path.is_empty() {
+            tracing::info!(
+                "Handle readiness requests at {scheme}://{host}:{port}{}",
+                config.server.readiness_path
             );
         }
         tracing::info!(

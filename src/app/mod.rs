@@ -4,6 +4,7 @@
 
 mod context;
 mod listeners;
+mod readiness;
 mod services;
 mod shutdown;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use crate::config::{Choice, Config, RpcImpl};
 use crate::hub::Hub;
 use crate::identity::Authenticator;
-use crate::node::{Node, Parts, PubSub};
+use crate::node::{CanaryInbox, Node, Parts, PubSub};
 use crate::rpc::SetupError;
 use crate::server::{tls, ServerError};
 use crate::streams::StreamsRouter;
@@ -79,7 +80,8 @@ pub struct Running {
 /// 6. TLS and the main listener (WebSocket, SSE, health);
 /// 7. the HTTP broadcast endpoint;
 /// 8. node-to-node pub/sub;
-/// 9. the other broadcasters (`redis`, `redisx`, `nats`);
+/// 9. the other broadcasters (`redis`, `redisx`, `nats`), then the readiness checks (they
+///    send canaries through them);
 /// 10. the Prometheus endpoint and 11. the REST API, on their listeners;
 /// 12. serving every listener.
 pub async fn start(config: &Config) -> Result<Running, AppError> {
@@ -107,6 +109,17 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
     let backend = services::start_backend(config, &cx)?;
     // 5. (the pub/sub's queue first: the node publishes through it)
     let pubsub_setup = PubSubSetup::new(config, &cx.metrics);
+    let readiness = readiness::status(config, &cx.metrics);
+    let checked = readiness::Checked {
+        pubsub: pubsub_setup
+            .as_ref()
+            .map(|setup| setup.queue.clone() as Arc<dyn PubSub>),
+        broker: broker.history.clone().filter(|_| memory_broker.is_none()),
+        rpc: backend.rpc,
+    };
+    if let (Some(setup), Some(status)) = (&pubsub_setup, &readiness) {
+        setup.watcher.follow_canaries(status.canary_stream());
+    }
     let mut hub = Hub::new(config.app.hub_gopool_size);
     if let Some(setup) = &pubsub_setup {
         hub = hub.with_watcher(setup.watcher.clone());
@@ -116,13 +129,14 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         router,
         auth,
         broker,
-        backend,
+        backend: backend.controller,
         sessions_cache: config.broker.sessions_ttl_secs > 0,
         max_subscriptions: config.app.max_subscriptions_per_connection,
         metrics: cx.metrics.clone(),
-        pubsub: pubsub_setup
-            .as_ref()
-            .map(|setup| setup.queue.clone() as Arc<dyn PubSub>),
+        pubsub: checked.pubsub.clone(),
+        canaries: readiness
+            .clone()
+            .map(|status| status as Arc<dyn CanaryInbox>),
     }));
     if let Some(memory_broker) = memory_broker {
         services::spawn_sweeper(memory_broker, node.clone(), scope);
@@ -136,7 +150,8 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         &scope.tracker,
     );
     // 6., 7.
-    let mut listeners = Listeners::bind_main(config, &node, jwt_enabled, &cx).await?;
+    let mut listeners =
+        Listeners::bind_main(config, &node, jwt_enabled, readiness.clone(), &cx).await?;
     let main_addr = listeners.main_addr();
     listeners.mount_http_broadcast(config, &node).await?;
     // 8., 9.
@@ -144,6 +159,9 @@ pub async fn start(config: &Config) -> Result<Running, AppError> {
         services::start_pubsub(config, &node, setup, &cx)?;
     }
     services::start_broadcasters(config, &node, &cx)?;
+    if let Some(status) = readiness {
+        readiness::start(config, status, checked, &cx)?;
+    }
     // 10., 11., 12.
     listeners.mount_metrics(config, &cx.metrics).await?;
     listeners.mount_api(config, &node).await?;

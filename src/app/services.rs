@@ -92,14 +92,21 @@ pub(super) async fn start_broker(
     Ok((broker, None))
 }
 
+/// The backend as the node uses it, and the RPC client on its own (the readiness check asks
+/// it whether the backend answers).
+pub(super) struct Backend {
+    pub controller: Arc<dyn Controller>,
+    pub rpc: Option<Arc<Rpc>>,
+}
+
 /// The RPC client and the disconnect queue, or no backend when RPC is off (`--norpc`).
-pub(super) fn start_backend(
-    config: &Config,
-    cx: &StartContext,
-) -> Result<Arc<dyn Controller>, AppError> {
+pub(super) fn start_backend(config: &Config, cx: &StartContext) -> Result<Backend, AppError> {
     let Some(rpc) = Rpc::from_config(config, cx.metrics.clone())? else {
         tracing::info!(context = "rpc", "no RPC configured");
-        return Ok(Arc::new(NoController));
+        return Ok(Backend {
+            controller: Arc::new(NoController),
+            rpc: None,
+        });
     };
     tracing::info!(
         context = "rpc",
@@ -121,11 +128,15 @@ pub(super) fn start_backend(
         cx.connections.shutdown.clone(),
         &cx.connections.tracker,
     );
-    Ok(Arc::new(RpcController {
-        rpc,
+    let controller = Arc::new(RpcController {
+        rpc: rpc.clone(),
         disconnector,
         mode: config.disconnector.mode,
-    }))
+    });
+    Ok(Backend {
+        controller,
+        rpc: Some(rpc),
+    })
 }
 
 /// Every second: expired history and sessions are dropped, expired presence records removed

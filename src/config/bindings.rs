@@ -139,6 +139,8 @@ bindings! {
     "max-conn" => server.max_conn;
     "max_subscriptions_per_connection" => app.max_subscriptions_per_connection;
     "health-path" => server.health_path;
+    "readiness_path" => server.readiness_path;
+    "readiness_interval_ms" => server.readiness_interval_ms;
     "ssl_cert" => server.ssl_cert;
     "ssl_key" => server.ssl_key;
     "path" => ws.paths;
@@ -151,6 +153,7 @@ bindings! {
     "shutdown_timeout" => app.shutdown_timeout_secs;
     "shutdown_pool_size" => app.shutdown_pool_size;
     "shutdown_delay" => app.shutdown_delay_secs;
+    "shutdown_slowdrain" => app.shutdown_slowdrain;
     "hub_gopool_size" => app.hub_gopool_size;
     "ping_interval" => app.ping_interval_secs;
     "pong_timeout" => app.pong_timeout_secs;

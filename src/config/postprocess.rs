@@ -58,6 +58,13 @@ pub(crate) fn build(raw: &Raw) -> Result<Config, ConfigError> {
         raw.str("ping_timestamp_precision"),
     )?;
 
+    // Readiness: a period of 0 would run the checks in a busy loop.
+    if !cfg.server.readiness_path.is_empty() && cfg.server.readiness_interval_ms == 0 {
+        return Err(ConfigError::Invalid(
+            "--readiness_interval_ms must be positive (or turn readiness off with an empty --readiness_path)".into(),
+        ));
+    }
+
     // Metrics.
     if cfg.metrics.log_interval_secs > 0 {
         cfg.load.warnings.push(deprecation(

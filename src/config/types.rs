@@ -126,6 +126,10 @@ pub struct ServerConfig {
     /// 0 = unlimited.
     pub max_conn: usize,
     pub health_path: String,
+    /// The readiness endpoint (`src/readiness/`); empty = no endpoint and no checks.
+    pub readiness_path: String,
+    /// How often the readiness checks run; a canary must be back within one period.
+    pub readiness_interval_ms: u64,
     /// Empty = no origin check.
     pub allowed_origins: Vec<String>,
     pub ssl_cert: Option<PathBuf>,
@@ -139,6 +143,8 @@ impl Default for ServerConfig {
             port: 8080,
             max_conn: 0,
             health_path: "/health".to_string(),
+            readiness_path: "/ready".to_string(),
+            readiness_interval_ms: 2000,
             allowed_origins: Vec::new(),
             ssl_cert: None,
             ssl_key: None,
@@ -182,6 +188,8 @@ pub struct AppConfig {
     pub shutdown_timeout_secs: u64,
     pub shutdown_delay_secs: u64,
     pub shutdown_pool_size: usize,
+    /// Spread the `server_restart` disconnects over the shutdown window (`--shutdown_slowdrain`).
+    pub shutdown_slowdrain: bool,
     pub hub_gopool_size: usize,
     /// Subscriptions one connection may hold; 0 = unlimited.
     pub max_subscriptions_per_connection: usize,
@@ -197,6 +205,7 @@ impl Default for AppConfig {
             shutdown_timeout_secs: 30,
             shutdown_delay_secs: 0,
             shutdown_pool_size: 16,
+            shutdown_slowdrain: false,
             hub_gopool_size: 16,
             max_subscriptions_per_connection: 1000,
         }

@@ -167,10 +167,27 @@ pub enum Gauge {
     RpcPending,
     SseClients,
     GrpcActiveConn,
+    ReadyBroadcastRedis,
+    ReadyBroadcastRedisX,
+    ReadyBroadcastNats,
+    ReadyPubSub,
+    ReadyBroker,
+    ReadyRpc,
 }
 
 impl Gauge {
-    pub const ALL: [Gauge; 9] = [
+    /// The readiness checks' gauges (1 = passing), in the order of
+    /// [`Registration::readiness`].
+    pub const READINESS: [Gauge; 6] = [
+        Gauge::ReadyBroadcastRedis,
+        Gauge::ReadyBroadcastRedisX,
+        Gauge::ReadyBroadcastNats,
+        Gauge::ReadyPubSub,
+        Gauge::ReadyBroker,
+        Gauge::ReadyRpc,
+    ];
+
+    pub const ALL: [Gauge; 15] = [
         Gauge::ClientsNum,
         Gauge::ClientsUniqNum,
         Gauge::BroadcastStreamsNum,
@@ -180,6 +197,12 @@ impl Gauge {
         Gauge::RpcPending,
         Gauge::SseClients,
         Gauge::GrpcActiveConn,
+        Gauge::ReadyBroadcastRedis,
+        Gauge::ReadyBroadcastRedisX,
+        Gauge::ReadyBroadcastNats,
+        Gauge::ReadyPubSub,
+        Gauge::ReadyBroker,
+        Gauge::ReadyRpc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -193,6 +216,12 @@ impl Gauge {
             Gauge::RpcPending => "rpc_pending_num",
             Gauge::SseClients => "sse_clients_num",
             Gauge::GrpcActiveConn => "grpc_active_conn_num",
+            Gauge::ReadyBroadcastRedis => "readiness_broadcast_redis",
+            Gauge::ReadyBroadcastRedisX => "readiness_broadcast_redisx",
+            Gauge::ReadyBroadcastNats => "readiness_broadcast_nats",
+            Gauge::ReadyPubSub => "readiness_pubsub",
+            Gauge::ReadyBroker => "readiness_broker",
+            Gauge::ReadyRpc => "readiness_rpc",
         }
     }
 
@@ -207,6 +236,18 @@ impl Gauge {
             Gauge::RpcPending => "RPC calls waiting for a concurrency slot",
             Gauge::SseClients => "Connected SSE clients",
             Gauge::GrpcActiveConn => "Live connections to the gRPC servers",
+            Gauge::ReadyBroadcastRedis => {
+                "1 while canaries published to the redis broadcaster's channel come back to this node"
+            }
+            Gauge::ReadyBroadcastRedisX => {
+                "1 while canaries added to the redisx broadcaster's stream come back to this node"
+            }
+            Gauge::ReadyBroadcastNats => {
+                "1 while canaries published to the nats broadcaster's subject come back to this node"
+            }
+            Gauge::ReadyPubSub => "1 while canaries sent through node-to-node pub/sub come back to this node",
+            Gauge::ReadyBroker => "1 while the broker answers a history read",
+            Gauge::ReadyRpc => "1 while the RPC backend answers a health request",
         }
     }
 }
@@ -251,6 +292,8 @@ pub struct Registration {
     pub distributed_broker: bool,
     /// `service_reconnects_total` (something connects to Redis or NATS).
     pub services: bool,
+    /// The readiness checks that run, in the order of [`Gauge::READINESS`].
+    pub readiness: [bool; 6],
 }
 
 impl Default for Registration {
@@ -262,6 +305,7 @@ impl Default for Registration {
             grpc: true,
             distributed_broker: false,
             services: false,
+            readiness: [false; 6],
         }
     }
 }
@@ -335,7 +379,10 @@ impl Metrics {
             Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
             Metric::Gauge(Gauge::SseClients) => self.registration.sse,
             Metric::Gauge(Gauge::GrpcActiveConn) => self.registration.grpc,
-            Metric::Gauge(_) => true,
+            Metric::Gauge(gauge) => match Gauge::READINESS.iter().position(|g| *g == gauge) {
+                Some(index) => self.registration.readiness[index],
+                None => true,
+            },
         }
     }
 
@@ -414,6 +461,7 @@ mod tests {
             grpc: true,
             distributed_broker: true,
             services: true,
+            readiness: [true; 6],
         });
         assert_eq!(
             all.registered().count(),
@@ -425,6 +473,7 @@ mod tests {
             grpc: false,
             distributed_broker: false,
             services: false,
+            readiness: [false; 6],
         });
         let names: Vec<_> = plain.registered().map(Metric::name).collect();
         assert!(names.contains(&"clients_num"));
@@ -432,6 +481,7 @@ mod tests {
         assert!(!names.iter().any(|n| n.starts_with("rpc_")));
         assert!(!names.contains(&"sse_clients_num"));
         assert!(!names.contains(&"broker_errors_total"));
+        assert!(!names.iter().any(|n| n.starts_with("readiness_")));
         // Counters come first.
         let first_gauge = names.iter().position(|n| *n == "clients_num").unwrap();
         assert!(plain.registered().take(first_gauge).all(Metric::is_counter));

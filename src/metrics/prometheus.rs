@@ -143,6 +143,7 @@ mod tests {
                 grpc: false,
                 distributed_broker: false,
                 services: false,
+                readiness: [false; 6],
             },
         );
         let text = exporter.render();

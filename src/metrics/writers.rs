@@ -477,6 +477,7 @@ mod tests {
             grpc: true,
             distributed_broker: false,
             services: false,
+            readiness: [false; 6],
         });
         let format = LineFormat::new(
             "anycable_go.",
@@ -548,6 +549,7 @@ mod tests {
             grpc: true,
             distributed_broker: false,
             services: false,
+            readiness: [false; 6],
         });
         metrics.add(Counter::ClientMsg, 7);
         let fields = logged(&metrics.snapshot(), &[]);
@@ -568,6 +570,7 @@ mod tests {
             grpc: false,
             distributed_broker: false,
             services: false,
+            readiness: [false; 6],
         });
         let fields = logged(&metrics.snapshot(), &[]);
         assert!(!fields.iter().any(|(k, _)| k.starts_with("rpc_")));

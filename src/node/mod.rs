@@ -12,7 +12,7 @@ mod ports;
 mod presence;
 mod remote;
 
-pub use ports::{PubSub, PublicationHandler, Ready};
+pub use ports::{CanaryInbox, PubSub, PublicationHandler, Ready};
 pub use presence::PresenceLookup;
 
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ use crate::notices::ClientDrops;
 use crate::protocol::{
     self, Command, DisconnectReason, FramePosition, HistoryRequest, Payload, Reply,
 };
-use crate::publication::{Inbound, Publication, PublicationMeta, RemoteCommand};
+use crate::publication::{is_canary, Inbound, Publication, PublicationMeta, RemoteCommand};
 use crate::rpc::controller::{Controller, DisconnectMode};
 use crate::session::{Outbox, Pushed, RequestEnv, Session, Subscription};
 use crate::streams::{Route, StreamsRouter};
@@ -87,6 +87,8 @@ pub struct Node {
     max_subscriptions: usize,
     /// Rate-limited log lines about clients the server disconnected.
     drops: ClientDrops,
+    /// Where readiness canaries that come back are handed (`--readiness_path`).
+    canaries: Option<Arc<dyn CanaryInbox>>,
 }
 
 /// Streams stored concurrently with a broker (see `Node::publish_order`).
@@ -105,6 +107,7 @@ pub struct Parts {
     pub max_subscriptions: usize,
     pub metrics: Arc<Metrics>,
     pub pubsub: Option<Arc<dyn PubSub>>,
+    pub canaries: Option<Arc<dyn CanaryInbox>>,
 }
 
 impl Node {
@@ -127,6 +130,7 @@ impl Node {
                 .collect(),
             max_subscriptions: parts.max_subscriptions,
             drops: ClientDrops::new(),
+            canaries: parts.canaries,
         }
     }
 
@@ -576,6 +580,12 @@ impl Node {
         match inbound {
             Inbound::Publications(publications) => {
                 for mut publication in publications {
+                    if is_canary(&publication.stream) {
+                        // Through the pub/sub (or here) like any publication, but never
+                        // stored or logged as a broadcast.
+                        self.dispatch(&publication);
+                        continue;
+                    }
                     events::broadcast_received(&publication);
                     publication.offset = None;
                     publication.epoch = None;
@@ -679,6 +689,13 @@ impl Node {
 
     /// Fans out one publication to this node's subscribers, with the position it carries.
     fn deliver(&self, publication: &Publication) {
+        if is_canary(&publication.stream) {
+            // Not for clients, whatever they subscribed to: the readiness checks take it.
+            if let Some(canaries) = &self.canaries {
+                canaries.returned(&publication.stream, &publication.data);
+            }
+            return;
+        }
         self.metrics.inc(Counter::BroadcastMsg);
         let payload = Payload::from_data(&publication.data);
         let stream = publication.stream.as_str();

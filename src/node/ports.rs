@@ -61,3 +61,11 @@ impl PublicationHandler for super::Node {
         super::Node::metrics(self)
     }
 }
+
+/// Where the node hands readiness canaries that came back (implemented by
+/// `readiness::Status`): a publication on a canary stream (`publication::is_canary`), from any
+/// source, goes here and nowhere else.
+pub trait CanaryInbox: Send + Sync {
+    /// `stream` names the node that sent the canary; `data` says which check it belongs to.
+    fn returned(&self, stream: &str, data: &str);
+}

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::hub::StreamWatcher;
 use crate::metrics::{Counter, Metrics};
 use crate::node::{PubSub, Ready};
-use crate::publication::{Publication, RemoteCommand};
+use crate::publication::{is_canary, Publication, RemoteCommand};
 
 /// How long a subscribing client waits for the pub/sub to confirm a stream's subscription.
 pub const READY_WITHIN: Duration = Duration::from_secs(2);
@@ -106,13 +106,27 @@ pub enum StreamChange {
 /// Turns the hub's stream events into [`StreamChange`]s for the subscriber task.
 pub struct ChannelWatcher(mpsc::UnboundedSender<StreamChange>);
 
+impl ChannelWatcher {
+    /// Subscribes this node to its readiness canary stream for as long as it runs (clients
+    /// cannot add or remove that subscription: see [`StreamWatcher`] below).
+    pub fn follow_canaries(&self, stream: &str) {
+        let _ = self.0.send(StreamChange::Subscribe(stream.into()));
+    }
+}
+
+/// Canary streams are left out: a client that names one must not unsubscribe the node from
+/// its own canaries when it leaves.
 impl StreamWatcher for ChannelWatcher {
     fn stream_added(&self, stream: &Arc<str>) {
-        let _ = self.0.send(StreamChange::Subscribe(stream.clone()));
+        if !is_canary(stream) {
+            let _ = self.0.send(StreamChange::Subscribe(stream.clone()));
+        }
     }
 
     fn stream_removed(&self, stream: &str) {
-        let _ = self.0.send(StreamChange::Unsubscribe(stream.into()));
+        if !is_canary(stream) {
+            let _ = self.0.send(StreamChange::Unsubscribe(stream.into()));
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::clients::reconnect::Reconnect;
 use crate::clients::redis::{Connection, RedisError, RedisOptions, Value, CONNECT_TIMEOUT};
 use crate::metrics::Counter;
 use crate::node::PublicationHandler;
-use crate::publication::parse;
+use crate::publication::{is_canary, parse};
 
 /// Channels per `SUBSCRIBE` command when (re)subscribing.
 const SUBSCRIBE_BATCH: usize = 256;
@@ -260,6 +260,7 @@ pub async fn run_publisher(
 }
 
 /// Hands messages that never reached Redis to this node, as if Redis had relayed them.
+/// Readiness canaries excepted: they are there to prove the way through Redis works.
 fn deliver_here(node: &dyn PublicationHandler, batch: &[Outgoing]) {
     tracing::debug!(
         context = "pubsub",
@@ -267,7 +268,7 @@ fn deliver_here(node: &dyn PublicationHandler, batch: &[Outgoing]) {
         "Redis is unreachable: {} messages delivered to this node only",
         batch.len()
     );
-    for (_, body) in batch {
+    for (_, body) in batch.iter().filter(|(channel, _)| !is_canary(channel)) {
         if let Ok(inbound) = parse(body.as_bytes()) {
             node.publish_local(inbound);
         }

@@ -27,10 +27,21 @@ use super::tls::Trust;
 use super::{CallError, HostError, SetupError, Transport};
 use crate::config::RpcConfig;
 
-/// How often `dns:///` targets are resolved again.
-const DNS_REFRESH: Duration = Duration::from_secs(30);
+/// How often `dns:///` targets are resolved again, so that a backend deployment scaled up or
+/// down is followed.
+const DNS_REFRESH: Duration = Duration::from_secs(10);
+/// After a call found no backend reachable, the name is resolved again at once (the backends
+/// may have moved), but not more often than this.
+const DNS_RETRY: Duration = Duration::from_secs(1);
 /// HTTP/2 keepalive pings, also while idle, as the reference does.
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// A connection whose ping is not answered within this time is dropped and made again: a
+/// backend that died without closing its connections (host gone, network cut, a replaced pod
+/// behind the same address) is noticed within `KEEPALIVE + KEEPALIVE_TIMEOUT`.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A TCP connection to a backend must be made within this time (a vanished host does not
+/// refuse, it never answers).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct GrpcTransport {
     /// One lazily connected channel per backend address, used in turn.
@@ -90,7 +101,9 @@ fn endpoint(
     let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(HostError::Endpoint)?
         .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     match tls {
         Some(tls) => endpoint
@@ -114,6 +127,45 @@ fn tls_config(trust: Option<Trust>) -> Result<Option<ClientTlsConfig>, SetupErro
 fn host_of(address: &str) -> &str {
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Keeps the pool's channels in line with the addresses `name` resolves to: every
+/// [`DNS_REFRESH`], and as soon as a call found no backend reachable (at most every
+/// [`DNS_RETRY`]). Channels of addresses still resolved are kept; ends with the pool.
+async fn follow_dns(
+    name: String,
+    tls: Option<ClientTlsConfig>,
+    connector: CountingConnector,
+    pool: std::sync::Weak<Pool>,
+) {
+    let mut known: HashMap<SocketAddr, Channel> = HashMap::new();
+    loop {
+        match tokio::net::lookup_host(&name).await {
+            Ok(found) => {
+                let found: Vec<SocketAddr> = found.collect();
+                known.retain(|address, _| found.contains(address));
+                for address in found {
+                    if let Entry::Vacant(slot) = known.entry(address) {
+                        if let Ok(endpoint) =
+                            endpoint(&address.to_string(), tls.as_ref(), host_of(&name))
+                        {
+                            slot.insert(endpoint.connect_with_connector_lazy(connector.clone()));
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(context = "rpc", "cannot resolve {name}: {error}"),
+        }
+        let Some(live) = pool.upgrade() else { return };
+        live.replace(known.values().cloned().collect());
+        let unreachable = live.unreachable.clone();
+        drop(live);
+        tokio::time::sleep(DNS_RETRY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(DNS_REFRESH - DNS_RETRY) => {}
+            _ = unreachable.notified() => {}
+        }
+    }
 }
 
 impl GrpcTransport {
@@ -145,39 +197,7 @@ impl GrpcTransport {
             }
             Target::Dns(name) => {
                 endpoint(&name, tls.as_ref(), host_of(&name)).map_err(invalid)?;
-                let weak = Arc::downgrade(&pool);
-                tokio::spawn(async move {
-                    let mut known: HashMap<SocketAddr, Channel> = HashMap::new();
-                    loop {
-                        match tokio::net::lookup_host(&name).await {
-                            Ok(found) => {
-                                let found: Vec<SocketAddr> = found.collect();
-                                known.retain(|address, _| found.contains(address));
-                                for address in found {
-                                    if let Entry::Vacant(slot) = known.entry(address) {
-                                        if let Ok(endpoint) = endpoint(
-                                            &address.to_string(),
-                                            tls.as_ref(),
-                                            host_of(&name),
-                                        ) {
-                                            slot.insert(
-                                                endpoint
-                                                    .connect_with_connector_lazy(connector.clone()),
-                                            );
-                                        }
-                                    }
-                                }
-                            }
-                            Err(error) => {
-                                tracing::warn!(context = "rpc", "cannot resolve {name}: {error}")
-                            }
-                        }
-                        let Some(pool) = weak.upgrade() else { return };
-                        pool.replace(known.values().cloned().collect());
-                        drop(pool);
-                        tokio::time::sleep(DNS_REFRESH).await;
-                    }
-                });
+                tokio::spawn(follow_dns(name, tls, connector, Arc::downgrade(&pool)));
             }
         }
         Ok(GrpcTransport {
@@ -201,6 +221,7 @@ impl GrpcTransport {
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let Some(channel) = self.pool.next() else {
+            self.pool.unreachable.notify_one();
             return Err(CallError::Unavailable(
                 "no RPC server address resolved yet".into(),
             ));
@@ -231,12 +252,16 @@ impl GrpcTransport {
                 .map(tonic::Response::into_inner)
                 .map_err(map_status)
         };
-        match self.request_timeout {
+        let outcome = match self.request_timeout {
             Some(limit) => tokio::time::timeout(limit, attempt)
                 .await
                 .unwrap_or(Err(CallError::DeadlineExceeded)),
             None => attempt.await,
+        };
+        if matches!(outcome, Err(CallError::Unavailable(_))) {
+            self.pool.unreachable.notify_one();
         }
+        outcome
     }
 }
 
@@ -255,11 +280,20 @@ fn map_status(status: tonic::Status) -> CallError {
 struct Pool {
     channels: RwLock<Vec<Channel>>,
     turn: AtomicUsize,
+    /// Signalled when a call could not reach a backend (`dns:///` resolves the name again).
+    unreachable: Arc<tokio::sync::Notify>,
 }
 
 impl Pool {
     fn replace(&self, channels: Vec<Channel>) {
         *self.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
+    }
+
+    fn all(&self) -> Vec<Channel> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn next(&self) -> Option<Channel> {
@@ -388,6 +422,81 @@ impl Transport for GrpcTransport {
         request: DisconnectRequest,
     ) -> BoxFuture<'a, Result<DisconnectResponse, CallError>> {
         Box::pin(self.unary("/anycable.RPC/Disconnect", sid, request))
+    }
+
+    /// The standard gRPC health check (`grpc.health.v1.Health/Check` for `anycable.RPC`) on
+    /// every backend address at once; the backend answers when one of them does. A server
+    /// without the health service answers `UNIMPLEMENTED`, which proves it is up just as well.
+    fn probe(&self, limit: Duration) -> BoxFuture<'_, Result<(), CallError>> {
+        Box::pin(async move {
+            let channels = self.pool.all();
+            if channels.is_empty() {
+                return Err(CallError::Unavailable(
+                    "no RPC server address resolved yet".into(),
+                ));
+            }
+            let checks = channels.into_iter().map(|channel| async move {
+                tokio::time::timeout(limit, health_check(channel))
+                    .await
+                    .unwrap_or(Err(CallError::DeadlineExceeded))
+            });
+            let results = futures_util::future::join_all(checks).await;
+            let mut first_error = None;
+            for result in results {
+                match result {
+                    Ok(()) => return Ok(()),
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            Err(first_error.unwrap_or(CallError::DeadlineExceeded))
+        })
+    }
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`; `status` 1 is `SERVING`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+const SERVING: i32 = 1;
+
+async fn health_check(channel: Channel) -> Result<(), CallError> {
+    let mut client = tonic::client::Grpc::new(channel);
+    client
+        .ready()
+        .await
+        .map_err(|e| CallError::Unavailable(e.to_string()))?;
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: "anycable.RPC".into(),
+    });
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
+    let path = PathAndQuery::from_static("/grpc.health.v1.Health/Check");
+    match client.unary(request, path, codec).await {
+        Ok(response) if response.get_ref().status == SERVING => Ok(()),
+        Ok(response) => Err(CallError::Unavailable(format!(
+            "health status {}",
+            response.get_ref().status
+        ))),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unimplemented | tonic::Code::NotFound
+            ) =>
+        {
+            Ok(())
+        }
+        Err(status) => Err(map_status(status)),
     }
 }
 

@@ -156,4 +156,29 @@ impl Transport for HttpTransport {
     ) -> BoxFuture<'a, Result<DisconnectResponse, CallError>> {
         Box::pin(async move { self.post("disconnect", sid, &request).await })
     }
+
+    /// `HEAD <rpc_host>`: any HTTP answer below 500 (typically 404 or 405: the RPC methods are
+    /// POSTs under it) shows the application is up; no answer, or a proxy's 502/503/504, does
+    /// not. The circuit breaker is left alone: it guards the application's calls.
+    fn probe(&self, limit: Duration) -> BoxFuture<'_, Result<(), CallError>> {
+        Box::pin(async move {
+            let mut request = Request::builder().method(Method::HEAD).uri(&self.base);
+            if let Some(authorization) = &self.authorization {
+                request = request.header("authorization", authorization);
+            }
+            let request = request
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| CallError::Failed(e.to_string()))?;
+            let response = tokio::time::timeout(limit, self.client.request(request))
+                .await
+                .map_err(|_| CallError::DeadlineExceeded)?
+                .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            match response.status() {
+                status if status.is_server_error() => {
+                    Err(CallError::Unavailable(format!("http returned {status}")))
+                }
+                _ => Ok(()),
+            }
+        })
+    }
 }

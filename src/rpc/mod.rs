@@ -72,6 +72,10 @@ pub trait Transport: Send + Sync {
         sid: &'a str,
         request: DisconnectRequest,
     ) -> BoxFuture<'a, Result<DisconnectResponse, CallError>>;
+
+    /// A cheap request that proves the backend answers, for the readiness check; never one of
+    /// the application's methods. Bounded by `limit`.
+    fn probe(&self, limit: Duration) -> BoxFuture<'_, Result<(), CallError>>;
 }
 
 /// What is wrong with `--rpc_host`.
@@ -155,6 +159,12 @@ impl Rpc {
     /// Live connections to the backend (`grpc_active_conn_num`).
     pub fn active_connections(&self) -> usize {
         self.transport.active_connections()
+    }
+
+    /// Whether the backend answers (see [`Transport::probe`]): outside the concurrency limit
+    /// and without retries, so a busy backend is not made busier and a dead one is seen at once.
+    pub async fn probe(&self, limit: Duration) -> Result<(), CallError> {
+        self.transport.probe(limit).await
     }
 
     pub async fn connect(

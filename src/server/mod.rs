@@ -30,6 +30,7 @@ use crate::broadcast::http::HttpBroadcaster;
 use crate::http::{plain, Body, ConnectionAbort, ConnectionPermit, RemoteAddr};
 use crate::metrics::Exporter;
 use crate::notices::ListenerTrouble;
+use crate::readiness::Status;
 use crate::transport::sse::{SseBody, SseEndpoint};
 use crate::transport::ws::WsEndpoint;
 
@@ -48,6 +49,8 @@ pub type RouteBody = Either<Body, SseBody>;
 #[derive(Default)]
 pub struct Routes {
     pub health_path: Option<String>,
+    /// The readiness path and the checks' status (`--readiness_path`).
+    pub readiness: Option<(String, Arc<Status>)>,
     pub ws_paths: Vec<PathPattern>,
     pub ws: Option<Arc<WsEndpoint>>,
     pub broadcast: Option<(String, Arc<HttpBroadcaster>)>,
@@ -66,6 +69,11 @@ impl Routes {
         let path = request.uri().path();
         if self.health_path.as_deref() == Some(path) {
             return plain(StatusCode::OK, HEALTH_BODY).map(Either::Left);
+        }
+        if let Some((readiness_path, status)) = &self.readiness {
+            if readiness_path == path {
+                return status.respond().map(Either::Left);
+            }
         }
         if let Some((metrics_path, exporter)) = &self.metrics {
             if metrics_path == path {

@@ -24,8 +24,11 @@ pub const HEALTH_DEADLINE: Duration = Duration::from_secs(10);
 
 pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
 
+mod grpc_backend;
+mod hosts;
 mod http;
 mod process;
+mod proxy;
 mod rpc_backend;
 mod server;
 mod services;
@@ -43,6 +46,6 @@ mod ws;
 // Each test binary uses a part of the harness: re-exports unused by one of them are fine.
 #[allow(unused_imports)]
 pub use {
-    http::*, process::*, rpc_backend::*, server::*, services::*, stalled::*, tls::*, tokens::*,
-    traffic::*, ws::*,
+    grpc_backend::*, hosts::*, http::*, process::*, proxy::*, rpc_backend::*, server::*,
+    services::*, stalled::*, tls::*, tokens::*, traffic::*, ws::*,
 };

@@ -254,7 +254,20 @@ impl Ws {
         code: u16,
         close_reason: Option<&str>,
     ) {
-        let msg = self.recv_json().await;
+        self.expect_disconnect_within(RECV_TIMEOUT, reason, reconnect, code, close_reason)
+            .await
+    }
+
+    /// Like [`Ws::expect_disconnect`], waiting up to `limit` for the disconnect message.
+    pub async fn expect_disconnect_within(
+        &mut self,
+        limit: Duration,
+        reason: &str,
+        reconnect: bool,
+        code: u16,
+        close_reason: Option<&str>,
+    ) {
+        let msg = self.recv_json_within(limit).await;
         assert_eq!(
             msg,
             serde_json::json!({"type": "disconnect", "reason": reason, "reconnect": reconnect}),

@@ -62,10 +62,6 @@ fn unknown_flag() {
         error(&["--nope"], &[]),
         "flag provided but not defined: -nope"
     );
-    assert_eq!(
-        error(&["--shutdown_slowdrain"], &[]),
-        "flag provided but not defined: -shutdown_slowdrain"
-    );
 }
 
 #[test]
