@@ -24,6 +24,7 @@ pub const HEALTH_DEADLINE: Duration = Duration::from_secs(10);
 
 pub const HEALTH_BODY: &str = "Ah, ha, ha, ha, stayin' alive, stayin' alive.";
 
+mod grpc_backend;
 mod http;
 mod process;
 mod rpc_backend;
@@ -42,6 +43,6 @@ mod ws;
 // Each test binary uses a part of the harness: re-exports unused by one of them are fine.
 #[allow(unused_imports)]
 pub use {
-    http::*, process::*, rpc_backend::*, server::*, services::*, tls::*, tokens::*, traffic::*,
-    ws::*,
+    grpc_backend::*, http::*, process::*, rpc_backend::*, server::*, services::*, tls::*,
+    tokens::*, traffic::*, ws::*,
 };

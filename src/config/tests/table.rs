@@ -11,8 +11,9 @@ fn names_are_unique() {
     for flag in FLAGS {
         assert!(seen.insert(flag.name), "duplicate flag {}", flag.name);
     }
-    // AnyCable-Go 1.6's 140 plus --max_subscriptions_per_connection.
-    assert_eq!(FLAGS.iter().filter(|f| !f.file_only).count(), 141);
+    // AnyCable-Go 1.6's 140, AnyCable Pro's three adaptive concurrency bounds, plus
+    // --max_subscriptions_per_connection and --rpc_connect_max_wait.
+    assert_eq!(FLAGS.iter().filter(|f| !f.file_only).count(), 145);
 }
 
 #[test]
