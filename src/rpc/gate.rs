@@ -187,7 +187,7 @@ impl Gate {
     /// Records an attempt's outcome: the mean latency, and the adaptive limit.
     pub fn record(self: &Arc<Self>, sample: Sample, start: Start) {
         let mut state = self.lock();
-        if let Sample::Answered(latency) = sample {
+        if let Sample::Latency(latency) = sample {
             state.latency = Some(match state.latency {
                 Some(mean) => mean.mul_f64(1.0 - LATENCY_WEIGHT) + latency.mul_f64(LATENCY_WEIGHT),
                 None => latency,
@@ -297,7 +297,7 @@ mod tests {
     async fn a_connect_that_would_wait_too_long_is_refused_at_once() {
         let gate = gate(Limit::Fixed(2));
         let start = gate.start();
-        gate.record(Sample::Answered(Duration::from_millis(100)), start);
+        gate.record(Sample::Latency(Duration::from_millis(100)), start);
         let _a = gate.acquire(Class::Session, None).await.unwrap();
         let _b = gate.acquire(Class::Session, None).await.unwrap();
         // 1 call ahead at 2 per 100 ms: 50 ms expected.

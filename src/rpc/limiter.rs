@@ -2,7 +2,7 @@
 //! decrease (AIMD), driven by what each RPC attempt tells about the backend.
 //!
 //! - An attempt refused for capacity (`RESOURCE_EXHAUSTED`), finding no backend
-//!   (`UNAVAILABLE`) or timing out, or answered much slower than the backend's recent best
+//!   (`UNAVAILABLE`) or past its own deadline, or answered much slower than the backend's recent best
 //!   (more than [`LATENCY_TOLERANCE`] times the baseline and [`LATENCY_SLACK`] above it), is
 //!   congestion: the limit is multiplied by [`BACKOFF`].
 //! - Congestion is counted once per round trip: an attempt that started before the latest
@@ -41,9 +41,12 @@ pub struct Bounds {
 /// What one attempt says about the backend's capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sample {
-    /// The backend answered (whatever the application's verdict) in this time.
-    Answered(Duration),
-    /// Refused for capacity, unreachable, or timed out.
+    /// The attempt took this long: the backend answered (whatever the application's verdict),
+    /// or the whole-call timeout cut it short (then it took at least this long). A call that
+    /// spent its budget waiting for a slot says nothing about the backend: counting its
+    /// timeout as congestion would shrink the limit, lengthen the wait, and feed on itself.
+    Latency(Duration),
+    /// Refused for capacity, unreachable, or past its own deadline (`--rpc_request_timeout`).
     Overloaded,
 }
 
@@ -90,7 +93,7 @@ impl Aimd {
     pub fn record(&mut self, sample: Sample, start: Start, now: Instant) {
         let congested = match sample {
             Sample::Overloaded => true,
-            Sample::Answered(latency) => {
+            Sample::Latency(latency) => {
                 let baseline = self.baseline.observe(latency, now);
                 latency > baseline.mul_f64(LATENCY_TOLERANCE) && latency > baseline + LATENCY_SLACK
             }
@@ -188,7 +191,7 @@ mod tests {
         }
         assert_eq!(aimd.limit(), 5);
         for _ in 0..10_000 {
-            aimd.record(Sample::Answered(MS), start(&aimd, true), now);
+            aimd.record(Sample::Latency(MS), start(&aimd, true), now);
         }
         assert_eq!(aimd.limit(), 30);
     }
@@ -198,11 +201,11 @@ mod tests {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
         for _ in 0..20 {
-            aimd.record(Sample::Answered(10 * MS), start(&aimd, true), now);
+            aimd.record(Sample::Latency(10 * MS), start(&aimd, true), now);
         }
         // 20 answers of 1/20 to 1/21 each: just under one more.
         assert_eq!(aimd.limit(), 20);
-        aimd.record(Sample::Answered(10 * MS), start(&aimd, true), now);
+        aimd.record(Sample::Latency(10 * MS), start(&aimd, true), now);
         assert_eq!(aimd.limit(), 21);
     }
 
@@ -211,7 +214,7 @@ mod tests {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
         for _ in 0..1000 {
-            aimd.record(Sample::Answered(10 * MS), start(&aimd, false), now);
+            aimd.record(Sample::Latency(10 * MS), start(&aimd, false), now);
         }
         assert_eq!(aimd.limit(), 20);
     }
@@ -220,17 +223,17 @@ mod tests {
     fn slow_answers_are_congestion_fast_jitter_is_not() {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
-        aimd.record(Sample::Answered(MS), start(&aimd, false), now);
+        aimd.record(Sample::Latency(MS), start(&aimd, false), now);
         // 4 ms is 4× the baseline but within the absolute slack.
-        aimd.record(Sample::Answered(4 * MS), start(&aimd, false), now);
+        aimd.record(Sample::Latency(4 * MS), start(&aimd, false), now);
         assert_eq!(aimd.limit(), 20);
         // 30 ms is both.
-        aimd.record(Sample::Answered(30 * MS), start(&aimd, false), now);
+        aimd.record(Sample::Latency(30 * MS), start(&aimd, false), now);
         assert_eq!(aimd.limit(), 18);
         // 1.5× a 20 ms baseline is within the tolerance.
         let mut aimd = Aimd::new(BOUNDS, now);
-        aimd.record(Sample::Answered(20 * MS), start(&aimd, false), now);
-        aimd.record(Sample::Answered(30 * MS), start(&aimd, false), now);
+        aimd.record(Sample::Latency(20 * MS), start(&aimd, false), now);
+        aimd.record(Sample::Latency(30 * MS), start(&aimd, false), now);
         assert_eq!(aimd.limit(), 20);
     }
 
@@ -238,12 +241,12 @@ mod tests {
     fn a_lasting_slowdown_becomes_the_baseline_after_two_windows() {
         let t0 = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, t0);
-        aimd.record(Sample::Answered(10 * MS), start(&aimd, false), t0);
+        aimd.record(Sample::Latency(10 * MS), start(&aimd, false), t0);
         let t1 = t0 + BASELINE_WINDOW;
-        aimd.record(Sample::Answered(100 * MS), start(&aimd, false), t1);
+        aimd.record(Sample::Latency(100 * MS), start(&aimd, false), t1);
         assert_eq!(aimd.limit(), 18, "10 ms is still the baseline");
         let t2 = t1 + BASELINE_WINDOW;
-        aimd.record(Sample::Answered(100 * MS), start(&aimd, false), t2);
+        aimd.record(Sample::Latency(100 * MS), start(&aimd, false), t2);
         assert_eq!(aimd.limit(), 18, "100 ms is the baseline now");
     }
 }

@@ -294,12 +294,12 @@ impl Rpc {
             let start = self.slots.start();
             let began = Instant::now();
             let Some(outcome) = within(deadline, attempt()).await else {
-                self.slots.record(Sample::Overloaded, start);
+                self.slots.record(Sample::Latency(began.elapsed()), start);
                 return Err(RpcError::Timeout);
             };
             match outcome {
                 Ok(reply) => {
-                    self.slots.record(Sample::Answered(began.elapsed()), start);
+                    self.slots.record(Sample::Latency(began.elapsed()), start);
                     return Ok(reply);
                 }
                 Err(error @ (CallError::Exhausted(_) | CallError::Unavailable(_))) => {
@@ -319,7 +319,7 @@ impl Rpc {
                     return Err(RpcError::Timeout);
                 }
                 Err(CallError::Failed(message)) => {
-                    self.slots.record(Sample::Answered(began.elapsed()), start);
+                    self.slots.record(Sample::Latency(began.elapsed()), start);
                     return Err(RpcError::Failed(message));
                 }
             }
