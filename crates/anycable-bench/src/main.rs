@@ -303,6 +303,7 @@ impl Cli {
                 if self.server.addr.is_none() {
                     runs.push(fitted("connect", Some(Protocol::Grpc)));
                     runs.push(fitted("connect", Some(Protocol::Http)));
+                    runs.push(fitted("storm", Some(Protocol::Grpc)));
                     // So that every path is exercised, fan-out also through what was not chosen.
                     if self.transport.is_none() {
                         runs.push(run("fanout", None, Transport::Sse, broadcaster));
