@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::lag::Lag;
 use super::limiter::{Aimd, Bounds, Sample, Start};
 use crate::metrics::{Gauge, Metrics};
 
@@ -45,14 +46,15 @@ pub enum Limit {
 
 enum Current {
     Fixed(usize),
-    Adaptive(Aimd),
+    /// With the runtime's lag, which the limit discounts from latencies.
+    Adaptive(Aimd, Arc<Lag>),
 }
 
 impl Current {
     fn value(&self) -> usize {
         match self {
             Current::Fixed(n) => *n,
-            Current::Adaptive(aimd) => aimd.limit(),
+            Current::Adaptive(aimd, _) => aimd.limit(),
         }
     }
 }
@@ -110,7 +112,9 @@ impl Gate {
     pub fn new(limit: Limit, metrics: Arc<Metrics>) -> Arc<Gate> {
         let limit = match limit {
             Limit::Fixed(n) => Current::Fixed(n),
-            Limit::Adaptive(bounds) => Current::Adaptive(Aimd::new(bounds, Instant::now())),
+            Limit::Adaptive(bounds) => {
+                Current::Adaptive(Aimd::new(bounds, Instant::now()), Lag::start())
+            }
         };
         let gate = Arc::new(Gate {
             state: Mutex::new(State {
@@ -177,7 +181,7 @@ impl Gate {
         let limit = state.limit.value();
         Start {
             generation: match &state.limit {
-                Current::Adaptive(aimd) => aimd.generation(),
+                Current::Adaptive(aimd, _) => aimd.generation(),
                 Current::Fixed(_) => 0,
             },
             saturated: state.waiting != [0, 0] || state.in_flight * 2 >= limit,
@@ -193,9 +197,9 @@ impl Gate {
                 None => latency,
             });
         }
-        if let Current::Adaptive(aimd) = &mut state.limit {
+        if let Current::Adaptive(aimd, lag) = &mut state.limit {
             let before = aimd.limit();
-            aimd.record(sample, start, Instant::now());
+            aimd.record(sample, start, Instant::now(), lag.current());
             if aimd.limit() != before {
                 tracing::debug!(context = "rpc", "RPC concurrency limit: {}", aimd.limit());
                 self.grant(&mut state);

@@ -12,6 +12,8 @@
 //! - An answer within the tolerance grows the limit by `1 / limit` (so by about one per round
 //!   trip), but only when the attempt started while the limit was in use (calls waiting, or at
 //!   least half of it in flight): a limit nobody needs is not raised.
+//! - What the runtime's own scheduling lag explains of a latency is not held against the
+//!   backend (`lag.rs`): a node kept busy by a storm must not read as a slow backend.
 //! - The baseline is the fastest answer of the last one to two [`BASELINE_WINDOW`]s, so a
 //!   backend that became slower for good becomes the new normal after a while.
 //!
@@ -89,13 +91,15 @@ impl Aimd {
         self.generation
     }
 
-    /// Applies one attempt's outcome.
-    pub fn record(&mut self, sample: Sample, start: Start, now: Instant) {
+    /// Applies one attempt's outcome; `lag` is how late this process's own tasks run now (see
+    /// `lag.rs`): that much of a latency is ours, not the backend's.
+    pub fn record(&mut self, sample: Sample, start: Start, now: Instant, lag: Duration) {
         let congested = match sample {
             Sample::Overloaded => true,
             Sample::Latency(latency) => {
                 let baseline = self.baseline.observe(latency, now);
-                latency > baseline.mul_f64(LATENCY_TOLERANCE) && latency > baseline + LATENCY_SLACK
+                let backend = latency.saturating_sub(lag);
+                backend > baseline.mul_f64(LATENCY_TOLERANCE) && backend > baseline + LATENCY_SLACK
             }
         };
         if congested {
@@ -165,9 +169,9 @@ mod tests {
     fn overload_multiplies_the_limit_by_the_backoff() {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
-        aimd.record(Sample::Overloaded, start(&aimd, true), now);
+        aimd.record(Sample::Overloaded, start(&aimd, true), now, Duration::ZERO);
         assert_eq!(aimd.limit(), 18); // 20 × 0.9
-        aimd.record(Sample::Overloaded, start(&aimd, true), now);
+        aimd.record(Sample::Overloaded, start(&aimd, true), now, Duration::ZERO);
         assert_eq!(aimd.limit(), 16); // 18 × 0.9 = 16.2
     }
 
@@ -177,7 +181,7 @@ mod tests {
         let mut aimd = Aimd::new(BOUNDS, now);
         let burst = start(&aimd, true);
         for _ in 0..50 {
-            aimd.record(Sample::Overloaded, burst, now);
+            aimd.record(Sample::Overloaded, burst, now, Duration::ZERO);
         }
         assert_eq!(aimd.limit(), 18);
     }
@@ -187,11 +191,11 @@ mod tests {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
         for _ in 0..100 {
-            aimd.record(Sample::Overloaded, start(&aimd, true), now);
+            aimd.record(Sample::Overloaded, start(&aimd, true), now, Duration::ZERO);
         }
         assert_eq!(aimd.limit(), 5);
         for _ in 0..10_000 {
-            aimd.record(Sample::Latency(MS), start(&aimd, true), now);
+            aimd.record(Sample::Latency(MS), start(&aimd, true), now, Duration::ZERO);
         }
         assert_eq!(aimd.limit(), 30);
     }
@@ -201,11 +205,21 @@ mod tests {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
         for _ in 0..20 {
-            aimd.record(Sample::Latency(10 * MS), start(&aimd, true), now);
+            aimd.record(
+                Sample::Latency(10 * MS),
+                start(&aimd, true),
+                now,
+                Duration::ZERO,
+            );
         }
         // 20 answers of 1/20 to 1/21 each: just under one more.
         assert_eq!(aimd.limit(), 20);
-        aimd.record(Sample::Latency(10 * MS), start(&aimd, true), now);
+        aimd.record(
+            Sample::Latency(10 * MS),
+            start(&aimd, true),
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(aimd.limit(), 21);
     }
 
@@ -214,7 +228,12 @@ mod tests {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
         for _ in 0..1000 {
-            aimd.record(Sample::Latency(10 * MS), start(&aimd, false), now);
+            aimd.record(
+                Sample::Latency(10 * MS),
+                start(&aimd, false),
+                now,
+                Duration::ZERO,
+            );
         }
         assert_eq!(aimd.limit(), 20);
     }
@@ -223,30 +242,96 @@ mod tests {
     fn slow_answers_are_congestion_fast_jitter_is_not() {
         let now = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, now);
-        aimd.record(Sample::Latency(MS), start(&aimd, false), now);
+        aimd.record(
+            Sample::Latency(MS),
+            start(&aimd, false),
+            now,
+            Duration::ZERO,
+        );
         // 4 ms is 4× the baseline but within the absolute slack.
-        aimd.record(Sample::Latency(4 * MS), start(&aimd, false), now);
+        aimd.record(
+            Sample::Latency(4 * MS),
+            start(&aimd, false),
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(aimd.limit(), 20);
         // 30 ms is both.
-        aimd.record(Sample::Latency(30 * MS), start(&aimd, false), now);
+        aimd.record(
+            Sample::Latency(30 * MS),
+            start(&aimd, false),
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(aimd.limit(), 18);
         // 1.5× a 20 ms baseline is within the tolerance.
         let mut aimd = Aimd::new(BOUNDS, now);
-        aimd.record(Sample::Latency(20 * MS), start(&aimd, false), now);
-        aimd.record(Sample::Latency(30 * MS), start(&aimd, false), now);
+        aimd.record(
+            Sample::Latency(20 * MS),
+            start(&aimd, false),
+            now,
+            Duration::ZERO,
+        );
+        aimd.record(
+            Sample::Latency(30 * MS),
+            start(&aimd, false),
+            now,
+            Duration::ZERO,
+        );
         assert_eq!(aimd.limit(), 20);
+    }
+
+    #[test]
+    fn latency_the_runtimes_lag_explains_is_not_congestion() {
+        let now = Instant::now();
+        let mut aimd = Aimd::new(BOUNDS, now);
+        aimd.record(
+            Sample::Latency(10 * MS),
+            start(&aimd, false),
+            now,
+            Duration::ZERO,
+        );
+        aimd.record(
+            Sample::Latency(300 * MS),
+            start(&aimd, false),
+            now,
+            295 * MS,
+        );
+        assert_eq!(aimd.limit(), 20);
+        aimd.record(
+            Sample::Latency(300 * MS),
+            start(&aimd, false),
+            now,
+            200 * MS,
+        );
+        assert_eq!(aimd.limit(), 18);
     }
 
     #[test]
     fn a_lasting_slowdown_becomes_the_baseline_after_two_windows() {
         let t0 = Instant::now();
         let mut aimd = Aimd::new(BOUNDS, t0);
-        aimd.record(Sample::Latency(10 * MS), start(&aimd, false), t0);
+        aimd.record(
+            Sample::Latency(10 * MS),
+            start(&aimd, false),
+            t0,
+            Duration::ZERO,
+        );
         let t1 = t0 + BASELINE_WINDOW;
-        aimd.record(Sample::Latency(100 * MS), start(&aimd, false), t1);
+        aimd.record(
+            Sample::Latency(100 * MS),
+            start(&aimd, false),
+            t1,
+            Duration::ZERO,
+        );
         assert_eq!(aimd.limit(), 18, "10 ms is still the baseline");
         let t2 = t1 + BASELINE_WINDOW;
-        aimd.record(Sample::Latency(100 * MS), start(&aimd, false), t2);
+        aimd.record(
+            Sample::Latency(100 * MS),
+            start(&aimd, false),
+            t2,
+            Duration::ZERO,
+        );
         assert_eq!(aimd.limit(), 18, "100 ms is the baseline now");
     }
 }

@@ -10,6 +10,7 @@ pub mod disconnector;
 mod gate;
 mod grpc;
 mod http;
+mod lag;
 mod limiter;
 pub mod proto;
 mod tls;
