@@ -119,6 +119,14 @@ pub async fn storm(target: &Target, options: &Options) -> Result<Report, String>
         }
     }
     drop(sockets);
+    if times.len() < options.connections {
+        report.print_table();
+        return Err(format!(
+            "{} of {} clients were never welcomed within {give_up:?}",
+            options.connections - times.len(),
+            options.connections
+        ));
+    }
     Ok(report)
 }
 
