@@ -11,6 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
+use support::sse::SseRequest;
 use support::*;
 use tokio::time::{timeout, Instant};
 
@@ -225,6 +226,30 @@ async fn a_connect_that_waits_too_long_is_told_to_reconnect_later() {
     first.expect_welcome().await;
     let (_last, _) = server.ws_welcomed().await;
     assert_eq!(backend.connects(), 2, "the refused client was never called");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_request_that_would_wait_too_long_gets_503() {
+    let (port, backend) = grpc_backend().await;
+    backend.hold_connects(true);
+    let server = start_with(
+        port,
+        &[
+            "--sse",
+            "--public_streams",
+            "--rpc_concurrency=1",
+            "--rpc_connect_max_wait=300",
+            HELD,
+        ],
+    )
+    .await;
+    let mut first = server.ws().await;
+    wait_for(|| backend.connects() == 1).await;
+    let refused = SseRequest::get("/events?stream=news").send(&server).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(metric(&server, "rpc_connect_deferred_total").await, 1);
+    backend.hold_connects(false);
+    first.expect_welcome().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
