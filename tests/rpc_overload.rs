@@ -143,6 +143,21 @@ async fn a_fixed_limit_is_the_default_and_is_reported() {
 }
 
 #[tokio::test]
+async fn adaptive_bounds_with_a_fixed_limit_are_called_out() {
+    let (port, _backend) = grpc_backend().await;
+    let server = start_with(port, &["--rpc_concurrency=10", "--rpc_concurrency_max=50"]).await;
+    assert!(
+        server
+            .wait_output(
+                "apply only with --rpc_concurrency=0 (adaptive); the limit stays 10",
+                RECV_TIMEOUT
+            )
+            .await
+    );
+    assert_eq!(metric(&server, "rpc_capacity_num").await, 10);
+}
+
+#[tokio::test]
 async fn adaptive_bounds_out_of_order_stop_the_server() {
     let dir = TempDir::new();
     let port = free_port().to_string();

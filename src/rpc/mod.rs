@@ -167,7 +167,25 @@ impl Rpc {
                 );
                 (Limit::Adaptive(bounds), text)
             }
-            n => (Limit::Fixed(n), n.to_string()),
+            n => {
+                let defaults = crate::config::RpcConfig::default();
+                let bounds_given = (
+                    rpc.concurrency_initial,
+                    rpc.concurrency_min,
+                    rpc.concurrency_max,
+                ) != (
+                    defaults.concurrency_initial,
+                    defaults.concurrency_min,
+                    defaults.concurrency_max,
+                );
+                if bounds_given {
+                    tracing::warn!(
+                        context = "rpc",
+                        "--rpc_concurrency_initial, --rpc_concurrency_min and --rpc_concurrency_max apply only with --rpc_concurrency=0 (adaptive); the limit stays {n}"
+                    );
+                }
+                (Limit::Fixed(n), n.to_string())
+            }
         };
         let description = format!(
             "{} (concurrency: {concurrency}, impl: {implementation}, enable_tls: {}, proto_versions: v1, proxy_headers: {}, proxy_cookies: {})",
