@@ -172,6 +172,10 @@ bindings! {
     "presets" => presets_setting;
     "rpc_host" => rpc.host;
     "rpc_concurrency" => rpc.concurrency;
+    "rpc_concurrency_initial" => rpc.concurrency_initial;
+    "rpc_concurrency_min" => rpc.concurrency_min;
+    "rpc_concurrency_max" => rpc.concurrency_max;
+    "rpc_connect_max_wait" => rpc.connect_max_wait_ms;
     "rpc_enable_tls" => rpc.tls.enabled;
     "rpc_tls_verify" => rpc.tls.verify;
     "rpc_tls_root_ca" => rpc.tls.root_ca;

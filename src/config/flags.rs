@@ -257,7 +257,11 @@ pub static FLAGS: &[FlagDef] = &[
     // RPC
     FlagDef::new("rpc_host", &["ANYCABLE_RPC_HOST"], Kind::Str, "localhost:50051", Some("rpc.host"), Feature::Rpc, "RPC", "gRPC target or http(s):// base URL"),
     FlagDef::new("norpc", &["ANYCABLE_NORPC"], Kind::Bool, "false", None, Feature::Core, "RPC", "Standalone mode, no RPC"),
-    FlagDef::new("rpc_concurrency", &["ANYCABLE_RPC_CONCURRENCY"], Kind::Int, "28", Some("rpc.concurrency"), Feature::Rpc, "RPC", "Max in-flight RPC calls"),
+    FlagDef::new("rpc_concurrency", &["ANYCABLE_RPC_CONCURRENCY"], Kind::Int, "28", Some("rpc.concurrency"), Feature::Rpc, "RPC", "Max in-flight RPC calls; 0 = adaptive (follows the backend's latency and errors)"),
+    FlagDef::new("rpc_concurrency_initial", &["ANYCABLE_RPC_CONCURRENCY_INITIAL"], Kind::Int, "25", Some("rpc.concurrency_initial"), Feature::Rpc, "RPC", "Initial limit of the adaptive concurrency (AnyCable Pro)"),
+    FlagDef::new("rpc_concurrency_min", &["ANYCABLE_RPC_CONCURRENCY_MIN"], Kind::Int, "5", Some("rpc.concurrency_min"), Feature::Rpc, "RPC", "Floor of the adaptive concurrency (AnyCable Pro)"),
+    FlagDef::new("rpc_concurrency_max", &["ANYCABLE_RPC_CONCURRENCY_MAX"], Kind::Int, "100", Some("rpc.concurrency_max"), Feature::Rpc, "RPC", "Ceiling of the adaptive concurrency (AnyCable Pro)"),
+    FlagDef::new("rpc_connect_max_wait", &["ANYCABLE_RPC_CONNECT_MAX_WAIT"], Kind::Int, "2000", Some("rpc.connect_max_wait"), Feature::Rpc, "RPC", "Admission control: longest wait (ms) of a Connect call for a slot, behind established sessions' calls; longer = disconnect with reconnect later; 0 = off (not in AnyCable-Go)"),
     FlagDef::new("rpc_enable_tls", &["ANYCABLE_RPC_ENABLE_TLS"], Kind::Bool, "false", Some("rpc.enable_tls"), Feature::Rpc, "RPC", "TLS to RPC server").hidden(),
     FlagDef::new("rpc_tls_verify", &["ANYCABLE_RPC_TLS_VERIFY"], Kind::Bool, "true", Some("rpc.tls_verify"), Feature::Rpc, "RPC", "Verify RPC server cert").hidden(),
     FlagDef::new("rpc_tls_root_ca", &["ANYCABLE_RPC_TLS_ROOT_CA"], Kind::Str, "", Some("rpc.tls_root_ca_path"), Feature::Rpc, "RPC", "CA file path or inline PEM; non-empty implies TLS").hidden(),

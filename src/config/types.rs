@@ -359,7 +359,13 @@ pub struct LogConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcConfig {
     pub host: String,
+    /// 0 = adaptive, within the bounds below.
     pub concurrency: usize,
+    pub concurrency_initial: usize,
+    pub concurrency_min: usize,
+    pub concurrency_max: usize,
+    /// Admission control of `Connect` calls (0 = off).
+    pub connect_max_wait_ms: u64,
     pub tls: RpcTlsConfig,
     pub max_recv_size: usize,
     pub max_send_size: usize,
@@ -400,6 +406,10 @@ impl Default for RpcConfig {
         RpcConfig {
             host: "localhost:50051".to_string(),
             concurrency: 28,
+            concurrency_initial: 25,
+            concurrency_min: 5,
+            concurrency_max: 100,
+            connect_max_wait_ms: 2000,
             tls: RpcTlsConfig::default(),
             max_recv_size: 0,
             max_send_size: 0,

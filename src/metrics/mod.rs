@@ -37,6 +37,7 @@ pub enum Counter {
     RpcError,
     RpcTimeout,
     RpcCanceled,
+    RpcConnectDeferred,
     ServerMsg,
     FailedServerMsg,
     TimeoutServerMsg,
@@ -49,7 +50,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Counter::ClientMsg,
         Counter::FailedClientMsg,
         Counter::FailedAuths,
@@ -63,6 +64,7 @@ impl Counter {
         Counter::RpcError,
         Counter::RpcTimeout,
         Counter::RpcCanceled,
+        Counter::RpcConnectDeferred,
         Counter::ServerMsg,
         Counter::FailedServerMsg,
         Counter::TimeoutServerMsg,
@@ -90,6 +92,7 @@ impl Counter {
             Counter::RpcError => "rpc_error_total",
             Counter::RpcTimeout => "rpc_timeout_total",
             Counter::RpcCanceled => "rpc_canceled_total",
+            Counter::RpcConnectDeferred => "rpc_connect_deferred_total",
             Counter::ServerMsg => "server_msg_total",
             Counter::FailedServerMsg => "failed_server_msg_total",
             Counter::TimeoutServerMsg => "timeout_server_msg_total",
@@ -122,6 +125,9 @@ impl Counter {
             Counter::RpcError => "RPC calls that failed",
             Counter::RpcTimeout => "RPC attempts that timed out",
             Counter::RpcCanceled => "RPC calls abandoned because the client left",
+            Counter::RpcConnectDeferred => {
+                "Connect calls not made because the wait for a slot was too long (the client was told to reconnect later)"
+            }
             Counter::ServerMsg => "Frames written to clients",
             Counter::FailedServerMsg => "Frame writes that failed (including timeouts)",
             Counter::TimeoutServerMsg => "Frame writes that hit the write deadline",
@@ -150,6 +156,7 @@ impl Counter {
                 | Counter::RpcError
                 | Counter::RpcTimeout
                 | Counter::RpcCanceled
+                | Counter::RpcConnectDeferred
         )
     }
 }
@@ -165,6 +172,8 @@ pub enum Gauge {
     GoroutinesNum,
     MemSysBytes,
     RpcPending,
+    RpcCapacity,
+    RpcInflight,
     SseClients,
     GrpcActiveConn,
     ReadyBroadcastRedis,
@@ -187,7 +196,7 @@ impl Gauge {
         Gauge::ReadyRpc,
     ];
 
-    pub const ALL: [Gauge; 15] = [
+    pub const ALL: [Gauge; 17] = [
         Gauge::ClientsNum,
         Gauge::ClientsUniqNum,
         Gauge::BroadcastStreamsNum,
@@ -195,6 +204,8 @@ impl Gauge {
         Gauge::GoroutinesNum,
         Gauge::MemSysBytes,
         Gauge::RpcPending,
+        Gauge::RpcCapacity,
+        Gauge::RpcInflight,
         Gauge::SseClients,
         Gauge::GrpcActiveConn,
         Gauge::ReadyBroadcastRedis,
@@ -214,6 +225,8 @@ impl Gauge {
             Gauge::GoroutinesNum => "goroutines_num",
             Gauge::MemSysBytes => "mem_sys_bytes",
             Gauge::RpcPending => "rpc_pending_num",
+            Gauge::RpcCapacity => "rpc_capacity_num",
+            Gauge::RpcInflight => "rpc_inflight_num",
             Gauge::SseClients => "sse_clients_num",
             Gauge::GrpcActiveConn => "grpc_active_conn_num",
             Gauge::ReadyBroadcastRedis => "readiness_broadcast_redis",
@@ -234,6 +247,10 @@ impl Gauge {
             Gauge::GoroutinesNum => "Live tasks of the async runtime",
             Gauge::MemSysBytes => "Resident memory of the process, in bytes",
             Gauge::RpcPending => "RPC calls waiting for a concurrency slot",
+            Gauge::RpcCapacity => {
+                "RPC calls allowed in flight: --rpc_concurrency, or the adaptive limit"
+            }
+            Gauge::RpcInflight => "RPC calls in flight",
             Gauge::SseClients => "Connected SSE clients",
             Gauge::GrpcActiveConn => "Live connections to the gRPC servers",
             Gauge::ReadyBroadcastRedis => {
@@ -282,7 +299,8 @@ impl Metric {
 /// Which optional metrics exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registration {
-    /// RPC counters and `rpc_pending_num` (RPC enabled, i.e. not `--norpc`).
+    /// RPC counters, `rpc_pending_num`, `rpc_capacity_num` and `rpc_inflight_num` (RPC
+    /// enabled, i.e. not `--norpc`).
     pub rpc: bool,
     /// `sse_clients_num` (`--sse`).
     pub sse: bool,
@@ -376,7 +394,9 @@ impl Metrics {
                 self.registration.services
             }
             Metric::Counter(c) => !c.is_rpc() || self.registration.rpc,
-            Metric::Gauge(Gauge::RpcPending) => self.registration.rpc,
+            Metric::Gauge(Gauge::RpcPending | Gauge::RpcCapacity | Gauge::RpcInflight) => {
+                self.registration.rpc
+            }
             Metric::Gauge(Gauge::SseClients) => self.registration.sse,
             Metric::Gauge(Gauge::GrpcActiveConn) => self.registration.grpc,
             Metric::Gauge(gauge) => match Gauge::READINESS.iter().position(|g| *g == gauge) {

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::broker::{Broker, SessionSnapshot, StoreError, SubscriptionSnapshot};
 use crate::hub::{Delivery, FanOut, Hub, Subscriber};
 use crate::identity::{AuthOutcome, Authenticator};
@@ -57,6 +59,8 @@ pub struct ConnectRequest<'a> {
     pub restore_sid: Option<&'a str>,
     /// The request as the backend sees it.
     pub env: Arc<RequestEnv>,
+    /// Fires when the client goes away: a `Connect` call not made yet is then not made.
+    pub left: &'a CancellationToken,
 }
 
 /// Live sessions by connection identifiers, for remote disconnects and gauges.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::{ConnectRequest, Node, Subscribed};
 use crate::metrics::Counter;
-use crate::protocol::{DisconnectReason, HistoryRequest};
+use crate::protocol::{DisconnectReason, HistoryRequest, TRY_AGAIN_LATER};
 use crate::rpc::controller::{ControllerError, DisconnectMode};
 use crate::rpc::{
-    CommandMessage, CommandResponse, ConnectionRequest, DisconnectRequest, Env, Status,
+    CommandMessage, CommandResponse, ConnectionRequest, DisconnectRequest, Env, RpcError, Status,
 };
 use crate::session::{merge_state, Outbox, Session, Subscription};
 
@@ -63,10 +63,36 @@ impl Node {
         };
         let reply = self
             .backend
-            .authenticate(&request.sid, ConnectionRequest { env: Some(env) })
+            .authenticate(
+                &request.sid,
+                ConnectionRequest { env: Some(env) },
+                request.left,
+            )
             .await;
         let reply = match reply {
             Ok(reply) => reply,
+            Err(ControllerError::Rpc(RpcError::Busy)) => {
+                super::events::rejected(
+                    &request.sid,
+                    Some(DisconnectReason::ServerBusy),
+                    "for now: the backend is busy",
+                );
+                outbox.disconnect(
+                    DisconnectReason::ServerBusy,
+                    true,
+                    TRY_AGAIN_LATER,
+                    "Try Again Later",
+                );
+                return None;
+            }
+            Err(ControllerError::Rpc(RpcError::Canceled)) => {
+                tracing::debug!(
+                    context = "rpc",
+                    sid = &*request.sid,
+                    "Connect not made: the client left"
+                );
+                return None;
+            }
             // Nobody can decide: rejected like a failed authentication.
             Err(ControllerError::NotConfigured) => {
                 super::events::rejected(&request.sid, None, "no authentication method accepted it");

@@ -9,7 +9,9 @@ mod reply;
 mod text_frame;
 
 pub use command::{decode, Command, DecodeError, HistoryRequest, PresenceRequest, StreamPosition};
-pub use reply::{broadcast_frame, DisconnectReason, FramePosition, Payload, Reply};
+pub use reply::{
+    broadcast_frame, DisconnectReason, FramePosition, Payload, Reply, TRY_AGAIN_LATER,
+};
 pub use text_frame::TextFrame;
 
 /// The base Action Cable protocol.

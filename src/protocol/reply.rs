@@ -16,7 +16,14 @@ pub enum DisconnectReason {
     /// The client kept sending frames that are not commands (our addition; see
     /// docs/compatibility.md).
     InvalidRequest,
+    /// The backend cannot take the connection's `Connect` now; sent with `reconnect: true`
+    /// (admission control, our addition; see docs/compatibility.md).
+    ServerBusy,
 }
+
+/// WebSocket close code 1013, "Try Again Later" (RFC 6455's registry): sent with
+/// [`DisconnectReason::ServerBusy`].
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// A protocol message addressed to one connection.
 #[derive(Debug, Serialize)]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 use super::disconnector::Disconnector;
 use super::{
@@ -39,7 +40,12 @@ pub enum ControllerError {
 ///   breaker that fails calls at once while most recent ones got no response.
 /// - Timeouts: each attempt is bounded by `--rpc_request_timeout` (gRPC) or `--http_rpc_timeout`
 ///   (HTTP, 3 s by default); the whole call, including the wait for one of `--rpc_concurrency`
-///   slots and the retries, by `--rpc_command_timeout`. A timed-out call is `RpcError::Timeout`.
+///   slots (fixed, or adaptive with 0) and the retries, by `--rpc_command_timeout`. A timed-out
+///   call is `RpcError::Timeout`.
+/// - Admission (`authenticate` only): with `--rpc_connect_max_wait`, `Connect` waits for a
+///   slot behind the other calls, and at most that long: a call that would wait longer is not
+///   made (`RpcError::Busy`). It is not made either once `left` fires (`RpcError::Canceled`);
+///   a call already made completes.
 /// - Cancellation: a call is a future; dropping it abandons it at once (no further attempt,
 ///   its concurrency slot is freed), and the backend may or may not have run it. The WebSocket
 ///   transport never drops one: a command in flight when its client goes away completes and
@@ -53,11 +59,12 @@ pub enum ControllerError {
 /// - Commands of one connection are sent one at a time, in order (the node awaits each);
 ///   calls of different connections run concurrently.
 pub trait Controller: Send + Sync {
-    /// `Connect`: authenticates a connection.
+    /// `Connect`: authenticates a connection; `left` fires when its client goes away.
     fn authenticate<'a>(
         &'a self,
         sid: &'a str,
         request: ConnectionRequest,
+        left: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<ConnectionResponse, ControllerError>>;
 
     /// `Command` `subscribe` (the `command` field is set here).
@@ -119,8 +126,9 @@ impl Controller for RpcController {
         &'a self,
         sid: &'a str,
         request: ConnectionRequest,
+        left: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<ConnectionResponse, ControllerError>> {
-        Box::pin(async move { Ok(self.rpc.connect(sid, request).await?) })
+        Box::pin(async move { Ok(self.rpc.connect(sid, request, left).await?) })
     }
 
     fn subscribe<'a>(
@@ -179,6 +187,7 @@ impl Controller for NoController {
         &'a self,
         _sid: &'a str,
         _request: ConnectionRequest,
+        _left: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<ConnectionResponse, ControllerError>> {
         NoController::none()
     }

@@ -1,13 +1,17 @@
 //! Calls to the application backend (RPC): `Connect`, `Command` and `Disconnect`, over gRPC or
-//! HTTP. [`Rpc`] adds what both transports share: the concurrency limit, retries of
+//! HTTP. [`Rpc`] adds what both transports share: the concurrency limit (fixed or adaptive,
+//! `gate.rs` and `limiter.rs`) with the admission of `Connect` calls, retries of
 //! `RESOURCE_EXHAUSTED`/`UNAVAILABLE` with exponential backoff, the whole-call timeout and the
 //! metrics.
 
 mod breaker;
 pub mod controller;
 pub mod disconnector;
+mod gate;
 mod grpc;
 mod http;
+mod lag;
+mod limiter;
 pub mod proto;
 mod tls;
 
@@ -16,17 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, RpcImpl};
 use crate::metrics::{Counter, Gauge, Metrics};
+use gate::{Class, Gate, Limit};
+use limiter::{Bounds, Sample};
 pub use proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
     DisconnectResponse, Env, Status,
 };
-
-/// The reference's default when `--rpc_concurrency` is not positive.
-const DEFAULT_CONCURRENCY: usize = 28;
 
 /// Why one attempt failed, in gRPC terms (HTTP failures are mapped onto them).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,6 +52,12 @@ pub enum RpcError {
     Timeout,
     #[error("RPC call failed: {0}")]
     Failed(String),
+    /// `Connect` only: no slot within `--rpc_connect_max_wait`; no call was made.
+    #[error("the backend is busy: Connect deferred")]
+    Busy,
+    /// `Connect` only: the client left before the call was made.
+    #[error("the client left before the call was made")]
+    Canceled,
 }
 
 /// One attempt of each RPC method over some transport.
@@ -105,13 +115,22 @@ pub enum SetupError {
     RootCaNotPem { value: String },
     #[error("RPC TLS: {0}")]
     Trust(#[from] crate::trust::TrustError),
+    #[error("adaptive RPC concurrency: expected 1 <= --rpc_concurrency_min ({min}) <= --rpc_concurrency_initial ({initial}) <= --rpc_concurrency_max ({max})")]
+    AdaptiveBounds {
+        min: usize,
+        initial: usize,
+        max: usize,
+    },
 }
 
 /// The RPC client used by the node.
 pub struct Rpc {
     transport: Box<dyn Transport>,
-    slots: Semaphore,
+    slots: Arc<Gate>,
     command_timeout: Option<Duration>,
+    /// `--rpc_connect_max_wait`: `Connect` calls wait at most this long for a slot, behind
+    /// the calls of established sessions (`None`: like any call).
+    connect_max_wait: Option<Duration>,
     metrics: Arc<Metrics>,
     /// For the startup log.
     pub description: String,
@@ -129,14 +148,47 @@ impl Rpc {
                 Box::new(grpc::GrpcTransport::new(rpc, tls::trust(rpc)?)?)
             }
         };
-        let concurrency = match rpc.concurrency {
-            n if n > 0 => n,
-            _ => {
-                tracing::warn!(
-                    context = "rpc",
-                    "RPC concurrency must be positive, reverted to the default value"
+        let (limit, concurrency) = match rpc.concurrency {
+            0 => {
+                let bounds = Bounds {
+                    initial: rpc.concurrency_initial,
+                    min: rpc.concurrency_min,
+                    max: rpc.concurrency_max,
+                };
+                if !(1 <= bounds.min
+                    && bounds.min <= bounds.initial
+                    && bounds.initial <= bounds.max)
+                {
+                    return Err(SetupError::AdaptiveBounds {
+                        min: bounds.min,
+                        initial: bounds.initial,
+                        max: bounds.max,
+                    });
+                }
+                let text = format!(
+                    "auto (initial={}, min={}, max={})",
+                    bounds.initial, bounds.min, bounds.max
                 );
-                DEFAULT_CONCURRENCY
+                (Limit::Adaptive(bounds), text)
+            }
+            n => {
+                let defaults = crate::config::RpcConfig::default();
+                let bounds_given = (
+                    rpc.concurrency_initial,
+                    rpc.concurrency_min,
+                    rpc.concurrency_max,
+                ) != (
+                    defaults.concurrency_initial,
+                    defaults.concurrency_min,
+                    defaults.concurrency_max,
+                );
+                if bounds_given {
+                    tracing::warn!(
+                        context = "rpc",
+                        "--rpc_concurrency_initial, --rpc_concurrency_min and --rpc_concurrency_max apply only with --rpc_concurrency=0 (adaptive); the limit stays {n}"
+                    );
+                }
+                (Limit::Fixed(n), n.to_string())
             }
         };
         let description = format!(
@@ -148,9 +200,11 @@ impl Rpc {
         );
         Ok(Some(Rpc {
             transport,
-            slots: Semaphore::new(concurrency),
+            slots: Gate::new(limit, metrics.clone()),
             command_timeout: (rpc.command_timeout_ms > 0)
                 .then(|| Duration::from_millis(rpc.command_timeout_ms)),
+            connect_max_wait: (rpc.connect_max_wait_ms > 0)
+                .then(|| Duration::from_millis(rpc.connect_max_wait_ms)),
             metrics,
             description,
         }))
@@ -167,12 +221,20 @@ impl Rpc {
         self.transport.probe(limit).await
     }
 
+    /// `Connect`. Under admission control it waits behind established sessions' calls, at
+    /// most `--rpc_connect_max_wait` (else `Busy`); it is not made once `left` fires
+    /// (`Canceled`), but a call already made completes.
     pub async fn connect(
         &self,
         sid: &str,
         request: ConnectionRequest,
+        left: &CancellationToken,
     ) -> Result<ConnectionResponse, RpcError> {
-        let call = self.invoke(|| self.transport.connect(sid, request.clone()));
+        let wait = Wait::Connect {
+            max: self.connect_max_wait,
+            left,
+        };
+        let call = self.invoke(wait, || self.transport.connect(sid, request.clone()));
         logged(call, sid, "Connect", None).await
     }
 
@@ -181,7 +243,9 @@ impl Rpc {
         sid: &str,
         request: CommandMessage,
     ) -> Result<CommandResponse, RpcError> {
-        let call = self.invoke(|| self.transport.command(sid, request.clone()));
+        let call = self.invoke(Wait::Session, || {
+            self.transport.command(sid, request.clone())
+        });
         logged(call, sid, "Command", Some(&request.command)).await
     }
 
@@ -190,55 +254,126 @@ impl Rpc {
         sid: &str,
         request: DisconnectRequest,
     ) -> Result<DisconnectResponse, RpcError> {
-        let call = self.invoke(|| self.transport.disconnect(sid, request.clone()));
+        let call = self.invoke(Wait::Session, || {
+            self.transport.disconnect(sid, request.clone())
+        });
         logged(call, sid, "Disconnect", None).await
     }
 
     /// Runs attempts until one succeeds, fails with a non-retryable error, or the whole-call
-    /// timeout passes. Waiting for a concurrency slot counts against that timeout too.
-    async fn invoke<T, F, Fut>(&self, attempt: F) -> Result<T, RpcError>
+    /// timeout passes. Waiting for a concurrency slot counts against that timeout too. Each
+    /// attempt's outcome feeds the concurrency limit.
+    async fn invoke<T, F, Fut>(&self, wait: Wait<'_>, attempt: F) -> Result<T, RpcError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        let call = async {
-            let pending = self.metrics.track(Gauge::RpcPending);
-            let _slot = self
-                .slots
-                .acquire()
-                .await
-                .map_err(|e| RpcError::Failed(e.to_string()))?;
-            drop(pending);
-            self.metrics.inc(Counter::RpcCall);
-            let mut backoff = Backoff::default();
-            loop {
-                match attempt().await {
-                    Ok(reply) => return Ok(reply),
-                    Err(error @ (CallError::Exhausted(_) | CallError::Unavailable(_))) => {
-                        self.metrics.inc(Counter::RpcRetries);
-                        let delay = backoff.next(&error);
-                        tracing::debug!(context = "rpc", "{error}; retrying in {delay:?}");
-                        tokio::time::sleep(delay).await;
-                    }
-                    Err(CallError::DeadlineExceeded) => {
-                        self.metrics.inc(Counter::RpcTimeout);
-                        return Err(RpcError::Timeout);
-                    }
-                    Err(CallError::Failed(message)) => return Err(RpcError::Failed(message)),
-                }
-            }
-        };
-        let result = match self.command_timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        let deadline = self.command_timeout.map(|limit| Instant::now() + limit);
+        let result = self.attempts(wait, deadline, attempt).await;
+        match &result {
+            Err(RpcError::Timeout) => {
                 self.metrics.inc(Counter::RpcTimeout);
-                Err(RpcError::Timeout)
-            }),
-            None => call.await,
-        };
-        if result.is_err() {
-            self.metrics.inc(Counter::RpcError);
+                self.metrics.inc(Counter::RpcError);
+            }
+            Err(RpcError::Failed(_)) => self.metrics.inc(Counter::RpcError),
+            Err(RpcError::Busy) => self.metrics.inc(Counter::RpcConnectDeferred),
+            Err(RpcError::Canceled) => self.metrics.inc(Counter::RpcCanceled),
+            Ok(_) => {}
         }
         result
+    }
+
+    async fn attempts<T, F, Fut>(
+        &self,
+        wait: Wait<'_>,
+        deadline: Option<Instant>,
+        attempt: F,
+    ) -> Result<T, RpcError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let (class, max_wait, left) = match wait {
+            Wait::Session => (Class::Session, None, None),
+            Wait::Connect {
+                max: Some(max),
+                left,
+            } => (Class::Connect, Some(max), Some(left)),
+            Wait::Connect { max: None, left } => (Class::Session, None, Some(left)),
+        };
+        // Held across retries, freed when the call ends.
+        let _slot = {
+            let _pending = self.metrics.track(Gauge::RpcPending);
+            let acquire = self.slots.acquire(class, max_wait);
+            let acquire = async {
+                match left {
+                    Some(left) => tokio::select! {
+                        biased;
+                        _ = left.cancelled() => Err(RpcError::Canceled),
+                        slot = acquire => slot.map_err(|_| RpcError::Busy),
+                    },
+                    None => acquire.await.map_err(|_| RpcError::Busy),
+                }
+            };
+            within(deadline, acquire).await.ok_or(RpcError::Timeout)??
+        };
+        self.metrics.inc(Counter::RpcCall);
+        let mut backoff = Backoff::default();
+        loop {
+            let start = self.slots.start();
+            let began = Instant::now();
+            let Some(outcome) = within(deadline, attempt()).await else {
+                self.slots.record(Sample::Latency(began.elapsed()), start);
+                return Err(RpcError::Timeout);
+            };
+            match outcome {
+                Ok(reply) => {
+                    self.slots.record(Sample::Latency(began.elapsed()), start);
+                    return Ok(reply);
+                }
+                Err(error @ (CallError::Exhausted(_) | CallError::Unavailable(_))) => {
+                    self.slots.record(Sample::Overloaded, start);
+                    self.metrics.inc(Counter::RpcRetries);
+                    let delay = backoff.next(&error);
+                    tracing::debug!(context = "rpc", "{error}; retrying in {delay:?}");
+                    within(deadline, tokio::time::sleep(delay))
+                        .await
+                        .ok_or(RpcError::Timeout)?;
+                    if left.is_some_and(CancellationToken::is_cancelled) {
+                        return Err(RpcError::Canceled);
+                    }
+                }
+                Err(CallError::DeadlineExceeded) => {
+                    self.slots.record(Sample::Overloaded, start);
+                    return Err(RpcError::Timeout);
+                }
+                Err(CallError::Failed(message)) => {
+                    self.slots.record(Sample::Latency(began.elapsed()), start);
+                    return Err(RpcError::Failed(message));
+                }
+            }
+        }
+    }
+}
+
+/// Which queue a call waits in for its slot, and for how long.
+#[derive(Clone, Copy)]
+enum Wait<'a> {
+    /// Calls of established sessions: no bound but the whole-call timeout.
+    Session,
+    /// `Connect`: `max` is `--rpc_connect_max_wait` (admission control on); the call is not
+    /// made once `left` fires.
+    Connect {
+        max: Option<Duration>,
+        left: &'a CancellationToken,
+    },
+}
+
+/// Runs `future` until `deadline`, if any; `None` when the deadline passed first.
+async fn within<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
     }
 }
 

@@ -33,6 +33,7 @@ mod rpc_backend;
 mod server;
 mod services;
 mod stalled;
+mod steerable_grpc;
 mod tls;
 mod tokens;
 mod traffic;
@@ -47,5 +48,5 @@ mod ws;
 #[allow(unused_imports)]
 pub use {
     grpc_backend::*, hosts::*, http::*, process::*, proxy::*, rpc_backend::*, server::*,
-    services::*, stalled::*, tls::*, tokens::*, traffic::*, ws::*,
+    services::*, stalled::*, steerable_grpc::*, tls::*, tokens::*, traffic::*, ws::*,
 };

@@ -7,12 +7,15 @@
 //! connection identifiers and the channel), so each connection costs a real authentication
 //! round trip.
 
+mod capacity;
 mod grpc;
 mod http;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub use capacity::{Capacity, CapacityFigures};
 
 use anycable_rs::rpc::proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
@@ -63,6 +66,9 @@ pub struct Calls {
 
 /// The answers, the same whichever protocol carries them.
 struct Answers {
+    /// The storm scenario's model of a backend that can run only so many `Connect` calls at
+    /// once (gRPC only); unbounded otherwise.
+    capacity: Option<Capacity>,
     connect: AtomicU64,
     command: AtomicU64,
     refused: AtomicU64,
@@ -71,10 +77,11 @@ struct Answers {
 }
 
 impl Answers {
-    fn new() -> Answers {
+    fn new(capacity: Option<Capacity>) -> Answers {
         let reply =
             |kind: &str| serde_json::json!({"identifier": CHANNEL, "type": kind}).to_string();
         Answers {
+            capacity,
             connect: AtomicU64::new(0),
             command: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -149,6 +156,14 @@ pub struct Backend {
 impl Backend {
     /// Listens on a free loopback port and serves there until dropped.
     pub fn start(protocol: Protocol) -> Result<Backend, String> {
+        Backend::start_with(protocol, None)
+    }
+
+    /// [`Backend::start`] with at most `capacity` Connect calls at once (gRPC only).
+    pub fn start_with(protocol: Protocol, capacity: Option<Capacity>) -> Result<Backend, String> {
+        if capacity.is_some() && protocol != Protocol::Grpc {
+            return Err("a backend of limited capacity is modelled over gRPC only".into());
+        }
         let listener = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| format!("RPC backend: {e}"))?;
@@ -159,7 +174,7 @@ impl Backend {
             .enable_all()
             .build()
             .map_err(|e| format!("RPC backend runtime: {e}"))?;
-        let answers = Arc::new(Answers::new());
+        let answers = Arc::new(Answers::new(capacity));
         let served = answers.clone();
         runtime.spawn(async move {
             let outcome = match protocol {
@@ -198,6 +213,11 @@ impl Backend {
             refused: self.answers.refused.load(Ordering::Relaxed),
         }
     }
+
+    /// What the capacity model saw, when there is one.
+    pub fn capacity(&self) -> Option<CapacityFigures> {
+        self.answers.capacity.as_ref().map(Capacity::figures)
+    }
 }
 
 impl Drop for Backend {
@@ -234,7 +254,7 @@ mod tests {
 
     #[test]
     fn connect_needs_the_client_token() {
-        let answers = Answers::new();
+        let answers = Answers::new(None);
         let accepted = connect(&answers, &format!("http://h/cable?a=1&{CLIENT_TOKEN}"));
         assert_eq!(accepted.status, Status::Success as i32);
         assert_eq!(accepted.identifiers, IDENTIFIERS);
@@ -247,7 +267,7 @@ mod tests {
 
     #[test]
     fn subscribe_confirms_the_bench_channel_for_its_identifiers() {
-        let answers = Answers::new();
+        let answers = Answers::new(None);
         let confirmed = subscribe(&answers, CHANNEL, IDENTIFIERS);
         assert_eq!(confirmed.status, Status::Success as i32);
         assert_eq!(confirmed.streams, [STREAM]);

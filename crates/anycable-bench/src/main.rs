@@ -17,6 +17,7 @@ mod report;
 mod scenarios;
 mod soak;
 mod sse;
+mod storm;
 mod target;
 mod wire;
 
@@ -25,18 +26,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use backend::{Backend, Protocol};
+use backend::{Backend, Capacity, Protocol};
 use options::{Broadcaster, Flags, Options, Transport};
 use progress::Progress;
 use report::Report;
 use target::Target;
 
 const USAGE: &str =
-    "usage: anycable-bench <idle|fanout|throughput|connect|all> [options] [-- server args]
+    "usage: anycable-bench <idle|fanout|throughput|connect|storm|all> [options] [-- server args]
        anycable-bench soak [options] [-- server args]   (a long run under churn; soak --help)
 
   --quick                small sizes, for CI (checks that every scenario works)
-  --connections N        clients (defaults: idle 10000, fanout 5000, throughput 1000, connect 10000)
+  --connections N        clients (defaults: idle 10000, fanout 5000, throughput 1000, connect 10000,
+                         storm 10000)
   --messages M           fanout: messages to publish (200)
   --rate R               fanout: messages per second (20)
   --rates A,B,...        throughput: publish rates to step through (msg/s)
@@ -52,6 +54,10 @@ const USAGE: &str =
                          these two are given, `all` also runs fanout over sse and redis
   --rpc grpc|http        connect: authenticate through an in-process RPC backend instead of
                          JWT and signed streams (`all` runs connect in all three modes)
+  --backend-capacity N   storm: Connect calls the backend runs at once; more are refused with
+                         RESOURCE_EXHAUSTED (200)
+  --backend-latency-ms L storm: how long each Connect takes (5)
+  --client-timeout SECS  storm: a client waiting this long for its welcome closes and retries (6)
   --json                 also print the figures as one JSON document
   --server-bin PATH      server binary to start (default: anycable-rs next to this binary)
   --server ADDR          use a running server instead (with --server-pid and --broadcast-key)
@@ -87,6 +93,9 @@ struct Sizes {
     rates: Option<Vec<f64>>,
     step: Option<f64>,
     hold: Option<f64>,
+    backend_capacity: Option<u64>,
+    backend_latency_ms: Option<f64>,
+    client_timeout: Option<f64>,
 }
 
 /// Which server is measured: one started per scenario (`bin` with `args`), or one already
@@ -134,6 +143,9 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             }
             "--step" => cli.sizes.step = Some(flags.number()?),
             "--hold" => cli.sizes.hold = Some(flags.number()?),
+            "--backend-capacity" => cli.sizes.backend_capacity = Some(flags.number()? as u64),
+            "--backend-latency-ms" => cli.sizes.backend_latency_ms = Some(flags.number()?),
+            "--client-timeout" => cli.sizes.client_timeout = Some(flags.number()?),
             "--concurrency" => cli.concurrency = flags.number()? as usize,
             "--rpc" => cli.rpc = Some(Protocol::parse(&flags.value()?)?),
             "--transport" => cli.transport = Some(Transport::parse(&flags.value()?)?),
@@ -160,7 +172,7 @@ impl Cli {
     fn options(&self, run: &Run) -> Options {
         let default_connections = match (run.scenario, self.quick) {
             (_, true) => 200,
-            ("idle" | "connect", false) => 10_000,
+            ("idle" | "connect" | "storm", false) => 10_000,
             ("fanout", false) => 5_000,
             _ => 1_000,
         };
@@ -195,6 +207,8 @@ impl Cli {
             concurrency: self.concurrency,
             transport: run.transport,
             broadcaster: run.broadcaster,
+            client_timeout: Duration::from_secs_f64(self.sizes.client_timeout.unwrap_or(6.0)),
+            storm_limit: Duration::from_secs(if self.quick { 60 } else { 300 }),
         }
     }
 
@@ -221,14 +235,19 @@ impl Cli {
                 .map_err(|e| e.to_string())?
                 .with_file_name("anycable-rs"),
         };
-        let backend = run.rpc.map(Backend::start).transpose()?;
-        Target::spawn(
-            &bin,
-            backend,
-            run.transport,
-            run.broadcaster,
-            &self.server.args,
-        )
+        let mut args = self.server.args.clone();
+        let backend = match (run.scenario, run.rpc) {
+            ("storm", _) => {
+                args.push(format!("--metrics_http={}", storm::METRICS_PATH));
+                let capacity = Capacity::new(
+                    self.sizes.backend_capacity.unwrap_or(200),
+                    Duration::from_secs_f64(self.sizes.backend_latency_ms.unwrap_or(5.0) / 1000.0),
+                );
+                Some(Backend::start_with(Protocol::Grpc, Some(capacity))?)
+            }
+            (_, rpc) => rpc.map(Backend::start).transpose()?,
+        };
+        Target::spawn(&bin, backend, run.transport, run.broadcaster, &args)
     }
 
     /// The scenarios to run, each with the RPC backend its server authenticates through and
@@ -245,7 +264,7 @@ impl Cli {
         // Each option where it applies: only fanout and throughput publish, and connect
         // measures WebSocket handshakes.
         let fitted = |scenario: &'static str, rpc| {
-            let transport = if scenario == "connect" {
+            let transport = if matches!(scenario, "connect" | "storm") {
                 Transport::Ws
             } else {
                 transport
@@ -267,12 +286,19 @@ impl Cli {
                 "--broadcaster applies to fanout and throughput (the scenarios that publish)".into(),
             ),
             ("connect", rpc) => Ok(vec![fitted("connect", rpc)]),
+            ("storm", None | Some(Protocol::Grpc)) if self.server.addr.is_none() => {
+                Ok(vec![fitted("storm", Some(Protocol::Grpc))])
+            }
+            ("storm", _) => Err(
+                "storm starts its own server and its gRPC backend (no --server, no --rpc http)".into(),
+            ),
             ("all", None) => {
                 let mut runs: Vec<_> = standalone.iter().map(|&s| fitted(s, None)).collect();
                 // A running server's mode and endpoints were chosen by whoever started it.
                 if self.server.addr.is_none() {
                     runs.push(fitted("connect", Some(Protocol::Grpc)));
                     runs.push(fitted("connect", Some(Protocol::Http)));
+                    runs.push(fitted("storm", Some(Protocol::Grpc)));
                     // So that every path is exercised, fan-out also through what was not chosen.
                     if self.transport.is_none() {
                         runs.push(run("fanout", None, Transport::Sse, broadcaster));
@@ -354,6 +380,7 @@ fn main() -> ExitCode {
                     "idle" => scenarios::idle(&target, &options, &progress).await,
                     "fanout" => scenarios::fanout(&target, &options, &progress).await,
                     "throughput" => scenarios::throughput(&target, &options, &progress).await,
+                    "storm" => storm::storm(&target, &options, &progress).await,
                     _ => scenarios::connect_rate(&target, &options, &progress).await,
                 }
             };

@@ -14,6 +14,10 @@ pub struct Options {
     pub concurrency: usize,
     pub transport: Transport,
     pub broadcaster: Broadcaster,
+    /// storm: how long a client waits for its welcome before it closes and tries again.
+    pub client_timeout: Duration,
+    /// storm: how long a client keeps trying before the scenario counts it as never welcomed.
+    pub storm_limit: Duration,
 }
 
 /// How the clients connect: Action Cable over WebSocket, or an SSE stream (`GET

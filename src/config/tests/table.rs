@@ -11,9 +11,10 @@ fn names_are_unique() {
     for flag in FLAGS {
         assert!(seen.insert(flag.name), "duplicate flag {}", flag.name);
     }
-    // AnyCable-Go 1.6's 140, PRO's --shutdown_slowdrain, plus --max_subscriptions_per_connection,
-    // --readiness_path and --readiness_interval_ms.
-    assert_eq!(FLAGS.iter().filter(|f| !f.file_only).count(), 144);
+    // AnyCable-Go 1.6's 140, AnyCable Pro's --shutdown_slowdrain and three adaptive concurrency
+    // bounds, plus --max_subscriptions_per_connection, --rpc_connect_max_wait, --readiness_path
+    // and --readiness_interval_ms.
+    assert_eq!(FLAGS.iter().filter(|f| !f.file_only).count(), 148);
 }
 
 #[test]

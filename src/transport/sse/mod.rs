@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::http::{with_cors, AllowedOrigins, BodyReadError, ConnectionAbort};
 use crate::metrics::Gauge;
 use crate::node::{ConnectRequest, Node, Subscribed};
-use crate::protocol::Reply;
+use crate::protocol::{Reply, TRY_AGAIN_LATER};
 use crate::session::{Outbox, Outgoing, RequestEnv, Session};
 
 /// Body chunks (one per outbox batch) that may wait for the socket before the writer task
@@ -167,12 +167,15 @@ impl SseEndpoint {
         let started = Instant::now();
         tracing::debug!(context = "sse", sid = &*sid, "SSE session established");
         let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+        // A client that goes away drops this request, and the connect with it.
+        let left = CancellationToken::new();
         let connect = ConnectRequest {
             token,
             sid,
             extended: false,
             restore_sid: None,
             env,
+            left: &left,
         };
         let mut batch = VecDeque::new();
         let Some(mut session) = self.node.connect(connect, outbox.clone()).await else {
@@ -180,7 +183,12 @@ impl SseEndpoint {
             // A rejection comes with a `disconnect` message; an authentication error closes
             // without one.
             let rejected = batch.iter().any(|item| matches!(item, Outgoing::Text(_)));
-            let status = if rejected {
+            let busy = batch.iter().any(
+                |item| matches!(item, Outgoing::Close { code, .. } if *code == TRY_AGAIN_LATER),
+            );
+            let status = if busy {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else if rejected {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::BAD_REQUEST

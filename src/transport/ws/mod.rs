@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::error::Elapsed;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::codec::Message;
@@ -278,16 +279,46 @@ impl WsEndpoint {
         );
         // Why the connection ended, first cause wins; logged with the session's duration.
         let mut ended: Option<String> = None;
+        let left = CancellationToken::new();
         let request = ConnectRequest {
             token: options.token.as_deref(),
             sid: options.sid.clone(),
             extended: options.extended,
             restore_sid: options.restore_sid.as_deref(),
             env: options.env.clone(),
+            left: &left,
         };
         // Boxed so that the (large, possibly RPC) connect future does not count toward the size
         // every connection task keeps for its whole life.
-        let mut session = Box::pin(self.node.connect(request, outbox.clone())).await;
+        let mut connect = Box::pin(self.node.connect(request, outbox.clone()));
+        // While the backend decides, the client's first frame is read and kept for the loop
+        // below: if it is the client's close or the end of the connection, the client left and
+        // a `Connect` call not made yet is not made.
+        let mut early: Option<Option<Result<Message, ReadError>>> = None;
+        let mut session = poll_fn(|cx| loop {
+            if let Poll::Ready(session) = connect.as_mut().poll(cx) {
+                return Poll::Ready(session);
+            }
+            if early.is_some() {
+                return Poll::Pending;
+            }
+            let Poll::Ready(frame) = socket.poll_next(cx) else {
+                return Poll::Pending;
+            };
+            let gone = !matches!(
+                frame,
+                Some(Ok(Message::Text(_)
+                    | Message::Binary(_)
+                    | Message::Ping(_)
+                    | Message::Pong))
+            );
+            early = Some(frame);
+            if gone {
+                left.cancel();
+            }
+        })
+        .await;
+        drop(connect);
         // The token and the restore id are not needed any more: do not keep them for the
         // connection's whole life.
         drop(options.token.take());
@@ -337,6 +368,9 @@ impl WsEndpoint {
             // In order: frames to write (the task is the writer only for TLS, slow clients and
             // close frames), the command in flight or else the next client frame, the timer.
             let event = poll_fn(|cx| {
+                if let Some(frame) = early.take() {
+                    return Poll::Ready(Event::Frame(frame));
+                }
                 outbox.poll_take(cx, &mut batch);
                 if !batch.is_empty() {
                     return Poll::Ready(Event::Batch);

@@ -45,7 +45,16 @@ impl Service<http::Request<Body>> for Rpc {
         let answers = self.0.clone();
         Box::pin(async move {
             Ok(match request.uri().path() {
-                "/anycable.RPC/Connect" => unary(request, |r| answers.connect(r)).await,
+                "/anycable.RPC/Connect" => match answers.capacity.as_ref().map(|c| c.enter()) {
+                    Some(None) => {
+                        tonic::Status::resource_exhausted("backend at capacity").into_http()
+                    }
+                    Some(Some(busy)) => {
+                        busy.work().await;
+                        unary(request, |r| answers.connect(r)).await
+                    }
+                    None => unary(request, |r| answers.connect(r)).await,
+                },
                 "/anycable.RPC/Command" => unary(request, |r| answers.command(r)).await,
                 "/anycable.RPC/Disconnect" => unary(request, |r| answers.disconnect(r)).await,
                 other => tonic::Status::unimplemented(other).into_http(),
