@@ -10,6 +10,7 @@ use crate::clients::redis::{Connection, RedisOptions};
 use crate::config::{BroadcastAdapter, BrokerAdapter, Config, PubSubAdapter, RpcImpl};
 use crate::metrics::Metrics;
 use crate::rpc::{ConnectionRequest, Env, Rpc, Status};
+use tokio_util::sync::CancellationToken;
 
 use super::report::Finding;
 
@@ -293,7 +294,7 @@ async fn rpc(config: &Config) -> Option<Finding> {
     };
     let answer = tokio::time::timeout(
         ANSWER_WITHIN + Duration::from_millis(config.rpc.command_timeout_ms),
-        rpc.connect("doctor", request),
+        rpc.connect("doctor", request, &CancellationToken::new()),
     )
     .await;
     Some(match answer {

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::client::{connect, Message, Receive, Socket};
 use crate::fixture::CLIENT_TOKEN;
 use crate::options::Options;
+use crate::progress::Progress;
 use crate::report::Report;
 use crate::target::Target;
 
@@ -48,7 +49,11 @@ enum Refusal {
     Other(String),
 }
 
-pub async fn storm(target: &Target, options: &Options) -> Result<Report, String> {
+pub async fn storm(
+    target: &Target,
+    options: &Options,
+    progress: &Progress,
+) -> Result<Report, String> {
     let backend = target
         .backend
         .as_ref()
@@ -69,6 +74,10 @@ pub async fn storm(target: &Target, options: &Options) -> Result<Report, String>
             Some((began.elapsed(), welcomed))
         }));
     }
+    progress.phase(format_args!(
+        "storm: {} clients reconnect at once",
+        options.connections
+    ));
     let started = Instant::now();
     go.send_replace(true);
     let mut times = Vec::with_capacity(handles.len());
