@@ -1,5 +1,7 @@
 //! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain.
 
+mod allocator;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;

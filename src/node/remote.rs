@@ -57,8 +57,8 @@ impl Node {
         outbox: Arc<Outbox>,
     ) -> Option<Session> {
         let env = Env {
-            url: request.env.url.clone(),
-            headers: request.env.headers.clone(),
+            url: request.env.url().to_string(),
+            headers: request.env.headers(),
             ..Env::default()
         };
         let reply = self
@@ -211,8 +211,8 @@ impl Node {
     ) -> Answer {
         let command = kind.name();
         let env = Env {
-            url: session.env.url.clone(),
-            headers: session.env.headers.clone(),
+            url: session.env.url().to_string(),
+            headers: session.env.headers(),
             cstate: session.state.clone(),
             istate: session
                 .subscriptions
@@ -373,8 +373,8 @@ impl Node {
                 .map(|k| k.to_string())
                 .collect(),
             env: Some(Env {
-                url: session.env.url.clone(),
-                headers: session.env.headers.clone(),
+                url: session.env.url().to_string(),
+                headers: session.env.headers(),
                 cstate: session.state.clone(),
                 istate,
             }),

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use backend::{Backend, Protocol};
-use options::{Broadcaster, Options, Transport};
+use options::{Auth, Broadcaster, Options, Transport};
 use report::Report;
 use target::Target;
 
@@ -48,6 +48,11 @@ const USAGE: &str =
                          these two are given, `all` also runs fanout over sse and redis
   --rpc grpc|http        connect: authenticate through an in-process RPC backend instead of
                          JWT and signed streams (`all` runs connect in all three modes)
+  --auth noauth|jwt|public|rpc
+                         idle over WebSocket: how the server authenticates the clients (noauth:
+                         --noauth --norpc; jwt: a JWT each; public: --public with an RPC host
+                         nothing calls; rpc: the in-process gRPC backend, with identifiers,
+                         connection and channel state); `all` runs idle in every mode
   --json                 also print the figures as one JSON document
   --server-bin PATH      server binary to start (default: anycable-rs next to this binary)
   --server ADDR          use a running server instead (with --server-pid and --broadcast-key)
@@ -58,6 +63,7 @@ const USAGE: &str =
 struct Run {
     scenario: &'static str,
     rpc: Option<Protocol>,
+    auth: Auth,
     transport: Transport,
     broadcaster: Broadcaster,
 }
@@ -69,6 +75,7 @@ struct Cli {
     sizes: Sizes,
     concurrency: usize,
     rpc: Option<Protocol>,
+    auth: Option<Auth>,
     transport: Option<Transport>,
     broadcaster: Option<Broadcaster>,
     server: ServerChoice,
@@ -104,6 +111,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         sizes: Sizes::default(),
         concurrency: 100,
         rpc: None,
+        auth: None,
         transport: None,
         broadcaster: None,
         server: ServerChoice::default(),
@@ -146,6 +154,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             "--hold" => cli.sizes.hold = Some(number(value()?)?),
             "--concurrency" => cli.concurrency = number(value()?)? as usize,
             "--rpc" => cli.rpc = Some(Protocol::parse(&value()?)?),
+            "--auth" => cli.auth = Some(Auth::parse(&value()?)?),
             "--transport" => cli.transport = Some(Transport::parse(&value()?)?),
             "--broadcaster" => cli.broadcaster = Some(Broadcaster::parse(&value()?)?),
             "--server-bin" => cli.server.bin = Some(value()?.into()),
@@ -200,6 +209,7 @@ impl Cli {
             concurrency: self.concurrency,
             transport: run.transport,
             broadcaster: run.broadcaster,
+            auth: run.auth,
         }
     }
 
@@ -230,6 +240,7 @@ impl Cli {
         Target::spawn(
             &bin,
             backend,
+            run.auth,
             run.transport,
             run.broadcaster,
             &self.server.args,
@@ -244,8 +255,15 @@ impl Cli {
         let run = |scenario, rpc, transport, broadcaster| Run {
             scenario,
             rpc,
+            auth: Auth::None,
             transport,
             broadcaster,
+        };
+        // Idle WebSocket connections authenticated as `auth` (through the gRPC backend for rpc).
+        let idle_as = |auth| Run {
+            rpc: (auth == Auth::Rpc).then_some(Protocol::Grpc),
+            auth,
+            ..run("idle", None, Transport::Ws, Broadcaster::Http)
         };
         // Each option where it applies: only fanout and throughput publish, and connect
         // measures WebSocket handshakes.
@@ -271,11 +289,32 @@ impl Cli {
             ("connect" | "idle", _) if broadcaster == Broadcaster::Redis => Err(
                 "--broadcaster applies to fanout and throughput (the scenarios that publish)".into(),
             ),
+            (scenario, _) if self.auth.is_some() && (transport == Transport::Sse || !matches!(scenario, "idle" | "all")) => Err(
+                "--auth applies to idle over WebSocket".into(),
+            ),
+            (_, _) if self.auth.is_some() && self.server.addr.is_some() => Err(
+                "--auth starts its own server, not with --server".into(),
+            ),
+            ("idle", None) if transport == Transport::Ws => {
+                Ok(vec![idle_as(self.auth.unwrap_or(Auth::None))])
+            }
             ("connect", rpc) => Ok(vec![fitted("connect", rpc)]),
             ("all", None) => {
-                let mut runs: Vec<_> = standalone.iter().map(|&s| fitted(s, None)).collect();
                 // A running server's mode and endpoints were chosen by whoever started it.
-                if self.server.addr.is_none() {
+                let own_server = self.server.addr.is_none();
+                let mut runs = Vec::new();
+                // Idle in every authentication mode (or the one given), and over SSE.
+                if own_server && transport == Transport::Ws {
+                    let auths = self.auth.map_or(Auth::ALL.to_vec(), |auth| vec![auth]);
+                    runs.extend(auths.into_iter().map(idle_as));
+                    if self.transport.is_none() {
+                        runs.push(run("idle", None, Transport::Sse, Broadcaster::Http));
+                    }
+                } else {
+                    runs.push(fitted("idle", None));
+                }
+                runs.extend(standalone[1..].iter().map(|&s| fitted(s, None)));
+                if own_server {
                     runs.push(fitted("connect", Some(Protocol::Grpc)));
                     runs.push(fitted("connect", Some(Protocol::Http)));
                     // So that every path is exercised, fan-out also through what was not chosen.

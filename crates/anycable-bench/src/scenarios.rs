@@ -12,7 +12,7 @@ use crate::client::{connect, now_nanos, subscribe};
 use crate::fixture::{CHANNEL, CLIENT_TOKEN, SECRET, STREAM};
 use crate::fleet::Fleet;
 use crate::options::Options;
-use crate::procfs::{rss_kib, CpuTime};
+use crate::procfs::{kernel_slab_kib, rss_kib, CpuTime};
 use crate::publisher::{stamped_publications, Publisher};
 use crate::report::Report;
 use crate::target::Target;
@@ -20,17 +20,12 @@ use crate::target::Target;
 /// N idle subscribed connections: server memory per connection.
 pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> {
     let before = rss_kib(target.pid).ok_or("cannot read server RSS")?;
-    let fleet = Fleet::start(
-        target,
-        options.transport,
-        options.connections,
-        0,
-        options.concurrency,
-    )
-    .await?;
+    let slab_before = kernel_slab_kib().ok_or("cannot read /proc/meminfo")?;
+    let fleet = Fleet::start(target, options, 0).await?;
     // Let every connection go through a few ping rounds before measuring.
     tokio::time::sleep(options.hold).await;
     let after = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    let slab_after = kernel_slab_kib().ok_or("cannot read /proc/meminfo")?;
     let pings_before = fleet.pings();
     // Leak check: hold as long again, with pings flowing; memory must not grow beyond noise and
     // every connection must still be open.
@@ -40,6 +35,7 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
     let open = fleet.open();
     let mut report = Report::new("idle");
     report.add("transport", options.transport.name());
+    report.add("auth", options.auth.name());
     report.add("connections", fleet.len());
     report.add("rss_before_kib", before);
     report.add("rss_after_kib", after);
@@ -48,6 +44,12 @@ pub async fn idle(target: &Target, options: &Options) -> Result<Report, String> 
         after.saturating_sub(before) as f64 / fleet.len().max(1) as f64,
     );
     report.add("rss_growth_while_idle_kib", later as i64 - after as i64);
+    // Both ends of every connection are on this machine: half of the slab's growth is the
+    // server's side (indicative: other processes allocate slab memory too).
+    report.add(
+        "kernel_slab_kib_per_connection",
+        slab_after.saturating_sub(slab_before) as f64 / 2.0 / fleet.len().max(1) as f64,
+    );
     report.add("pings_while_idle", pings);
     report.add("still_open", open);
     let allowed_growth = (after / 10).max(2048);
@@ -77,14 +79,7 @@ fn add_paths(report: &mut Report, options: &Options) {
 /// N subscribers on one stream, M messages at rate R.
 pub async fn fanout(target: &Target, options: &Options) -> Result<Report, String> {
     let messages = options.messages;
-    let fleet = Fleet::start(
-        target,
-        options.transport,
-        options.connections,
-        messages,
-        options.concurrency,
-    )
-    .await?;
+    let fleet = Fleet::start(target, options, messages).await?;
     let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
@@ -127,14 +122,7 @@ pub async fn throughput(target: &Target, options: &Options) -> Result<Report, St
         .map(|r| (r * step.as_secs_f64()).ceil() as usize)
         .collect();
     let capacity = per_step.iter().sum();
-    let fleet = Fleet::start(
-        target,
-        options.transport,
-        options.connections,
-        capacity,
-        options.concurrency,
-    )
-    .await?;
+    let fleet = Fleet::start(target, options, capacity).await?;
     let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let mut report = Report::new("throughput");
     add_paths(&mut report, options);
