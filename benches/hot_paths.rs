@@ -171,6 +171,7 @@ async fn flusher_outboxes(
         let direct = Direct {
             socket: accepted.expect("accept").0,
             list: list.clone(),
+            framer: |_, _| (0, 0),
         };
         outboxes.push(Arc::new(Outbox::direct(0, direct)));
     }

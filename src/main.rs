@@ -1,6 +1,8 @@
 //! The `anycable-rs` binary: load the config, start the server, wait for a signal, drain;
 //! or, as `anycable-rs doctor [flags]`, check the configuration (see `doctor`).
 
+mod allocator;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -66,6 +66,7 @@ impl Listeners {
             live.clone(),
             scope.tracker.clone(),
         ));
+        let flushers = ws.flushers();
         let routes = Routes {
             health_path: Some(config.server.health_path.clone()),
             readiness: readiness.map(|status| (config.server.readiness_path.clone(), status)),
@@ -84,6 +85,7 @@ impl Listeners {
                     EnvBuilder::new(config, jwt_enabled, tls.is_some()),
                     jwt_enabled,
                     live,
+                    flushers,
                     scope.tracker.clone(),
                 );
                 (config.sse.path.clone(), Arc::new(sse))

@@ -57,8 +57,8 @@ impl Node {
         outbox: Arc<Outbox>,
     ) -> Option<Session> {
         let env = Env {
-            url: request.env.url.clone(),
-            headers: request.env.headers.clone(),
+            url: request.env.url().to_string(),
+            headers: request.env.headers(),
             ..Env::default()
         };
         let reply = self
@@ -237,8 +237,8 @@ impl Node {
     ) -> Answer {
         let command = kind.name();
         let env = Env {
-            url: session.env.url.clone(),
-            headers: session.env.headers.clone(),
+            url: session.env.url().to_string(),
+            headers: session.env.headers(),
             cstate: session.state.clone(),
             istate: session
                 .subscriptions
@@ -399,8 +399,8 @@ impl Node {
                 .map(|k| k.to_string())
                 .collect(),
             env: Some(Env {
-                url: session.env.url.clone(),
-                headers: session.env.headers.clone(),
+                url: session.env.url().to_string(),
+                headers: session.env.headers(),
                 cstate: session.state.clone(),
                 istate,
             }),

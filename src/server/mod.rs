@@ -215,6 +215,16 @@ impl Listener {
                         Err(error) => tracing::debug!("TLS handshake failed: {error}"),
                     },
                     None => {
+                        // Event streams over plain TCP are served on the raw socket.
+                        let (stream, permit) = match &routes.sse {
+                            Some((path, sse)) => {
+                                match sse.take_over(stream, path, peer, permit).await {
+                                    Ok(()) => return,
+                                    Err(declined) => declined,
+                                }
+                            }
+                            None => (stream, permit),
+                        };
                         serve_connection::<TcpStream>(stream, peer, routes, shutdown, permit).await
                     }
                 }

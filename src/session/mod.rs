@@ -5,7 +5,7 @@ mod outbox;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use outbox::{Direct, FlushList, Outbox, Outgoing, Pushed};
+pub use outbox::{Direct, FlushList, Framer, Outbox, Outgoing, Pushed};
 
 /// One subscription (one channel identifier) of a connection.
 #[derive(Debug, Default)]
@@ -196,12 +196,41 @@ pub struct Session {
 }
 
 /// What the backend learns about the client's HTTP request, captured once at the handshake.
+///
+/// Kept for the session's whole life for the calls it may make (Command, Disconnect), so kept
+/// compactly: boxed strings and a slice of header pairs instead of a hash map, whose smallest
+/// table alone is larger than the few headers a request passes on. The map the RPC messages
+/// carry is built per call. Without a backend, every session shares one empty env.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestEnv {
-    /// `http(s)://host/path?query` of the connection request.
-    pub url: String,
-    /// The proxied headers (lower-case names) plus `REMOTE_ADDR`.
-    pub headers: HashMap<String, String>,
+    url: Box<str>,
+    headers: Box<[(Box<str>, Box<str>)]>,
+}
+
+impl RequestEnv {
+    /// `url`: `http(s)://host/path?query` of the connection request; `headers`: the proxied
+    /// headers (lower-case names) plus `REMOTE_ADDR`.
+    pub fn new(url: String, headers: impl IntoIterator<Item = (String, String)>) -> RequestEnv {
+        RequestEnv {
+            url: url.into_boxed_str(),
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| (name.into_boxed_str(), value.into_boxed_str()))
+                .collect(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The headers as an RPC message carries them.
+    pub fn headers(&self) -> HashMap<String, String> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
 }
 
 /// Applies state changes from the backend: an empty value deletes the key.

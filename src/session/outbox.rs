@@ -101,11 +101,17 @@ enum Then {
     List,
 }
 
-/// Where the flusher writes an outbox's frames, and the list it is put on.
+/// Where the flusher writes an outbox's frames, how it frames them, and the list it is put on.
 pub struct Direct {
     pub socket: TcpStream,
     pub list: Arc<FlushList>,
+    pub framer: Framer,
 }
+
+/// Frames queued items for the wire into `out`, up to the first close item, which is left in
+/// the batch with whatever follows it; returns the text frames and payload bytes framed. One per
+/// wire format (WebSocket frames, an SSE stream's chunks), so that one flusher serves both.
+pub type Framer = fn(&mut VecDeque<Outgoing>, &mut Vec<u8>) -> (u64, u64);
 
 /// A connection's outbound queue.
 ///
@@ -130,8 +136,18 @@ impl Outbox {
 
     /// An outbox written by a flusher, and by the connection's task when the flusher hands over.
     pub fn direct(max_pending_bytes: usize, direct: Direct) -> Outbox {
+        Self::direct_from(Writer::Idle, max_pending_bytes, direct)
+    }
+
+    /// The same, but its task writes first (what it must send before anything queued, such as
+    /// an HTTP response head); it hands the writing to the flusher with [`Outbox::written`].
+    pub fn direct_task_first(max_pending_bytes: usize, direct: Direct) -> Outbox {
+        Self::direct_from(Writer::Task, max_pending_bytes, direct)
+    }
+
+    fn direct_from(writer: Writer, max_pending_bytes: usize, direct: Direct) -> Outbox {
         let state = State {
-            writer: Writer::Idle,
+            writer,
             ..State::default()
         };
         Outbox {
@@ -250,10 +266,10 @@ impl Outbox {
         self.direct.as_ref().map(|direct| &direct.socket)
     }
 
-    /// The flusher's side: takes what is queued, with the socket to write it to. `None` when
-    /// the outbox is not the flusher's to write (the task took over meanwhile).
-    pub fn take_for_flush(&self) -> Option<(&TcpStream, VecDeque<Outgoing>)> {
-        let socket = self.socket()?;
+    /// The flusher's side: takes what is queued, with the socket to write it to and its framing.
+    /// `None` when the outbox is not the flusher's to write (the task took over meanwhile).
+    pub fn take_for_flush(&self) -> Option<(&Direct, VecDeque<Outgoing>)> {
+        let direct = self.direct.as_ref()?;
         let mut state = self.lock();
         if state.writer != Writer::Listed {
             return None;
@@ -261,7 +277,7 @@ impl Outbox {
         state.writer = Writer::Flushing;
         state.bytes = 0;
         // Taken, not swapped: an outbox between messages holds no queue memory.
-        Some((socket, std::mem::take(&mut state.frames)))
+        Some((direct, std::mem::take(&mut state.frames)))
     }
 
     /// The flusher wrote all but `unsent` (bytes framed but not sent) and `left` (items not
@@ -460,6 +476,7 @@ mod tests {
         let direct = Direct {
             socket: accepted.unwrap().0,
             list: list.clone(),
+            framer: |_, _| (0, 0),
         };
         (Arc::new(Outbox::direct(0, direct)), list)
     }

@@ -124,7 +124,7 @@ impl EnvBuilder {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             format!("{}://{host}{path}", self.scheme)
         };
-        Arc::new(RequestEnv { url, headers })
+        Arc::new(RequestEnv::new(url, headers))
     }
 }
 

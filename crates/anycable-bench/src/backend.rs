@@ -19,7 +19,7 @@ pub use capacity::{Capacity, CapacityFigures};
 
 use anycable_rs::rpc::proto::{
     CommandMessage, CommandResponse, ConnectionRequest, ConnectionResponse, DisconnectRequest,
-    DisconnectResponse, Status,
+    DisconnectResponse, EnvResponse, Status,
 };
 use tokio::runtime::Runtime;
 
@@ -28,6 +28,23 @@ use crate::procfs::CpuTime;
 
 /// The identifiers Connect gives every connection; Command checks them.
 const IDENTIFIERS: &str = r#"{"user":"bench"}"#;
+
+/// State a Rails application typically keeps, so that the server holds some for every
+/// connection: a connection state key (given by Connect) and a channel state key (Command).
+fn connection_state() -> Option<EnvResponse> {
+    Some(EnvResponse {
+        cstate: [("current_user".into(), r#"{"id":1,"name":"bench"}"#.into())].into(),
+        ..EnvResponse::default()
+    })
+}
+
+fn channel_state() -> Option<EnvResponse> {
+    Some(EnvResponse {
+        istate: [("room".into(), "lobby".into())].into(),
+        ..EnvResponse::default()
+    })
+}
+
 /// The backend's threads, named so their CPU time can be told apart from the clients'.
 const THREAD_NAME: &str = "bench-rpc";
 
@@ -110,6 +127,7 @@ impl Answers {
             status: Status::Success as i32,
             identifiers: IDENTIFIERS.into(),
             transmissions: vec![r#"{"type":"welcome"}"#.into()],
+            env: connection_state(),
             ..ConnectionResponse::default()
         }
     }
@@ -131,6 +149,7 @@ impl Answers {
             status: Status::Success as i32,
             streams: vec![STREAM.into()],
             transmissions: vec![self.confirmation.clone()],
+            env: channel_state(),
             ..CommandResponse::default()
         }
     }

@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anycable_rs::identity::issue_token;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::buffer::find;
 use crate::client::{connect, now_nanos, parse_stamp, subscribe, Message, Receive};
-use crate::fixture::STREAM;
-use crate::options::Transport;
+use crate::fixture::{CHANNEL, CLIENT_TOKEN, SECRET, STREAM};
+use crate::options::{Auth, Options, Transport};
 use crate::sse;
 use crate::target::Target;
 
@@ -127,28 +128,41 @@ async fn record(
     }
 }
 
+/// The WebSocket path and the channel identifier of a client authenticated as `auth`: the
+/// public stream, or the RPC backend's channel (which streams from the same stream).
+fn login(auth: Auth) -> (String, String) {
+    let public = serde_json::json!({"channel": "$pubsub", "stream_name": STREAM}).to_string();
+    match auth {
+        Auth::None | Auth::Public => ("/cable".into(), public),
+        Auth::Jwt => {
+            let token = issue_token(SECRET, r#"{"user":"bench"}"#, None);
+            (format!("/cable?jid={token}"), public)
+        }
+        Auth::Rpc => (format!("/cable?{CLIENT_TOKEN}"), CHANNEL.into()),
+    }
+}
+
 impl Fleet {
-    /// Connects `count` clients (at most `concurrency` handshakes at a time) and subscribes
-    /// each to the public stream [`STREAM`]. `capacity` bounds the sequence numbers that will
-    /// be published.
+    /// Connects `options.connections` clients (at most `options.concurrency` handshakes at a
+    /// time), authenticated as `options.auth` says, and subscribes each to [`STREAM`].
+    /// `capacity` bounds the sequence numbers that will be published.
     pub async fn start(
         target: &Target,
-        transport: Transport,
-        count: usize,
+        options: &Options,
         capacity: usize,
-        concurrency: usize,
     ) -> Result<Fleet, String> {
+        let (count, transport) = (options.connections, options.transport);
         let delivered = Arc::new(AtomicU64::new(0));
         let pings = Arc::new(AtomicU64::new(0));
-        let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-        let identifier =
-            serde_json::json!({"channel": "$pubsub", "stream_name": STREAM}).to_string();
+        let gate = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let (cable_path, identifier) = login(options.auth);
         let events_path = format!("/events?stream={STREAM}");
         let mut pending = Vec::with_capacity(count);
         for _ in 0..count {
             let gate = gate.clone();
             let (addr, identifier, events_path) =
                 (target.addr, identifier.clone(), events_path.clone());
+            let cable_path = cable_path.clone();
             let delivered = delivered.clone();
             let pings = pings.clone();
             pending.push(tokio::spawn(async move {
@@ -160,7 +174,7 @@ impl Fleet {
                 let reader_log = log.clone();
                 let reader = match transport {
                     Transport::Ws => {
-                        let mut ws = connect(addr, "/cable").await?;
+                        let mut ws = connect(addr, &cable_path).await?;
                         subscribe(&mut ws, &identifier).await?;
                         tokio::spawn(record(ws, reader_log, delivered, pings))
                     }

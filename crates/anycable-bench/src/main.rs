@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use backend::{Backend, Capacity, Protocol};
-use options::{Broadcaster, Flags, Options, Transport};
+use options::{Auth, Broadcaster, Flags, Options, Transport};
 use progress::Progress;
 use report::Report;
 use target::Target;
@@ -58,6 +58,11 @@ const USAGE: &str =
                          RESOURCE_EXHAUSTED (200)
   --backend-latency-ms L storm: how long each Connect takes (5)
   --client-timeout SECS  storm: a client waiting this long for its welcome closes and retries (6)
+  --auth noauth|jwt|public|rpc
+                         idle over WebSocket: how the server authenticates the clients (noauth:
+                         --noauth --norpc; jwt: a JWT each; public: --public with an RPC host
+                         nothing calls; rpc: the in-process gRPC backend, with identifiers,
+                         connection and channel state); `all` runs idle in every mode
   --json                 also print the figures as one JSON document
   --server-bin PATH      server binary to start (default: anycable-rs next to this binary)
   --server ADDR          use a running server instead (with --server-pid and --broadcast-key)
@@ -68,6 +73,7 @@ const USAGE: &str =
 struct Run {
     scenario: &'static str,
     rpc: Option<Protocol>,
+    auth: Auth,
     transport: Transport,
     broadcaster: Broadcaster,
 }
@@ -79,6 +85,7 @@ struct Cli {
     sizes: Sizes,
     concurrency: usize,
     rpc: Option<Protocol>,
+    auth: Option<Auth>,
     transport: Option<Transport>,
     broadcaster: Option<Broadcaster>,
     server: ServerChoice,
@@ -117,6 +124,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
         sizes: Sizes::default(),
         concurrency: 100,
         rpc: None,
+        auth: None,
         transport: None,
         broadcaster: None,
         server: ServerChoice::default(),
@@ -148,6 +156,7 @@ fn parse_cli(args: &[String]) -> Result<Cli, String> {
             "--client-timeout" => cli.sizes.client_timeout = Some(flags.number()?),
             "--concurrency" => cli.concurrency = flags.number()? as usize,
             "--rpc" => cli.rpc = Some(Protocol::parse(&flags.value()?)?),
+            "--auth" => cli.auth = Some(Auth::parse(&flags.value()?)?),
             "--transport" => cli.transport = Some(Transport::parse(&flags.value()?)?),
             "--broadcaster" => cli.broadcaster = Some(Broadcaster::parse(&flags.value()?)?),
             "--server-bin" => cli.server.bin = Some(flags.value()?.into()),
@@ -209,6 +218,7 @@ impl Cli {
             broadcaster: run.broadcaster,
             client_timeout: Duration::from_secs_f64(self.sizes.client_timeout.unwrap_or(6.0)),
             storm_limit: Duration::from_secs(if self.quick { 60 } else { 300 }),
+            auth: run.auth,
         }
     }
 
@@ -247,7 +257,14 @@ impl Cli {
             }
             (_, rpc) => rpc.map(Backend::start).transpose()?,
         };
-        Target::spawn(&bin, backend, run.transport, run.broadcaster, &args)
+        Target::spawn(
+            &bin,
+            backend,
+            run.auth,
+            run.transport,
+            run.broadcaster,
+            &args,
+        )
     }
 
     /// The scenarios to run, each with the RPC backend its server authenticates through and
@@ -258,8 +275,15 @@ impl Cli {
         let run = |scenario, rpc, transport, broadcaster| Run {
             scenario,
             rpc,
+            auth: Auth::None,
             transport,
             broadcaster,
+        };
+        // Idle WebSocket connections authenticated as `auth` (through the gRPC backend for rpc).
+        let idle_as = |auth| Run {
+            rpc: (auth == Auth::Rpc).then_some(Protocol::Grpc),
+            auth,
+            ..run("idle", None, Transport::Ws, Broadcaster::Http)
         };
         // Each option where it applies: only fanout and throughput publish, and connect
         // measures WebSocket handshakes.
@@ -285,6 +309,15 @@ impl Cli {
             ("connect" | "idle", _) if broadcaster == Broadcaster::Redis => Err(
                 "--broadcaster applies to fanout and throughput (the scenarios that publish)".into(),
             ),
+            (scenario, _) if self.auth.is_some() && (transport == Transport::Sse || !matches!(scenario, "idle" | "all")) => Err(
+                "--auth applies to idle over WebSocket".into(),
+            ),
+            (_, _) if self.auth.is_some() && self.server.addr.is_some() => Err(
+                "--auth starts its own server, not with --server".into(),
+            ),
+            ("idle", None) if transport == Transport::Ws => {
+                Ok(vec![idle_as(self.auth.unwrap_or(Auth::None))])
+            }
             ("connect", rpc) => Ok(vec![fitted("connect", rpc)]),
             ("storm", None | Some(Protocol::Grpc)) if self.server.addr.is_none() => {
                 Ok(vec![fitted("storm", Some(Protocol::Grpc))])
@@ -293,9 +326,21 @@ impl Cli {
                 "storm starts its own server and its gRPC backend (no --server, no --rpc http)".into(),
             ),
             ("all", None) => {
-                let mut runs: Vec<_> = standalone.iter().map(|&s| fitted(s, None)).collect();
                 // A running server's mode and endpoints were chosen by whoever started it.
-                if self.server.addr.is_none() {
+                let own_server = self.server.addr.is_none();
+                let mut runs = Vec::new();
+                // Idle in every authentication mode (or the one given), and over SSE.
+                if own_server && transport == Transport::Ws {
+                    let auths = self.auth.map_or(Auth::ALL.to_vec(), |auth| vec![auth]);
+                    runs.extend(auths.into_iter().map(idle_as));
+                    if self.transport.is_none() {
+                        runs.push(run("idle", None, Transport::Sse, Broadcaster::Http));
+                    }
+                } else {
+                    runs.push(fitted("idle", None));
+                }
+                runs.extend(standalone[1..].iter().map(|&s| fitted(s, None)));
+                if own_server {
                     runs.push(fitted("connect", Some(Protocol::Grpc)));
                     runs.push(fitted("connect", Some(Protocol::Http)));
                     runs.push(fitted("storm", Some(Protocol::Grpc)));

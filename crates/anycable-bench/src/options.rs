@@ -18,6 +18,45 @@ pub struct Options {
     pub client_timeout: Duration,
     /// storm: how long a client keeps trying before the scenario counts it as never welcomed.
     pub storm_limit: Duration,
+    pub auth: Auth,
+}
+
+/// How the server authenticates the idle scenario's WebSocket clients (every mode subscribes
+/// them to the stream `bench`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `--noauth --norpc`: no identification, the public stream.
+    None,
+    /// `--norpc`: each client brings a JWT (identifiers `{"user":"bench"}`), the public stream.
+    Jwt,
+    /// `--public` with an RPC host configured that nothing calls: what a session keeps for a
+    /// backend that is never asked.
+    Public,
+    /// The in-process gRPC backend authenticates each client (identifiers and connection
+    /// state) and subscribes it to its channel (channel state).
+    Rpc,
+}
+
+impl Auth {
+    pub const ALL: [Auth; 4] = [Auth::None, Auth::Jwt, Auth::Public, Auth::Rpc];
+
+    pub fn parse(name: &str) -> Result<Auth, String> {
+        Auth::ALL
+            .into_iter()
+            .find(|auth| auth.name() == name)
+            .ok_or(format!(
+                "--auth: expected noauth, jwt, public or rpc, got {name}"
+            ))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Auth::None => "noauth",
+            Auth::Jwt => "jwt",
+            Auth::Public => "public",
+            Auth::Rpc => "rpc",
+        }
+    }
 }
 
 /// How the clients connect: Action Cable over WebSocket, or an SSE stream (`GET

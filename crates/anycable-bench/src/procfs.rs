@@ -7,6 +7,14 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The kernel's slab memory in KiB (`Slab:` in /proc/meminfo): socket structures, file
+/// descriptors, epoll entries. System-wide, so it also counts the benchmark's own sockets.
+pub fn kernel_slab_kib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("Slab:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// CPU time consumed so far, split into user and system seconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuTime {

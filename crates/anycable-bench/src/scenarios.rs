@@ -12,7 +12,7 @@ use crate::client::{connect, now_nanos, subscribe};
 use crate::fixture::{CHANNEL, CLIENT_TOKEN, SECRET, STREAM};
 use crate::fleet::Fleet;
 use crate::options::Options;
-use crate::procfs::{rss_kib, CpuTime};
+use crate::procfs::{kernel_slab_kib, rss_kib, CpuTime};
 use crate::progress::Progress;
 use crate::publisher::{stamped_publications, Publisher};
 use crate::report::Report;
@@ -30,14 +30,8 @@ pub async fn idle(
         options.connections,
         options.transport.name()
     ));
-    let fleet = Fleet::start(
-        target,
-        options.transport,
-        options.connections,
-        0,
-        options.concurrency,
-    )
-    .await?;
+    let slab_before = kernel_slab_kib().ok_or("cannot read /proc/meminfo")?;
+    let fleet = Fleet::start(target, options, 0).await?;
     // Let every connection go through a few ping rounds before measuring.
     progress.phase(format_args!(
         "holding {} connections for {:?}",
@@ -46,6 +40,7 @@ pub async fn idle(
     ));
     tokio::time::sleep(options.hold).await;
     let after = rss_kib(target.pid).ok_or("cannot read server RSS")?;
+    let slab_after = kernel_slab_kib().ok_or("cannot read /proc/meminfo")?;
     let pings_before = fleet.pings();
     // Leak check: hold as long again, with pings flowing; memory must not grow beyond noise and
     // every connection must still be open.
@@ -56,6 +51,7 @@ pub async fn idle(
     let open = fleet.open();
     let mut report = Report::new("idle");
     report.add("transport", options.transport.name());
+    report.add("auth", options.auth.name());
     report.add("connections", fleet.len());
     report.add("rss_before_kib", before);
     report.add("rss_after_kib", after);
@@ -64,6 +60,12 @@ pub async fn idle(
         after.saturating_sub(before) as f64 / fleet.len().max(1) as f64,
     );
     report.add("rss_growth_while_idle_kib", later as i64 - after as i64);
+    // Both ends of every connection are on this machine: half of the slab's growth is the
+    // server's side (indicative: other processes allocate slab memory too).
+    report.add(
+        "kernel_slab_kib_per_connection",
+        slab_after.saturating_sub(slab_before) as f64 / 2.0 / fleet.len().max(1) as f64,
+    );
     report.add("pings_while_idle", pings);
     report.add("still_open", open);
     let allowed_growth = (after / 10).max(2048);
@@ -102,14 +104,7 @@ pub async fn fanout(
         options.connections,
         options.transport.name()
     ));
-    let fleet = Fleet::start(
-        target,
-        options.transport,
-        options.connections,
-        messages,
-        options.concurrency,
-    )
-    .await?;
+    let fleet = Fleet::start(target, options, messages).await?;
     let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let cpu_before = CpuTime::read(target.pid).ok_or("cannot read server CPU time")?;
     let started = Instant::now();
@@ -167,14 +162,7 @@ pub async fn throughput(
         options.connections,
         options.transport.name()
     ));
-    let fleet = Fleet::start(
-        target,
-        options.transport,
-        options.connections,
-        capacity,
-        options.concurrency,
-    )
-    .await?;
+    let fleet = Fleet::start(target, options, capacity).await?;
     let mut publisher = Publisher::connect(target, options.broadcaster).await?;
     let mut report = Report::new("throughput");
     add_paths(&mut report, options);

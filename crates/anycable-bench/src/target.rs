@@ -9,7 +9,7 @@ use anycable_rs::streams::hex_hmac_sha256;
 
 use crate::backend::Backend;
 use crate::fixture::SECRET;
-use crate::options::{Broadcaster, Transport};
+use crate::options::{Auth, Broadcaster, Transport};
 use crate::redis_publisher::{DEFAULT_CHANNEL, REDIS_URL};
 
 pub struct Target {
@@ -27,12 +27,14 @@ pub struct Target {
 
 impl Target {
     /// Starts `bin` on a free loopback port with a secret (JWT, signed streams, authenticated
-    /// broadcasts on the main port) and public streams: in standalone mode, or authenticating
-    /// through `backend`; with the SSE endpoint for SSE clients, and the `redis` broadcaster
-    /// instead of HTTP when publishing through Redis.
+    /// broadcasts on the main port) and public streams: in standalone mode (without
+    /// authentication, or with JWT for [`Auth::Jwt`], or `--public` with an RPC host nothing
+    /// calls), or authenticating through `backend`; with the SSE endpoint for SSE clients, and
+    /// the `redis` broadcaster instead of HTTP when publishing through Redis.
     pub fn spawn(
         bin: &PathBuf,
         backend: Option<Backend>,
+        auth: Auth,
         transport: Transport,
         broadcaster: Broadcaster,
         extra_args: &[String],
@@ -46,9 +48,14 @@ impl Target {
             .arg(format!("--port={port}"))
             .arg(format!("--secret={SECRET}"))
             .arg("--public_streams");
-        match &backend {
-            Some(backend) => command.arg(format!("--rpc_host={}", backend.rpc_host())),
-            None => command.arg("--noauth").arg("--norpc"),
+        match (&backend, auth) {
+            (Some(backend), _) => command.arg(format!("--rpc_host={}", backend.rpc_host())),
+            (None, Auth::Jwt) => command.arg("--norpc"),
+            // A free port: the backend is configured, never called.
+            (None, Auth::Public) => command
+                .arg("--public")
+                .arg(format!("--rpc_host=127.0.0.1:{}", free_port()?)),
+            (None, _) => command.arg("--noauth").arg("--norpc"),
         };
         if transport == Transport::Sse {
             command.arg("--sse");

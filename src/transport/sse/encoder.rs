@@ -6,9 +6,14 @@
 //! (GET) or the whole frame (POST), with an `id:` line when the frame carries a stream position.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::protocol::TextFrame;
+use crate::session::{Framer, Outgoing};
 
 /// `retry:` value (one year, in milliseconds) that keeps EventSource from reconnecting after a
 /// disconnect that says `reconnect: false`.
@@ -38,6 +43,69 @@ struct Fields<'a> {
     offset: Option<u64>,
     #[serde(default)]
     reconnect: Option<bool>,
+}
+
+/// The event of `frame` for `format`, made once per frame and format and then shared by every
+/// stream the frame is queued for (a broadcast is encoded once, not once per subscriber).
+/// Empty when nothing is written (typed frames in raw mode).
+pub fn event(frame: &TextFrame, format: Format) -> &str {
+    let form = usize::from(format.full_messages) * 2 + usize::from(format.raw);
+    frame.form(form, |text| {
+        let mut out = String::new();
+        encode(text, format, &mut out);
+        out
+    })
+}
+
+/// The flusher's framing of an event stream in `format` (see [`frame_chunk`]).
+pub fn framer(format: Format) -> Framer {
+    match (format.full_messages, format.raw) {
+        (false, false) => frame_chunk::<false, false>,
+        (false, true) => frame_chunk::<false, true>,
+        (true, false) => frame_chunk::<true, false>,
+        (true, true) => frame_chunk::<true, true>,
+    }
+}
+
+/// Frames a batch for a chunked HTTP/1.1 response: bytes already framed (handed back by the
+/// flusher) as they are, then the events of the text frames up to the first close item as one
+/// chunk. The close item and what follows stay in the batch. Returns the events and their bytes.
+fn frame_chunk<const FULL: bool, const RAW: bool>(
+    batch: &mut VecDeque<Outgoing>,
+    out: &mut Vec<u8>,
+) -> (u64, u64) {
+    let format = Format {
+        full_messages: FULL,
+        raw: RAW,
+    };
+    while let Some(Outgoing::Framed(framed)) = batch.front() {
+        out.extend_from_slice(framed);
+        batch.pop_front();
+    }
+    let end = batch
+        .iter()
+        .position(|item| matches!(item, Outgoing::Close { .. }))
+        .unwrap_or(batch.len());
+    let texts = || {
+        batch.iter().take(end).filter_map(|item| match item {
+            Outgoing::Text(text) => Some(event(text, format)),
+            // Items of WebSocket connections only.
+            _ => None,
+        })
+    };
+    let size: usize = texts().map(str::len).sum();
+    let mut events = 0;
+    if size > 0 {
+        // Writing to a vector cannot fail.
+        let _ = write!(out, "{size:x}\r\n");
+        for event in texts().filter(|event| !event.is_empty()) {
+            out.extend_from_slice(event.as_bytes());
+            events += 1;
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    batch.drain(..end);
+    (events, size as u64)
 }
 
 /// Appends the event for one frame to `out` (nothing for typed frames in raw mode).
@@ -161,6 +229,37 @@ mod tests {
         let mut out = String::new();
         encode(frame, format, &mut out);
         out
+    }
+
+    #[test]
+    fn batches_become_one_chunk_of_shared_events() {
+        let welcome = TextFrame::from(r#"{"type":"welcome"}"#);
+        let data = TextFrame::from(r#"{"identifier":"x","message":"hi"}"#);
+        let mut batch = VecDeque::from([
+            Outgoing::Framed(bytes::Bytes::from_static(b"2\r\nab\r\n")),
+            Outgoing::Text(welcome.clone()),
+            Outgoing::Text(data.clone()),
+            Outgoing::Close {
+                code: 1000,
+                reason: "",
+            },
+            Outgoing::Text(data.clone()),
+        ]);
+        let mut out = Vec::new();
+        assert_eq!(framer(RAW)(&mut batch, &mut out), (1, 10));
+        assert_eq!(out, b"2\r\nab\r\na\r\ndata: hi\n\n\r\n");
+        assert_eq!(batch.len(), 2, "the close item and what follows are left");
+        // The events were made once per format and are shared by the frame's clones.
+        assert_eq!(super::event(&data, RAW), "data: hi\n\n");
+        assert_eq!(super::event(&welcome, RAW), "");
+        assert_eq!(
+            super::event(&welcome.clone(), GET),
+            "event: welcome\ndata: {\"type\":\"welcome\"}\n\n"
+        );
+        let mut out = Vec::new();
+        let mut only_typed = VecDeque::from([Outgoing::Text(welcome)]);
+        assert_eq!(framer(RAW)(&mut only_typed, &mut out), (0, 0));
+        assert!(out.is_empty(), "no empty chunk: it would end the response");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! channel's receiver is dropped with the response). Shutdown reaches it through
 //! `transport::live`, as for WebSocket connections.
 
+mod direct;
 mod encoder;
 mod request;
 
@@ -23,14 +24,16 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use direct::Declined;
 pub use encoder::{Format, NO_RECONNECT_RETRY_MS};
 pub use request::{RequestError, Subscribe, MAX_BODY_BYTES};
 
 use super::live::LiveOutboxes;
+use super::ws::Flushers;
 use super::{connection_id, find_token, first_ping_delay, EnvBuilder, Precision};
 use crate::config::Config;
 use crate::http::{with_cors, AllowedOrigins, BodyReadError, ConnectionAbort};
@@ -59,6 +62,8 @@ pub struct SseEndpoint {
     ping_precision: Precision,
     /// Every open connection's outbox: shutdown queues the `server_restart` disconnect on each.
     live: Arc<LiveOutboxes>,
+    /// The WebSocket endpoint's writers, which also write streams served on their sockets.
+    flushers: Flushers,
     tracker: TaskTracker,
 }
 
@@ -69,6 +74,7 @@ impl SseEndpoint {
         env_builder: EnvBuilder,
         jwt_enabled: bool,
         live: Arc<LiveOutboxes>,
+        flushers: Flushers,
         tracker: TaskTracker,
     ) -> SseEndpoint {
         SseEndpoint {
@@ -83,6 +89,7 @@ impl SseEndpoint {
                 .then(|| Duration::from_secs(config.app.ping_interval_secs)),
             ping_precision: config.app.ping_timestamp_precision,
             live,
+            flushers,
             tracker,
         }
     }
@@ -103,30 +110,20 @@ impl SseEndpoint {
         if method != Method::GET && method != Method::POST {
             return empty(StatusCode::METHOD_NOT_ALLOWED);
         }
-        let query = request.uri().query().map(str::to_string);
-        let query = query.as_deref();
-        let headers = request.headers().clone();
-        let env = self.env_builder.build(&request);
+        let started = Instant::now();
         let abort = request
             .extensions()
             .get::<ConnectionAbort>()
             .map(|a| a.0.clone());
-        let format = Format {
-            full_messages: method == Method::POST,
-            raw: request::raw_mode(query),
-        };
+        let mut ask = self.ask(&request, Vec::new());
         let commands = if method == Method::POST {
             read_body(request)
                 .await
                 .and_then(|b| request::from_body(&b))
         } else {
-            let last_event_id = headers
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty());
-            request::from_query(query, last_event_id, self.plain_turbo_name).map(|s| vec![s])
+            self.get_commands(&request)
         };
-        let commands = match commands {
+        ask.commands = match commands {
             Ok(commands) => commands,
             Err(error) => {
                 tracing::debug!("SSE request refused: {error}");
@@ -139,46 +136,68 @@ impl SseEndpoint {
                 };
             }
         };
-        let token = self
-            .jwt_param
-            .as_deref()
-            .and_then(|param| find_token(&headers, query, param));
-        self.open(
-            token.as_deref(),
-            connection_id(&headers).into(),
-            env,
-            commands,
-            format,
-            abort,
-        )
-        .await
+        let format = ask.format;
+        let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+        match self.open(ask, &outbox).await {
+            Ok(session) => self.stream(session, format, abort, started).await,
+            Err(status) => stream_headers(empty(status)),
+        }
     }
 
-    /// Authenticates and subscribes; on success, spawns the connection task and streams.
-    async fn open(
-        &self,
-        token: Option<&str>,
-        sid: Arc<str>,
-        env: Arc<RequestEnv>,
-        commands: Vec<Subscribe>,
-        format: Format,
-        abort: Option<CancellationToken>,
-    ) -> Response<SseBody> {
-        let started = Instant::now();
-        tracing::debug!(context = "sse", sid = &*sid, "SSE session established");
-        let outbox = Arc::new(Outbox::new(self.max_pending_bytes));
+    /// The pings of a stream in `format` (raw streams get none).
+    fn pings(&self, format: Format) -> Pings {
+        Pings {
+            interval: self.ping_interval.filter(|_| !format.raw),
+            precision: self.ping_precision,
+        }
+    }
+
+    /// What a request asks for, with the subscriptions given.
+    fn ask<B>(&self, request: &Request<B>, commands: Vec<Subscribe>) -> Ask {
+        let query = request.uri().query();
+        let headers = request.headers();
+        Ask {
+            token: self
+                .jwt_param
+                .as_deref()
+                .and_then(|param| find_token(headers, query, param)),
+            sid: connection_id(headers).into(),
+            env: self.env_builder.build(request),
+            commands,
+            format: Format {
+                full_messages: request.method() == Method::POST,
+                raw: request::raw_mode(query),
+            },
+        }
+    }
+
+    /// The subscription of a GET request (query parameters and `Last-Event-ID`).
+    fn get_commands<B>(&self, request: &Request<B>) -> Result<Vec<Subscribe>, RequestError> {
+        let last_event_id = request
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        request::from_query(request.uri().query(), last_event_id, self.plain_turbo_name)
+            .map(|s| vec![s])
+    }
+
+    /// Authenticates and subscribes, the session's frames queued in `outbox`; or the status
+    /// that refuses the request.
+    async fn open(&self, ask: Ask, outbox: &Arc<Outbox>) -> Result<Session, StatusCode> {
+        tracing::debug!(context = "sse", sid = &*ask.sid, "SSE session established");
         // A client that goes away drops this request, and the connect with it.
         let left = CancellationToken::new();
         let connect = ConnectRequest {
-            token,
-            sid,
+            token: ask.token.as_deref(),
+            sid: ask.sid,
             extended: false,
             restore_sid: None,
-            env,
+            env: ask.env,
             left: &left,
         };
-        let mut batch = VecDeque::new();
-        let Some(mut session) = self.node.connect(connect, outbox.clone()).await else {
+        let Some(mut session) = Box::pin(self.node.connect(connect, outbox.clone())).await else {
+            let mut batch = VecDeque::new();
             outbox.take_batch(&mut batch).now_or_never();
             // A rejection comes with a `disconnect` message; an authentication error closes
             // without one.
@@ -186,29 +205,42 @@ impl SseEndpoint {
             let busy = batch.iter().any(
                 |item| matches!(item, Outgoing::Close { code, .. } if *code == TRY_AGAIN_LATER),
             );
-            let status = if busy {
+            return Err(if busy {
                 StatusCode::SERVICE_UNAVAILABLE
             } else if rejected {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::BAD_REQUEST
-            };
-            return stream_headers(empty(status));
+            });
         };
-        for command in commands {
-            let outcome = self
-                .node
-                .subscribe(&mut session, command.identifier, command.history)
-                .await;
+        for command in ask.commands {
+            let outcome = Box::pin(self.node.subscribe(
+                &mut session,
+                command.identifier,
+                command.history,
+            ))
+            .await;
             if outcome != Subscribed::Confirmed {
                 tracing::debug!(sid = &*session.sid, ?outcome, "SSE subscription refused");
-                self.node.disconnect(&mut session).await;
-                return stream_headers(empty(StatusCode::BAD_REQUEST));
+                Box::pin(self.node.disconnect(&mut session)).await;
+                return Err(StatusCode::BAD_REQUEST);
             }
         }
+        Ok(session)
+    }
 
+    /// Streams an opened session through hyper: spawns the connection task that feeds the
+    /// response body.
+    async fn stream(
+        &self,
+        mut session: Session,
+        format: Format,
+        abort: Option<CancellationToken>,
+        started: Instant,
+    ) -> Response<SseBody> {
         // What authentication and the subscriptions produced is written first, in order.
-        outbox.take_batch(&mut batch).now_or_never();
+        let mut batch = VecDeque::new();
+        session.outbox.take_batch(&mut batch).now_or_never();
         let (first, closed) = encode_batch(&mut batch, format);
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         if !first.is_empty() {
@@ -224,8 +256,7 @@ impl SseEndpoint {
                 sender,
                 format,
                 write_timeout: self.write_timeout,
-                ping_interval: self.ping_interval.filter(|_| !format.raw),
-                ping_precision: self.ping_precision,
+                pings: self.pings(format),
                 live: self.live.clone(),
                 abort,
                 started,
@@ -238,6 +269,47 @@ impl SseEndpoint {
             .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         stream_headers(response)
     }
+}
+
+/// A stream's pings: the first at a random point in [0.5, 1.5) × the interval (as over
+/// WebSocket), then one per interval; none without an interval (or in raw mode).
+#[derive(Clone, Copy)]
+struct Pings {
+    interval: Option<Duration>,
+    precision: Precision,
+}
+
+impl Pings {
+    /// The timer of the first ping. It lives across the task's loop turns (a new one per turn
+    /// would register with the timer wheel each time) and is polled only when [`Pings::on`].
+    fn start(self) -> Sleep {
+        let first = self.interval.map(first_ping_delay).unwrap_or_default();
+        sleep_until(Instant::now() + first)
+    }
+
+    fn on(self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// Sends a ping and sets `timer` for the next one.
+    fn send(self, node: &Node, session: &Session, timer: Pin<&mut Sleep>) {
+        if let Some(interval) = self.interval {
+            timer.reset(Instant::now() + interval);
+        }
+        let ping = Reply::Ping {
+            message: self.precision.timestamp(),
+        };
+        node.send(session, ping.encode());
+    }
+}
+
+/// What an SSE request asks for.
+struct Ask {
+    token: Option<String>,
+    sid: Arc<str>,
+    env: Arc<RequestEnv>,
+    commands: Vec<Subscribe>,
+    format: Format,
 }
 
 /// Reads a POST body of at most [`MAX_BODY_BYTES`], under the shared body deadline.
@@ -259,8 +331,7 @@ struct Connection {
     sender: mpsc::Sender<Bytes>,
     format: Format,
     write_timeout: Duration,
-    ping_interval: Option<Duration>,
-    ping_precision: Precision,
+    pings: Pings,
     live: Arc<LiveOutboxes>,
     /// Drops the HTTP connection when the client stopped reading: the response could never be
     /// finished, and the socket would otherwise stay open until TCP gives up.
@@ -302,12 +373,7 @@ impl Connection {
         let live = self.live.clone();
         let _listed = live.register(&outbox);
         let mut batch = VecDeque::new();
-        let mut next_ping = self
-            .ping_interval
-            .map(|interval| Instant::now() + first_ping_delay(interval));
-        // The timer lives across loop turns: a new one per turn would register with the timer
-        // wheel on every delivery.
-        let ping = sleep_until(next_ping.unwrap_or_else(Instant::now));
+        let ping = self.pings.start();
         tokio::pin!(ping);
         loop {
             tokio::select! {
@@ -330,13 +396,8 @@ impl Connection {
                         break;
                     }
                 }
-                _ = &mut ping, if next_ping.is_some() => {
-                    next_ping = self.ping_interval.map(|interval| Instant::now() + interval);
-                    if let Some(at) = next_ping {
-                        ping.as_mut().reset(at);
-                    }
-                    let ping = Reply::Ping { message: self.ping_precision.timestamp() };
-                    self.node.send(&self.session, ping.encode());
+                _ = &mut ping, if self.pings.on() => {
+                    self.pings.send(&self.node, &self.session, ping.as_mut());
                 }
             }
         }
@@ -356,7 +417,7 @@ fn encode_batch(batch: &mut VecDeque<Outgoing>, format: Format) -> (String, bool
     let mut chunk = String::new();
     while let Some(item) = batch.pop_front() {
         match item {
-            Outgoing::Text(text) => encoder::encode(text.as_str(), format, &mut chunk),
+            Outgoing::Text(text) => chunk.push_str(encoder::event(&text, format)),
             // WebSocket-only items; never queued for an event stream.
             Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Framed(_) => {}
             Outgoing::Close { .. } => {

@@ -1,4 +1,5 @@
-//! The shared writers of plain-TCP WebSocket connections.
+//! The shared writers of plain-TCP connections: WebSocket connections, and SSE streams once
+//! their response head is out (each outbox says how its frames are framed).
 //!
 //! A push to an idle outbox lists it with one of a few flushers (one per CPU) instead of waking
 //! the connection's task; the flusher frames what is queued and sends it with one non-blocking
@@ -21,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::frame::frame_items;
 use crate::metrics::{Counter, Metrics};
-use crate::session::{Direct, FlushList, Outbox};
+use crate::session::{Direct, FlushList, Framer, Outbox};
 
 /// Outboxes a flusher writes before letting other tasks on its thread run.
 const ROUND: usize = 256;
@@ -29,10 +30,12 @@ const ROUND: usize = 256;
 /// Beyond this, the frame buffer's memory is given back after a round.
 const KEPT_BUFFER: usize = 64 * 1024;
 
-/// The flushers of one WebSocket endpoint; connections are spread over them in turn.
+/// The flushers of one listener's endpoints; connections are spread over them in turn. Clones
+/// share the flushers.
+#[derive(Clone)]
 pub struct Flushers {
-    lists: Vec<Arc<FlushList>>,
-    next: AtomicUsize,
+    lists: Arc<[Arc<FlushList>]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl Flushers {
@@ -49,20 +52,26 @@ impl Flushers {
             .collect();
         Flushers {
             lists,
-            next: AtomicUsize::new(0),
+            next: Arc::default(),
         }
     }
 
-    /// The outbox of a new connection over `socket`, written by the next flusher in turn, and
-    /// the connection task's side of the socket.
+    /// The outbox of a new WebSocket connection over `socket`, written by the next flusher in
+    /// turn, and the connection task's side of the socket.
     pub fn open(&self, socket: TcpStream, max_pending_bytes: usize) -> (Arc<Outbox>, DirectSocket) {
+        let outbox = Outbox::direct(max_pending_bytes, self.direct(socket, frame_items));
+        let outbox = Arc::new(outbox);
+        (outbox.clone(), DirectSocket(outbox))
+    }
+
+    /// Where the next flusher in turn writes `socket`'s frames, framed by `framer`.
+    pub fn direct(&self, socket: TcpStream, framer: Framer) -> Direct {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.lists.len();
-        let direct = Direct {
+        Direct {
             socket,
             list: self.lists[turn].clone(),
-        };
-        let outbox = Arc::new(Outbox::direct(max_pending_bytes, direct));
-        (outbox.clone(), DirectSocket(outbox))
+            framer,
+        }
     }
 }
 
@@ -76,14 +85,14 @@ async fn flush(list: Arc<FlushList>, metrics: Arc<Metrics>) {
             if n > 0 && n % ROUND == 0 {
                 tokio::task::yield_now().await;
             }
-            let Some((socket, mut batch)) = outbox.take_for_flush() else {
+            let Some((direct, mut batch)) = outbox.take_for_flush() else {
                 continue;
             };
             wire.clear();
-            let framed = frame_items(&mut batch, &mut wire);
+            let framed = (direct.framer)(&mut batch, &mut wire);
             frames += framed.0;
             bytes += framed.1;
-            let sent = send_now(socket, &wire);
+            let sent = send_now(&direct.socket, &wire);
             outbox.flushed(&wire[sent..], &mut batch);
         }
         metrics.add(Counter::ServerMsg, frames);
@@ -109,6 +118,11 @@ fn send_now(socket: &TcpStream, bytes: &[u8]) -> usize {
 pub struct DirectSocket(Arc<Outbox>);
 
 impl DirectSocket {
+    /// `outbox` must hold its socket (made with a [`Direct`]).
+    pub fn new(outbox: Arc<Outbox>) -> DirectSocket {
+        DirectSocket(outbox)
+    }
+
     fn tcp(&self) -> &TcpStream {
         self.0
             .socket()

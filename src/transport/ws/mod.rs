@@ -26,8 +26,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::flusher::{DirectSocket, Flushers};
+
 use self::codec::Message;
-use self::flusher::Flushers;
 use self::frame::{append_close_frame, frame_items, text_frame_len};
 use self::socket::{ReadError, Socket};
 use super::live::LiveOutboxes;
@@ -250,6 +251,11 @@ impl WsEndpoint {
             }
         });
         response
+    }
+
+    /// The shared writers, for the other endpoints of the listener (SSE).
+    pub fn flushers(&self) -> Flushers {
+        self.flushers.clone()
     }
 
     fn default_ping_interval(&self) -> Option<Duration> {
@@ -617,7 +623,7 @@ where
 /// Runs `write` with a deadline, armed only when the write cannot finish at once: most batches
 /// fit in the socket's send buffer, and a timer per write (a clock read and a reference to the
 /// runtime's shared handle) would cost more than the framing.
-async fn with_deadline<F: Future>(limit: Duration, write: F) -> Result<F::Output, Elapsed> {
+pub async fn with_deadline<F: Future>(limit: Duration, write: F) -> Result<F::Output, Elapsed> {
     let mut write = std::pin::pin!(write);
     if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
         return Ok(output);

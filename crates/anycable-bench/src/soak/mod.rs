@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::{connect, expect_type, now_nanos, Socket};
-use crate::options::{Broadcaster, Flags, Transport};
+use crate::options::{Auth, Broadcaster, Flags, Transport};
 use crate::publisher::HttpPublisher;
 use crate::target::Target;
 use client::{Rng, Role};
@@ -135,7 +135,14 @@ pub fn main(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(), St
 async fn run(options: &Options, bin: &PathBuf) -> Result<(), String> {
     let mut server_args = vec!["--metrics_http=/metrics".to_string()];
     server_args.extend(options.server_args.iter().cloned());
-    let target = Target::spawn(bin, None, Transport::Ws, Broadcaster::Http, &server_args)?;
+    let target = Target::spawn(
+        bin,
+        None,
+        Auth::None,
+        Transport::Ws,
+        Broadcaster::Http,
+        &server_args,
+    )?;
     let shared = Arc::new(Shared::new(target.addr, options.streams, options.lifetime));
     println!(
         "soak: {} connections + {} watchers, {} streams at {}/s, firehose {}/s of {} B with {} \
