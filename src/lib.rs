@@ -10,6 +10,8 @@ pub mod broadcast;
 pub mod broker;
 pub mod clients;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod identity;

@@ -8,7 +8,7 @@
 //! `transport::live`, as for WebSocket connections.
 
 mod encoder;
-mod request;
+pub(crate) mod request;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
