@@ -34,8 +34,8 @@ case "$1" in
     for target in $list; do
       mkdir -p "corpus/$target" "work/$target"
       cp -n "work/$target"/* "corpus/$target"/ 2>/dev/null || true
-      nice cargo +nightly fuzz cmin -O "$target" "corpus/$target" 2>&1 | grep -E '^(MERGE-OUTER|INFO: *[0-9]+ files)' || true
-      echo "$target: $(ls "corpus/$target" | wc -l) files, $(du -sk "corpus/$target" | cut -f1) KB"
+      nice cargo +nightly fuzz cmin -O "$target" "corpus/$target" -- -use_counters=0 2>&1 | grep -E '^(MERGE-OUTER|INFO: *[0-9]+ files)' || true
+      echo "$target: $(ls "corpus/$target" | wc -l) files, $(cat "corpus/$target"/* | wc -c) bytes"
     done
     exit 0 ;;
   -h|--help) usage ;;
