@@ -11,6 +11,8 @@ pub mod broker;
 pub mod clients;
 pub mod config;
 pub mod doctor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod identity;

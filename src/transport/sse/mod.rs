@@ -9,7 +9,7 @@
 
 mod direct;
 mod encoder;
-mod request;
+pub(crate) mod request;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -1,7 +1,7 @@
 //! The WebSocket transport: the upgrade handshake, then one task per connection that reads
 //! client frames, writes the session's outbox, and sends pings.
 
-mod codec;
+pub(crate) mod codec;
 mod flusher;
 mod frame;
 mod socket;
