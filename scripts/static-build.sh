@@ -6,8 +6,8 @@
 #
 #   scripts/static-build.sh            build, then print the path of the binary
 #
-# Name resolution: a static glibc cannot load NSS modules, so the server resolves host names
-# itself (see src/resolve/): /etc/hosts, then DNS through /etc/resolv.conf.
+# Name resolution: a static glibc cannot load NSS plug-ins; it still reads /etc/hosts and asks
+# DNS through /etc/resolv.conf. `localhost` names mean loopback without either (src/resolve.rs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -221,10 +221,22 @@ async fn kubernetes_probes_shutdown_and_autoscaling_match_the_server() {
     env.push(("ANYCABLE_HOST".into(), "127.0.0.1".into()));
     let server = start_with_env(&env, "ANYCABLE_PORT").await;
     let container = &pod["containers"][0];
-    for probe in ["livenessProbe", "readinessProbe"] {
-        let path = container[probe]["httpGet"]["path"].as_str().expect("path");
-        assert_eq!(server.get(path).await.status, 200, "{probe} {path}");
-    }
+    let probe_path = |probe: &str| {
+        container[probe]["httpGet"]["path"]
+            .as_str()
+            .expect("path")
+            .to_string()
+    };
+    let liveness = probe_path("livenessProbe");
+    assert_eq!(server.get(&liveness).await.status, 200, "{liveness}");
+    // The example's Redis and RPC backend do not exist here: the readiness endpoint says so.
+    let readiness = server.get(&probe_path("readinessProbe")).await;
+    assert_eq!(readiness.status, 503, "{}", readiness.body);
+    assert!(
+        readiness.body.starts_with("not ready: "),
+        "{}",
+        readiness.body
+    );
     let hpa = kubernetes_object(&docs, "HorizontalPodAutoscaler");
     let metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
         .as_str()
