@@ -72,7 +72,7 @@ impl StartContext {
     /// The metrics registry registers only what this configuration can report.
     pub fn new(config: &Config) -> StartContext {
         let rpc = config.rpc_impl();
-        let checks = super::readiness::checks(config);
+        let checks = Check::configured(config);
         let metrics = Arc::new(Metrics::new(Registration {
             rpc: rpc != RpcImpl::None,
             sse: config.sse.enabled,

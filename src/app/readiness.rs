@@ -9,34 +9,12 @@ use super::AppError;
 use crate::broker::History;
 use crate::clients::nats::NatsOptions;
 use crate::clients::redis::RedisOptions;
-use crate::config::{BroadcastAdapter, Config, PubSubAdapter, RpcImpl};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::node::PubSub;
 use crate::publication::canary_stream;
 use crate::readiness::{self, Canaries, Check, Probes, Status};
 use crate::rpc::Rpc;
-
-/// The checks this configuration runs; none without a readiness path.
-pub(super) fn checks(config: &Config) -> Vec<Check> {
-    if config.server.readiness_path.is_empty() {
-        return Vec::new();
-    }
-    let adapters = &config.broadcast_adapters;
-    Check::ALL
-        .into_iter()
-        .filter(|check| match check {
-            Check::BroadcastRedis => adapters.contains(&BroadcastAdapter::Redis),
-            Check::BroadcastRedisX => adapters.contains(&BroadcastAdapter::RedisX),
-            Check::BroadcastNats => adapters.contains(&BroadcastAdapter::Nats),
-            Check::PubSub => matches!(
-                config.pubsub_adapter,
-                PubSubAdapter::Redis | PubSubAdapter::Nats
-            ),
-            Check::Broker => config.broker.adapter.is_distributed(),
-            Check::Rpc => config.rpc_impl() != RpcImpl::None,
-        })
-        .collect()
-}
 
 /// The status of this node's checks, or `None` when readiness is off.
 pub(super) fn status(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Status>> {
@@ -46,7 +24,7 @@ pub(super) fn status(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Stat
     let stream = canary_stream(&config.node_id);
     Some(Arc::new(Status::new(
         stream,
-        &checks(config),
+        &Check::configured(config),
         metrics.clone(),
     )))
 }
@@ -65,7 +43,7 @@ pub(super) fn start(
     checked: Checked,
     cx: &StartContext,
 ) -> Result<(), AppError> {
-    let checks = checks(config);
+    let checks = Check::configured(config);
     let redis_needed = checks
         .iter()
         .any(|c| matches!(c, Check::BroadcastRedis | Check::BroadcastRedisX));

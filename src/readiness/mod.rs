@@ -22,6 +22,7 @@ use hyper::StatusCode;
 
 pub use checker::{spawn, Canaries, Probes};
 
+use crate::config::{BroadcastAdapter, Config, PubSubAdapter, RpcImpl};
 use crate::http::{plain, Body};
 use crate::metrics::{Gauge, Metrics};
 use crate::node::CanaryInbox;
@@ -38,6 +39,28 @@ pub enum Check {
 }
 
 impl Check {
+    /// The checks this configuration runs; none without a readiness path.
+    pub fn configured(config: &Config) -> Vec<Check> {
+        if config.server.readiness_path.is_empty() {
+            return Vec::new();
+        }
+        let adapters = &config.broadcast_adapters;
+        Check::ALL
+            .into_iter()
+            .filter(|check| match check {
+                Check::BroadcastRedis => adapters.contains(&BroadcastAdapter::Redis),
+                Check::BroadcastRedisX => adapters.contains(&BroadcastAdapter::RedisX),
+                Check::BroadcastNats => adapters.contains(&BroadcastAdapter::Nats),
+                Check::PubSub => matches!(
+                    config.pubsub_adapter,
+                    PubSubAdapter::Redis | PubSubAdapter::Nats
+                ),
+                Check::Broker => config.broker.adapter.is_distributed(),
+                Check::Rpc => config.rpc_impl() != RpcImpl::None,
+            })
+            .collect()
+    }
+
     /// In the order of [`Gauge::READINESS`].
     pub const ALL: [Check; 6] = [
         Check::BroadcastRedis,
